@@ -1,0 +1,74 @@
+//! agentgate's configuration: the TOML schema, its defaults, validation, and errors that
+//! point at the offending line.
+//!
+//! # File format
+//!
+//! One TOML file with five tables, all optional, as are all keys in them:
+//!
+//! | table           | holds                                                        |
+//! |-----------------|--------------------------------------------------------------|
+//! | `[server]`      | listen address, request body limit, shutdown grace           |
+//! | `[auth]`        | API keys and the stream-token signing secret                 |
+//! | `[store]`       | `kind = "memory"` or `"redis"`, event-log cap, retention, TTL |
+//! | `[store.redis]` | Redis URLs, cluster mode, timeouts (used with `kind = "redis"`) |
+//! | `[sse]`         | heartbeat interval, client `retry:`, replay batch size        |
+//! | `[agent]`       | `dispatch = "demo"` or `"none"`, and `[agent.demo]` pacing     |
+//!
+//! A key left out takes its default (see each field's docs). An unknown key is an error,
+//! so a typo never silently falls back to a default. Durations are plain integers whose
+//! unit is in the key's name: `_secs` for seconds, `_ms` for milliseconds.
+//!
+//! The defaults are safe rather than complete: `auth.api_keys` and
+//! `auth.stream_token_secret` have no usable default, so a file must set them.
+//! [`REFERENCE_TOML`] is the annotated reference file, a working development setup.
+//!
+//! # Errors
+//!
+//! [`Config::from_toml_str`] and [`Config::load`] parse, then [`Config::validate`]. Every
+//! [`ConfigError`] names the key and, when the key is in the file, its line and column:
+//!
+//! ```text
+//! line 7, column 1: store.redis.urls[1]: must start with redis:// or rediss://
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use agentgate_config::{Config, StoreKind};
+//!
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     [auth]
+//!     api_keys = ["0123456789abcdef"]
+//!     stream_token_secret = "0123456789abcdef0123456789abcdef"
+//!     "#,
+//! )
+//! .expect("valid");
+//! assert_eq!(config.store.kind, StoreKind::Memory);
+//!
+//! let errors = Config::from_toml_str("[sse]\nheartbeat_secs = 0\n").expect_err("invalid");
+//! let heartbeat = errors
+//!     .iter()
+//!     .find(|e| e.key.as_deref() == Some("sse.heartbeat_secs"))
+//!     .expect("reported");
+//! assert_eq!(heartbeat.to_string(), "line 2, column 18: sse.heartbeat_secs: must be at least 1");
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod error;
+mod load;
+mod locate;
+mod schema;
+mod validate;
+
+pub use error::{ConfigError, ValidationError};
+pub use schema::{
+    AgentConfig, AuthConfig, Config, DemoConfig, Dispatch, RedisConfig, ServerConfig, SseConfig,
+    StoreConfig, StoreKind,
+};
+
+/// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo
+/// agent, loopback listener, development credentials that must be changed in production.
+pub const REFERENCE_TOML: &str = include_str!("../agentgate.toml");

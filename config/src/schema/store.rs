@@ -1,0 +1,100 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which backend holds session state and event logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `"memory"`: in-process maps. Nothing survives a restart and replicas do not share
+    /// sessions; fine for development and single-instance use.
+    #[default]
+    Memory,
+    /// `"redis"`: Redis hashes and streams, configured by [`RedisConfig`]; shared by all
+    /// gateway replicas.
+    Redis,
+}
+
+/// `[store]`: the session store and how long data is kept.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Backend: `"memory"` or `"redis"`. Default `"memory"`.
+    pub kind: StoreKind,
+    /// Cap on each session's event log, in events. Trimming is approximate (Redis
+    /// `XADD MAXLEN ~`): at least this many of the newest events are kept, and a client that
+    /// resumes from an older event gets what is left. At least 1. Default 10_000.
+    pub events_maxlen: u64,
+    /// How long a completed session (state and events) stays readable and replayable after it
+    /// completes, in seconds. At least 1. Default 3_600 (one hour).
+    pub retention_secs: u64,
+    /// An unfinished session expires after this long without a write, in seconds; every write
+    /// refreshes it. At least 1. Default 86_400 (one day).
+    pub session_ttl_secs: u64,
+    /// `[store.redis]`: connection settings, used only when `kind = "redis"`.
+    pub redis: RedisConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            events_maxlen: 10_000,
+            retention_secs: 3_600,
+            session_ttl_secs: 86_400,
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// [`retention_secs`](Self::retention_secs) as a [`Duration`].
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs)
+    }
+
+    /// [`session_ttl_secs`](Self::session_ttl_secs) as a [`Duration`].
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}
+
+/// `[store.redis]`: how to reach Redis when `store.kind = "redis"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URLs, `redis://` or `rediss://` (TLS), e.g. `"redis://:password@host:6379/0"`.
+    /// Standalone (`cluster = false`) takes exactly one; cluster takes one or more seed nodes.
+    /// Default `["redis://127.0.0.1:6379"]`.
+    pub urls: Vec<String>,
+    /// Connect in Redis Cluster mode, treating `urls` as seed nodes. Default `false`.
+    pub cluster: bool,
+    /// Deadline for one store call, in milliseconds; a call that takes longer fails and the
+    /// API answers 503 with `Retry-After`. At least 1. Default 2_000.
+    pub timeout_ms: u64,
+    /// Deadline for establishing a connection, in milliseconds. At least 1. Default 1_000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["redis://127.0.0.1:6379".to_owned()],
+            cluster: false,
+            timeout_ms: 2_000,
+            connect_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// [`timeout_ms`](Self::timeout_ms) as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`connect_timeout_ms`](Self::connect_timeout_ms) as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}

@@ -1,0 +1,10 @@
+//! Tower layers and building blocks for streaming HTTP gateways.
+//!
+//! Nothing here knows about pingora, Redis or agentgate's API: the pieces work in any
+//! tower-based server (hyper, axum, tonic).
+//!
+//! - [`sse`]: Server-Sent Events framing.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(feature = "sse")]
+pub mod sse;

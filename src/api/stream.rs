@@ -1,0 +1,166 @@
+//! `GET /v2/sessions/{id}/stream`: the session's events over Server-Sent Events.
+//!
+//! Auth: the stream token init returned, as `?token=` (works in `EventSource`) or
+//! `Authorization: Bearer`. Resume: `Last-Event-ID` header (sent by browsers on reconnect)
+//! or `?last_event_id=`; the header wins when both are present.
+//!
+//! Exactness: the stream registers its [`Watch`](crate::store::Watch) before its first read,
+//! then alternates "read everything after my cursor" and "wait for a change". An append
+//! after any read wakes the watch, so the handoff from replay to live has no gap; every read
+//! starts strictly after the last id sent, so there is no duplicate.
+//!
+//! Back-pressure: frames go through a small bounded channel and the store is read in
+//! batches of `replay_batch` only when there is room, so a slow client costs a bounded
+//! amount of memory however far behind it is.
+//!
+//! The stream ends after the `complete` event, when the client goes away, or at shutdown.
+//! Idle streams get a heartbeat comment every `heartbeat`; if the store is unavailable the
+//! stream stays open (heartbeats go on) and resumes when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgate_middleware::sse::{self, Frame};
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::body::{Body, ChannelBody};
+use super::{ApiError, ApiState, bearer, query_param};
+use crate::store::{COMPLETE_KIND, EventId, SessionId};
+
+/// Frames buffered per stream between the reader task and the connection.
+const CHANNEL_FRAMES: usize = 16;
+
+/// Delay before retrying a read that failed because the store is unavailable.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Handles a stream request.
+pub async fn handle(
+    state: &Arc<ApiState>,
+    id: SessionId,
+    req: &http::request::Parts,
+) -> Result<Response<Body>, ApiError> {
+    let query = req.uri.query();
+    let token = query_param(query, "token");
+    let token = token.as_deref().or_else(|| bearer(&req.headers));
+    state.tokens.verify(&id, token)?;
+
+    let cursor = match req.headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().unwrap_or("\u{fffd}").to_owned()),
+        None => query_param(query, "last_event_id"),
+    };
+    let cursor = cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| c.parse::<EventId>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("last_event_id", e))?;
+
+    if !state.store.exists(&id).await? {
+        return Err(ApiError::session_not_found());
+    }
+
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    tokio::spawn(pump(Arc::clone(state), id, cursor, tx));
+    let mut response = Response::new(ChannelBody(rx).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(sse::CONTENT_TYPE),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell intermediaries (nginx and the like) not to buffer.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Sends one frame; false when the stream must end (client gone or shutting down).
+async fn send(state: &ApiState, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> bool {
+    tokio::select! {
+        sent = tx.send(frame) => sent.is_ok(),
+        () = state.shutdown.cancelled() => false,
+    }
+}
+
+/// Reads the session from `cursor` on and feeds frames to the client until it ends.
+async fn pump(
+    state: Arc<ApiState>,
+    id: SessionId,
+    mut cursor: Option<EventId>,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let _active = state.metrics.stream_opened();
+    let settings = state.settings;
+    // Register before the first read: anything appended from now on wakes us.
+    let mut watch = state.store.watch(&id);
+    if !send(&state, &tx, Frame::retry(settings.retry_ms).encode()).await {
+        return;
+    }
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut first_read = true;
+    loop {
+        match state.store.read(&id, cursor, settings.replay_batch).await {
+            Ok(events) => {
+                let full_batch = events.len() == settings.replay_batch;
+                if events.is_empty()
+                    && first_read
+                    && cursor.is_some()
+                    && completed(&state, &id).await
+                {
+                    // Resumed after the complete event: nothing more will come.
+                    return;
+                }
+                first_read = false;
+                for event in events {
+                    let event_id = event.id.to_string();
+                    let frame = Frame::event(&event.kind)
+                        .id(&event_id)
+                        .data(&event.data)
+                        .encode();
+                    if !send(&state, &tx, frame).await {
+                        return;
+                    }
+                    cursor = Some(event.id);
+                    if event.kind == COMPLETE_KIND {
+                        return;
+                    }
+                }
+                if full_batch {
+                    continue; // more to replay
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "stream read failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_RETRY) => continue,
+                    () = tx.closed() => return,
+                    () = state.shutdown.cancelled() => return,
+                }
+            }
+        }
+        // Caught up: wait for an append, a heartbeat, the client leaving or shutdown.
+        tokio::select! {
+            () = watch.changed() => {}
+            _ = heartbeat.tick() => {
+                if !send(&state, &tx, Frame::comment("heartbeat").encode()).await {
+                    return;
+                }
+                // An unfinished session can expire while we wait: end rather than idle forever.
+                if matches!(state.store.exists(&id).await, Ok(false)) {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+            () = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Whether the session has completed (a failed lookup counts as not completed).
+async fn completed(state: &ApiState, id: &SessionId) -> bool {
+    matches!(state.store.state(id).await, Ok(Some(s)) if s.is_completed())
+}

@@ -1,0 +1,20 @@
+//! agentgate: an edge gateway for streaming LLM-agent sessions.
+//!
+//! Agents create sessions, append events and complete them over a JSON API; browsers and
+//! apps follow a session live over Server-Sent Events and resume exactly where they left
+//! off. [`app`] is the one place where configuration becomes stores, handlers and services.
+//!
+//! - [`api`]: the agent API as a tower service, one module per handler.
+//! - [`store`]: the `SessionStore` trait, the Redis engine and the embedded memory engine.
+//! - [`agent`]: who runs a session (the demo agent, or external agents).
+//! - [`auth`]: API keys and per-session stream tokens.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: serving over HTTP.
+
+pub mod agent;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod metrics;
+pub mod server;
+pub mod store;

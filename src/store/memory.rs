@@ -1,0 +1,220 @@
+//! The embedded engine: sessions and event logs in process memory.
+//!
+//! Same semantics as the Redis engine (atomic writes, capped logs, expiry of idle and of
+//! completed sessions, blocking tail through [`Watch`]) so the whole gateway runs as one
+//! process for the quick start and for tests. It is held to the same conformance suite.
+//! State is not shared between processes: scale out with the Redis engine.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use super::watch::WatchRegistry;
+use super::{
+    COMPLETE_KIND, Completion, Event, EventId, NewEvent, NewSession, RUNNING, SessionId,
+    SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+};
+
+/// Limits the memory engine enforces (the same keys configure Redis).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimits {
+    /// Newest events kept per session.
+    pub events_maxlen: usize,
+    /// How long a completed session stays readable.
+    pub retention: Duration,
+    /// How long an unfinished session lives without a write.
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug)]
+struct Session {
+    state: SessionState,
+    events: VecDeque<Event>,
+    last_id: Option<EventId>,
+    expires_at: Instant,
+}
+
+impl Session {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// The embedded [`SessionStore`].
+#[derive(Debug)]
+pub struct MemoryStore {
+    sessions: DashMap<SessionId, Arc<Mutex<Session>>>,
+    limits: MemoryLimits,
+    watches: Arc<WatchRegistry>,
+    stats: StoreStats,
+}
+
+impl MemoryStore {
+    /// An empty store. Must be called inside a tokio runtime: it starts a sweeper task that
+    /// drops expired sessions (it stops when the store is dropped).
+    pub fn new(limits: MemoryLimits) -> Arc<Self> {
+        let store = Arc::new(Self {
+            sessions: DashMap::new(),
+            limits,
+            watches: Arc::default(),
+            stats: StoreStats::default(),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&store)));
+        store
+    }
+
+    /// The live session, if any (an expired one is treated as absent).
+    fn session(&self, id: &SessionId) -> Option<Arc<Mutex<Session>>> {
+        let session = self.sessions.get(id)?.value().clone();
+        let live = lock(&session).is_live(Instant::now());
+        live.then_some(session)
+    }
+
+    /// Runs `write` on the session if it is live, running and owned by `owner`.
+    fn write<T>(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        write: impl FnOnce(&mut Session, u64) -> T,
+    ) -> Result<T, StoreError> {
+        let session = self.session(id).ok_or(StoreError::NotFound)?;
+        let out = {
+            let mut s = lock(&session);
+            if !s.is_live(Instant::now()) {
+                return Err(StoreError::NotFound);
+            }
+            if s.state.owner != owner {
+                return Err(StoreError::Forbidden);
+            }
+            if s.state.is_completed() {
+                return Err(StoreError::Completed);
+            }
+            write(&mut s, now_ms())
+        };
+        self.watches.notify(id);
+        Ok(out)
+    }
+
+    fn push(&self, s: &mut Session, kind: &str, data: &str, now: u64) -> EventId {
+        let id = EventId::next_after(s.last_id, now);
+        s.last_id = Some(id);
+        s.events.push_back(Event {
+            id,
+            kind: kind.to_owned(),
+            data: data.to_owned(),
+        });
+        while s.events.len() > self.limits.events_maxlen {
+            s.events.pop_front();
+        }
+        s.state.event_count += 1;
+        s.state.updated_at = now;
+        id
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    // A panic while holding the lock cannot leave a session half-written (every write
+    // completes before it can panic), so a poisoned lock is still consistent.
+    session.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn sweep(store: Weak<MemoryStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        let now = Instant::now();
+        store.sessions.retain(|_, s| lock(s).is_live(now));
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        let now = now_ms();
+        let fresh = Session {
+            state: SessionState {
+                status: RUNNING.to_owned(),
+                created_at: now,
+                updated_at: now,
+                completed_at: None,
+                owner: session.owner,
+                metadata: session.metadata,
+                final_response: None,
+                event_count: 0,
+            },
+            events: VecDeque::new(),
+            last_id: None,
+            expires_at: Instant::now() + self.limits.session_ttl,
+        };
+        self.sessions
+            .insert(id.clone(), Arc::new(Mutex::new(fresh)));
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventId>, StoreError> {
+        self.write(id, owner, |s, now| {
+            s.expires_at = Instant::now() + self.limits.session_ttl;
+            events
+                .iter()
+                .map(|e| self.push(s, &e.kind, &e.data, now))
+                .collect()
+        })
+    }
+
+    async fn complete(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+    ) -> Result<EventId, StoreError> {
+        self.write(id, owner, |s, now| {
+            let data = completion.event_data();
+            let event_id = self.push(s, COMPLETE_KIND, &data, now);
+            s.state.status = completion.status;
+            s.state.completed_at = Some(now);
+            s.state.final_response = Some(completion.final_response);
+            s.expires_at = Instant::now() + self.limits.retention;
+            event_id
+        })
+    }
+
+    async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        Ok(self.session(id).map(|s| lock(&s).state.clone()))
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.session(id).is_some())
+    }
+
+    async fn read(
+        &self,
+        id: &SessionId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let Some(session) = self.session(id) else {
+            return Ok(Vec::new());
+        };
+        let s = lock(&session);
+        // Ids are sorted, so binary-search the first one past the cursor.
+        let start = after.map_or(0, |after| s.events.partition_point(|e| e.id <= after));
+        Ok(s.events.range(start..).take(limit).cloned().collect())
+    }
+
+    fn watch(&self, id: &SessionId) -> Watch {
+        self.watches.watch(id)
+    }
+
+    fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,210 @@
+//! Session storage: the [`SessionStore`] trait and its two engines.
+//!
+//! - [`memory::MemoryStore`]: the embedded default, one process, no Redis.
+//! - [`redis::RedisStore`]: production; many gateway nodes share one Redis (standalone or
+//!   Cluster).
+//!
+//! Both keep the same model: a session's state (status, timestamps, owner, metadata, final
+//! response, event count) and an append-only event log whose ids ([`EventId`]) are ordered,
+//! so a reader can resume after any id with no gap and no duplicate. Both engines pass the
+//! same conformance suite (`tests/store_conformance.rs`).
+//!
+//! Live tailing goes through [`Watch`]: a reader registers a watch *before* reading, then
+//! waits on it whenever it has caught up. An append bumps the session's watch, so nothing
+//! appended after the read can be missed (see [`watch`]).
+
+pub mod id;
+pub mod memory;
+pub mod redis;
+pub mod watch;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+
+pub use id::{EventId, SessionId};
+pub use watch::Watch;
+
+/// The `kind` of the event that [`SessionStore::complete`] appends; agents may not append it.
+pub const COMPLETE_KIND: &str = "complete";
+
+/// One event as an agent appends it: a kind (becomes the SSE `event:` field) and JSON data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Event kind, already validated (see `api::events`).
+    pub kind: String,
+    /// Compact JSON text.
+    pub data: String,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the session's log; strictly increasing.
+    pub id: EventId,
+    /// Event kind.
+    pub kind: String,
+    /// Compact JSON text.
+    pub data: String,
+}
+
+/// What init stores about a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Fingerprint of the API key that created the session; only it may write.
+    pub owner: String,
+    /// Caller-supplied metadata, compact JSON text.
+    pub metadata: String,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Terminal status: `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Final response, compact JSON text.
+    pub final_response: String,
+}
+
+impl Completion {
+    /// The `data` of the `complete` event: `{"status":..,"final_response":..}`.
+    pub fn event_data(&self) -> String {
+        // `final_response` is already compact JSON; `status` is a validated word.
+        format!(
+            r#"{{"status":"{}","final_response":{}}}"#,
+            self.status, self.final_response
+        )
+    }
+}
+
+/// A session's state as `GET /v2/sessions/{id}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// `running` until completed, then the completion status.
+    pub status: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds of the last write.
+    pub updated_at: u64,
+    /// Unix milliseconds, once completed.
+    pub completed_at: Option<u64>,
+    /// Fingerprint of the API key that created the session.
+    pub owner: String,
+    /// Caller-supplied metadata (compact JSON text).
+    pub metadata: String,
+    /// Final response (compact JSON text), once completed.
+    pub final_response: Option<String>,
+    /// Events appended so far, the complete event included (trimmed ones too).
+    pub event_count: u64,
+}
+
+/// Status of a session that has not completed.
+pub const RUNNING: &str = "running";
+
+impl SessionState {
+    /// True once the session has completed.
+    pub fn is_completed(&self) -> bool {
+        self.status != RUNNING
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such session (never created, or expired).
+    #[error("session not found")]
+    NotFound,
+    /// The session has already completed.
+    #[error("session already completed")]
+    Completed,
+    /// The caller's API key does not own the session.
+    #[error("session belongs to another API key")]
+    Forbidden,
+    /// The backend did not answer in time or is unreachable; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something the store cannot interpret.
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Counters a store keeps about its backend traffic (Redis round trips and commands).
+///
+/// Cheap to clone (the counters are shared), so the metrics registry holds the same ones.
+#[derive(Debug, Default, Clone)]
+pub struct StoreStats {
+    /// Requests sent to the backend (a pipeline or a script call counts once).
+    pub round_trips: Counter,
+    /// Commands sent (a pipeline of n commands counts n).
+    pub commands: Counter,
+}
+
+impl StoreStats {
+    /// Records one round trip carrying `commands` commands.
+    pub fn record(&self, commands: usize) {
+        self.round_trips.inc();
+        self.commands.inc_by(commands as u64);
+    }
+
+    /// `(round_trips, commands)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.round_trips.get(), self.commands.get())
+    }
+}
+
+/// Storage for sessions and their event logs.
+///
+/// Every method that writes does so in one backend round trip and atomically: a call that
+/// fails leaves nothing behind.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Creates a session in state `running`.
+    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError>;
+
+    /// Appends events to a running session owned by `owner`; returns their ids in order.
+    async fn append(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventId>, StoreError>;
+
+    /// Completes a running session owned by `owner`: sets the terminal status, appends the
+    /// `complete` event and starts the retention TTL. Returns the complete event's id.
+    async fn complete(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+    ) -> Result<EventId, StoreError>;
+
+    /// The session's state, or `None` if it does not exist.
+    async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError>;
+
+    /// Whether the session exists (one cheap backend command).
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Up to `limit` events with ids greater than `after` (all events when `None`), in order.
+    async fn read(
+        &self,
+        id: &SessionId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Registers interest in the session's new events. Register before reading; then
+    /// [`Watch::changed`] resolves after any append that follows the registration.
+    fn watch(&self, id: &SessionId) -> Watch;
+
+    /// Backend traffic counters.
+    fn stats(&self) -> &StoreStats;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

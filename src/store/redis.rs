@@ -1,0 +1,569 @@
+//! The Redis engine: many gateway nodes share sessions through Redis (standalone or Cluster).
+//!
+//! Data model (every key of a session carries the `{<sid>}` hash tag, so a session lives in
+//! one Cluster slot and one call can touch all its keys):
+//!
+//! - `ag:{<sid>}:meta` — HASH: `status`, `created_at`, `updated_at`, `completed_at`,
+//!   `final_response`, `owner`, `metadata`, `event_count`.
+//! - `ag:{<sid>}:events` — STREAM of entries with fields `kind` and `data`, capped with
+//!   `XADD MAXLEN ~`.
+//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes the newest id on it.
+//!
+//! Every handler call is ONE round trip: init is a MULTI/EXEC pipeline; append and complete
+//! are Lua scripts (EVALSHA), because they must refuse to write to a session that is missing,
+//! owned by another key or already completed, and a pipeline (or MULTI/EXEC without a
+//! WATCH round trip) cannot make its writes conditional. A script is atomic, so a refused or
+//! failed call leaves nothing half-written.
+//!
+//! Live tailing uses ONE extra connection per process however many readers are connected:
+//! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
+//! ([`WatchRegistry`]); readers then `XRANGE` from their own cursor on the shared multiplexed
+//! connection. After a reconnect the subscription is restored and every reader re-reads, so
+//! notifications lost while disconnected cost nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script, Value};
+
+use super::watch::WatchRegistry;
+use super::{
+    Completion, Event, EventId, NewEvent, NewSession, RUNNING, SessionId, SessionState,
+    SessionStore, StoreError, StoreStats, Watch, now_ms,
+};
+
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URLs: one for standalone, the seed nodes for Cluster.
+    pub urls: Vec<String>,
+    /// Use the Cluster protocol.
+    pub cluster: bool,
+    /// Longest a store call may take before it fails as unavailable.
+    pub timeout: Duration,
+    /// Longest a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// `XADD MAXLEN ~` cap of each event log.
+    pub events_maxlen: u64,
+    /// TTL of a completed session.
+    pub retention: Duration,
+    /// TTL of an unfinished session, refreshed on every write.
+    pub session_ttl: Duration,
+}
+
+/// Pattern matching every session's notification channel.
+const NOTIFY_PATTERN: &str = "ag:*:notify";
+
+fn meta_key(id: &SessionId) -> String {
+    format!("ag:{{{id}}}:meta")
+}
+
+fn events_key(id: &SessionId) -> String {
+    format!("ag:{{{id}}}:events")
+}
+
+fn notify_channel(id: &SessionId) -> String {
+    format!("ag:{{{id}}}:notify")
+}
+
+/// The session id inside a notification channel name, if it is one of ours.
+fn session_of_channel(channel: &[u8]) -> Option<SessionId> {
+    let s = std::str::from_utf8(channel).ok()?;
+    s.strip_prefix("ag:{")?
+        .strip_suffix("}:notify")?
+        .parse()
+        .ok()
+}
+
+/// Appends a batch. KEYS: meta, events. ARGV: owner, maxlen, ttl_ms, now_ms, channel,
+/// then kind/data pairs. Returns `{"ok", id...}` or `{"not_found"|"forbidden"|"completed"}`.
+const APPEND_LUA: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if not meta[1] then return {'not_found'} end
+if meta[2] ~= ARGV[1] then return {'forbidden'} end
+if meta[1] ~= 'running' then return {'completed'} end
+local out = {'ok'}
+for i = 6, #ARGV, 2 do
+  out[#out + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                             'kind', ARGV[i], 'data', ARGV[i + 1])
+end
+redis.call('HINCRBY', KEYS[1], 'event_count', #out - 1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[5], out[#out])
+return out
+"#;
+
+/// Completes. KEYS: meta, events. ARGV: owner, maxlen, retention_ms, now_ms, channel,
+/// status, final_response, complete-event data. Returns `{"ok", id}` or an error word.
+const COMPLETE_LUA: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if not meta[1] then return {'not_found'} end
+if meta[2] ~= ARGV[1] then return {'forbidden'} end
+if meta[1] ~= 'running' then return {'completed'} end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                      'kind', 'complete', 'data', ARGV[8])
+redis.call('HSET', KEYS[1], 'status', ARGV[6], 'completed_at', ARGV[4],
+           'updated_at', ARGV[4], 'final_response', ARGV[7])
+redis.call('HINCRBY', KEYS[1], 'event_count', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[5], id)
+return {'ok', id}
+"#;
+
+/// A command connection (standalone or Cluster) that counts round trips and commands.
+#[derive(Clone)]
+struct CountedConnection {
+    backend: Backend,
+    stats: StoreStats,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for CountedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.stats.record(1);
+        match &mut self.backend {
+            Backend::Standalone(c) => c.req_packed_command(cmd),
+            Backend::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.stats.record(pipeline.len());
+        match &mut self.backend {
+            Backend::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Backend::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.backend {
+            Backend::Standalone(c) => c.get_db(),
+            Backend::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis [`SessionStore`].
+pub struct RedisStore {
+    conn: CountedConnection,
+    settings: RedisSettings,
+    append: Script,
+    complete: Script,
+    watches: Arc<WatchRegistry>,
+    stats: StoreStats,
+    notifier: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.notifier.abort();
+    }
+}
+
+impl RedisStore {
+    /// Connects lazily: the gateway starts even while Redis is down (calls then fail as
+    /// [`StoreError::Unavailable`] until it is back). Fails only on a malformed URL.
+    /// Must be called inside the tokio runtime that will serve requests: the connections'
+    /// drivers and the notification task live on it.
+    pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, StoreError> {
+        let stats = StoreStats::default();
+        let watches = Arc::new(WatchRegistry::default());
+        let backend = open_backend(&settings).await?;
+        let notifier = tokio::spawn(run_notifier(settings.clone(), Arc::clone(&watches)));
+        Ok(Arc::new(Self {
+            conn: CountedConnection {
+                backend,
+                stats: stats.clone(),
+            },
+            settings,
+            append: Script::new(APPEND_LUA),
+            complete: Script::new(COMPLETE_LUA),
+            watches,
+            stats,
+            notifier,
+        }))
+    }
+
+    /// Runs one backend call under the configured timeout.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                self.settings.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn script_write(
+        &self,
+        script: &Script,
+        id: &SessionId,
+        args: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut invocation = script.key(meta_key(id));
+        invocation.key(events_key(id));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(reply),
+            Some("not_found") => Err(StoreError::NotFound),
+            Some("forbidden") => Err(StoreError::Forbidden),
+            Some("completed") => Err(StoreError::Completed),
+            _ => Err(StoreError::Protocol(format!(
+                "unexpected script reply {reply:?}"
+            ))),
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<EventId, StoreError> {
+    raw.parse()
+        .map_err(|_| StoreError::Protocol(format!("bad stream id {raw:?}")))
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
+async fn open_backend(settings: &RedisSettings) -> Result<Backend, StoreError> {
+    let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis url: {e}"));
+    if settings.cluster {
+        let client = ClusterClient::builder(settings.urls.clone())
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.timeout)
+            .build()
+            .map_err(bad_url)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Backend::Cluster(conn))
+    } else {
+        let url = settings
+            .urls
+            .first()
+            .ok_or_else(|| StoreError::Unavailable("no redis url configured".to_owned()))?;
+        let client = redis::Client::open(url.as_str()).map_err(bad_url)?;
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config(settings))
+            .map_err(bad_url)?;
+        Ok(Backend::Standalone(conn))
+    }
+}
+
+fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.timeout))
+        // Reconnect attempts are cheap and bounded; a call never waits past `timeout`.
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// Holds the process's one notification connection: pattern-subscribes to every session's
+/// channel and wakes local readers. Pings every second so a dropped connection is noticed
+/// and re-established even when no message flows; the subscription confirmation that
+/// follows every (re)subscribe wakes all readers to re-read what they may have missed.
+async fn run_notifier(settings: RedisSettings, watches: Arc<WatchRegistry>) {
+    let on_push = {
+        let watches = Arc::clone(&watches);
+        move |push: PushInfo| -> Result<(), redis::aio::SendError> {
+            match push.kind {
+                PushKind::PMessage => {
+                    // data: pattern, channel, payload
+                    if let Some(Value::BulkString(channel)) = push.data.get(1)
+                        && let Some(id) = session_of_channel(channel)
+                    {
+                        watches.notify(&id);
+                    }
+                }
+                PushKind::PSubscribe => watches.notify_all(),
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut subscribed = false;
+    let mut conn = None;
+    loop {
+        tick.tick().await;
+        let result = match &mut conn {
+            None => match open_notifier(&settings, on_push.clone()).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            Some(c) if !subscribed => c
+                .psubscribe(NOTIFY_PATTERN)
+                .await
+                .map(|()| subscribed = true),
+            Some(c) => c.ping().await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "redis notification connection not ready");
+        }
+    }
+}
+
+/// The notification connection: RESP3 (pub/sub on a regular connection), resubscribing by
+/// itself after a reconnect.
+enum NotifyConnection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl NotifyConnection {
+    async fn psubscribe(&mut self, pattern: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Standalone(c) => c.psubscribe(pattern).await,
+            Self::Cluster(c) => c.psubscribe(pattern).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Self::Standalone(c) => ping.query_async(c).await,
+            Self::Cluster(c) => ping.query_async(c).await,
+        }
+    }
+}
+
+async fn open_notifier(
+    settings: &RedisSettings,
+    on_push: impl redis::aio::AsyncPushSender + Clone,
+) -> redis::RedisResult<NotifyConnection> {
+    let resp3 = |url: &String| {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}protocol=resp3")
+    };
+    if settings.cluster {
+        let client = ClusterClient::builder(settings.urls.iter().map(resp3))
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.timeout)
+            .push_sender(on_push)
+            .build()?;
+        Ok(NotifyConnection::Cluster(
+            client.get_async_connection().await?,
+        ))
+    } else {
+        let url = settings.urls.first().map(resp3).unwrap_or_default();
+        let client = redis::Client::open(url)?;
+        let config = manager_config(settings)
+            .set_push_sender(on_push)
+            .set_automatic_resubscription();
+        Ok(NotifyConnection::Standalone(
+            ConnectionManager::new_lazy_with_config(client, config)?,
+        ))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        let now = now_ms();
+        let meta = meta_key(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &meta,
+                &[
+                    ("status", RUNNING),
+                    ("created_at", &now.to_string()),
+                    ("updated_at", &now.to_string()),
+                    ("owner", &session.owner),
+                    ("metadata", &session.metadata),
+                    ("event_count", "0"),
+                ],
+            )
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&meta)
+            .arg(millis(self.settings.session_ttl))
+            .ignore();
+        let mut conn = self.conn.clone();
+        self.call(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn append(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventId>, StoreError> {
+        let (maxlen, ttl, now, channel) = (
+            self.settings.events_maxlen.to_string(),
+            millis(self.settings.session_ttl),
+            now_ms().to_string(),
+            notify_channel(id),
+        );
+        let mut args = vec![owner, &maxlen, &ttl, &now, &channel];
+        for e in events {
+            args.push(&e.kind);
+            args.push(&e.data);
+        }
+        let reply = self.script_write(&self.append, id, &args).await?;
+        reply[1..].iter().map(|raw| parse_id(raw)).collect()
+    }
+
+    async fn complete(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+    ) -> Result<EventId, StoreError> {
+        let (maxlen, retention, now, channel, data) = (
+            self.settings.events_maxlen.to_string(),
+            millis(self.settings.retention),
+            now_ms().to_string(),
+            notify_channel(id),
+            completion.event_data(),
+        );
+        let args = [
+            owner,
+            &maxlen,
+            &retention,
+            &now,
+            &channel,
+            &completion.status,
+            &completion.final_response,
+            &data,
+        ];
+        let reply = self.script_write(&self.complete, id, &args).await?;
+        parse_id(reply.get(1).map_or("", String::as_str))
+    }
+
+    async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = self
+            .call(
+                redis::cmd("HGETALL")
+                    .arg(meta_key(id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |k: &str| fields.get(k).cloned();
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        Ok(Some(SessionState {
+            status: text("status").unwrap_or_else(|| RUNNING.to_owned()),
+            created_at: number("created_at").unwrap_or(0),
+            updated_at: number("updated_at").unwrap_or(0),
+            completed_at: number("completed_at"),
+            owner: text("owner").unwrap_or_default(),
+            metadata: text("metadata").unwrap_or_else(|| "null".to_owned()),
+            final_response: text("final_response"),
+            event_count: number("event_count").unwrap_or(0),
+        }))
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(
+            redis::cmd("EXISTS")
+                .arg(meta_key(id))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn read(
+        &self,
+        id: &SessionId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .call(
+                redis::cmd("XRANGE")
+                    .arg(events_key(id))
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(raw_id, fields)| {
+                let mut event = Event {
+                    id: parse_id(&raw_id)?,
+                    kind: String::new(),
+                    data: String::new(),
+                };
+                for (field, value) in fields {
+                    match field.as_str() {
+                        "kind" => event.kind = value,
+                        "data" => event.data = value,
+                        _ => {}
+                    }
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    fn watch(&self, id: &SessionId) -> Watch {
+        self.watches.watch(id)
+    }
+
+    fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_session_hash_tag() {
+        let id: SessionId = "abc".parse().unwrap();
+        assert_eq!(meta_key(&id), "ag:{abc}:meta");
+        assert_eq!(events_key(&id), "ag:{abc}:events");
+        assert_eq!(session_of_channel(notify_channel(&id).as_bytes()), Some(id));
+        assert_eq!(session_of_channel(b"ag:{a b}:notify"), None);
+        assert_eq!(session_of_channel(b"other"), None);
+    }
+}
