@@ -320,24 +320,25 @@ async fn run_notifier(settings: RedisSettings, watches: Arc<WatchRegistry>) {
     let mut subscribed = false;
     let mut conn = None;
     loop {
-        tick.tick().await;
-        let result = match &mut conn {
-            None => match open_notifier(&settings, on_push.clone()).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    continue;
-                }
-                Err(e) => Err(e),
-            },
-            Some(c) if !subscribed => c
-                .psubscribe(NOTIFY_PATTERN)
-                .await
-                .map(|()| subscribed = true),
-            Some(c) => c.ping().await,
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "redis notification connection not ready");
+        if conn.is_none() {
+            match open_notifier(&settings, on_push.clone()).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => tracing::warn!(error = %e, "redis notification connection failed"),
+            }
         }
+        if let Some(c) = &mut conn {
+            let result = if subscribed {
+                c.ping().await
+            } else {
+                c.psubscribe(NOTIFY_PATTERN)
+                    .await
+                    .map(|()| subscribed = true)
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "redis notification connection not ready");
+            }
+        }
+        tick.tick().await;
     }
 }
 

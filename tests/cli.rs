@@ -1,0 +1,50 @@
+//! The `agentgate` binary's `check-config` command.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn check(contents: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, contents).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn reference_config_is_ok() {
+    let (ok, stdout, _) = check(agentgate_config::REFERENCE_TOML);
+    assert!(ok);
+    assert!(stdout.trim_end().ends_with(": OK"), "{stdout}");
+}
+
+#[test]
+fn errors_are_listed_with_line_and_column_and_fail() {
+    let (ok, _, stderr) = check(
+        "[server]\nlisen = \"x\"\n[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"short\"\n",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("gw.toml:2:1: server.lisen"), "{stderr}");
+
+    let (ok, _, stderr) = check(
+        "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"short\"\n[sse]\nheartbeat_secs = 0\n",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("gw.toml:3:23: auth.stream_token_secret"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("gw.toml:5:18: sse.heartbeat_secs"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+}

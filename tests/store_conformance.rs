@@ -1,0 +1,349 @@
+//! One conformance suite, run against both engines: the embedded memory store and Redis
+//! (a private `redis-server` per test). Both must show the same semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgate::store::memory::{MemoryLimits, MemoryStore};
+use agentgate::store::redis::{RedisSettings, RedisStore};
+use agentgate::store::{
+    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, SessionId, SessionStore, StoreError,
+};
+use support::redis_server::RedisServer;
+
+/// Limits every engine gets, unless a test overrides them.
+#[derive(Clone, Copy)]
+struct Limits {
+    maxlen: u64,
+    retention: Duration,
+    session_ttl: Duration,
+}
+
+const DEFAULT: Limits = Limits {
+    maxlen: 10_000,
+    retention: Duration::from_secs(3600),
+    session_ttl: Duration::from_secs(3600),
+};
+
+/// An engine under test; holds its Redis process alive.
+struct Engine {
+    store: Arc<dyn SessionStore>,
+    _redis: Option<RedisServer>,
+}
+
+fn memory(limits: Limits) -> Engine {
+    Engine {
+        store: MemoryStore::new(MemoryLimits {
+            events_maxlen: limits.maxlen as usize,
+            retention: limits.retention,
+            session_ttl: limits.session_ttl,
+        }),
+        _redis: None,
+    }
+}
+
+async fn redis(limits: Limits) -> Engine {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(RedisSettings {
+        urls: vec![server.url()],
+        cluster: false,
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        events_maxlen: limits.maxlen,
+        retention: limits.retention,
+        session_ttl: limits.session_ttl,
+    })
+    .await
+    .unwrap();
+    Engine {
+        store,
+        _redis: Some(server),
+    }
+}
+
+const OWNER: &str = "owner-fingerprint";
+
+fn sid(name: &str) -> SessionId {
+    name.parse().unwrap()
+}
+
+fn ev(kind: &str, n: usize) -> NewEvent {
+    NewEvent {
+        kind: kind.to_owned(),
+        data: format!("{{\"n\":{n}}}"),
+    }
+}
+
+fn batch(from: usize, to: usize) -> Vec<NewEvent> {
+    (from..to).map(|n| ev("delta", n)).collect()
+}
+
+async fn create(store: &dyn SessionStore, id: &SessionId) {
+    store
+        .create(
+            id,
+            NewSession {
+                owner: OWNER.to_owned(),
+                metadata: r#"{"user":"u1"}"#.to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn done() -> Completion {
+    Completion {
+        status: "succeeded".to_owned(),
+        final_response: r#"{"text":"bye"}"#.to_owned(),
+    }
+}
+
+/// Polls `check` until true, for at most 15 s (expiry is the server's business; the test
+/// only waits for it to happen, it asserts no duration).
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..300 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn lifecycle(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("life");
+    assert!(!store.exists(&id).await.unwrap());
+    assert_eq!(store.state(&id).await.unwrap(), None);
+    create(store, &id).await;
+    assert!(store.exists(&id).await.unwrap());
+    let state = store.state(&id).await.unwrap().unwrap();
+    assert_eq!(state.status, "running");
+    assert_eq!(state.owner, OWNER);
+    assert_eq!(state.metadata, r#"{"user":"u1"}"#);
+    assert_eq!(state.event_count, 0);
+    assert!(!state.is_completed());
+
+    let ids = store.append(&id, OWNER, &batch(0, 10)).await.unwrap();
+    assert_eq!(ids.len(), 10);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let complete_id = store.complete(&id, OWNER, done()).await.unwrap();
+    assert!(complete_id > ids[9]);
+
+    let state = store.state(&id).await.unwrap().unwrap();
+    assert_eq!(state.status, "succeeded");
+    assert!(state.completed_at.is_some());
+    assert_eq!(state.final_response.as_deref(), Some(r#"{"text":"bye"}"#));
+    assert_eq!(state.event_count, 11);
+
+    let events = store.read(&id, None, 100).await.unwrap();
+    assert_eq!(events.len(), 11);
+    assert_eq!(events[3].data, r#"{"n":3}"#);
+    assert_eq!(events[10].kind, COMPLETE_KIND);
+    assert_eq!(
+        events[10].data,
+        r#"{"status":"succeeded","final_response":{"text":"bye"}}"#
+    );
+}
+
+async fn read_after_cursor_is_exact(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("cursor");
+    create(store, &id).await;
+    let mut ids = Vec::new();
+    for chunk in 0..5 {
+        ids.extend(
+            store
+                .append(&id, OWNER, &batch(chunk * 7, chunk * 7 + 7))
+                .await
+                .unwrap(),
+        );
+    }
+    for k in [0, 1, 6, 7, 20, 34] {
+        let rest = store.read(&id, Some(ids[k]), 1000).await.unwrap();
+        let got: Vec<EventId> = rest.iter().map(|e| e.id).collect();
+        assert_eq!(got, ids[k + 1..], "after event {k}");
+    }
+    // Limits page through without gap or overlap.
+    let mut cursor = None;
+    let mut paged = Vec::new();
+    loop {
+        let page = store.read(&id, cursor, 4).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        cursor = page.last().map(|e| e.id);
+        paged.extend(page.into_iter().map(|e| e.id));
+    }
+    assert_eq!(paged, ids);
+    // A cursor from before the first event, or past the last, is fine.
+    let before = EventId { ms: 0, seq: 0 };
+    assert_eq!(store.read(&id, Some(before), 1000).await.unwrap().len(), 35);
+    let after = EventId {
+        ms: u64::MAX,
+        seq: 0,
+    };
+    assert!(store.read(&id, Some(after), 1000).await.unwrap().is_empty());
+}
+
+async fn refused_writes_write_nothing(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("refused");
+    let ghost = sid("ghost");
+    assert!(matches!(
+        store.append(&ghost, OWNER, &batch(0, 3)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.complete(&ghost, OWNER, done()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!store.exists(&ghost).await.unwrap());
+    assert!(store.read(&ghost, None, 10).await.unwrap().is_empty());
+
+    create(store, &id).await;
+    store.append(&id, OWNER, &batch(0, 2)).await.unwrap();
+    assert!(matches!(
+        store.append(&id, "someone-else", &batch(2, 5)).await,
+        Err(StoreError::Forbidden)
+    ));
+    assert!(matches!(
+        store.complete(&id, "someone-else", done()).await,
+        Err(StoreError::Forbidden)
+    ));
+    store.complete(&id, OWNER, done()).await.unwrap();
+    assert!(matches!(
+        store.complete(&id, OWNER, done()).await,
+        Err(StoreError::Completed)
+    ));
+    assert!(matches!(
+        store.append(&id, OWNER, &batch(5, 6)).await,
+        Err(StoreError::Completed)
+    ));
+    let events = store.read(&id, None, 100).await.unwrap();
+    assert_eq!(events.len(), 3, "2 deltas + 1 complete: {events:?}");
+    assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 3);
+}
+
+async fn log_is_capped(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("capped");
+    create(store, &id).await;
+    let mut ids = Vec::new();
+    for chunk in 0..10 {
+        ids.extend(
+            store
+                .append(&id, OWNER, &batch(chunk * 100, chunk * 100 + 100))
+                .await
+                .unwrap(),
+        );
+    }
+    let kept = store.read(&id, None, 10_000).await.unwrap();
+    // Approximate cap: at least the newest `maxlen` kept, and far fewer than appended.
+    assert!(kept.len() >= 50 && kept.len() < 1000, "kept {}", kept.len());
+    let kept_ids: Vec<EventId> = kept.iter().map(|e| e.id).collect();
+    assert_eq!(
+        kept_ids,
+        ids[ids.len() - kept.len()..],
+        "the newest are kept, in order"
+    );
+    assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 1000);
+}
+
+async fn watch_wakes_a_waiting_reader(engine: Engine) {
+    let store = Arc::clone(&engine.store);
+    let id = sid("watched");
+    create(&*store, &id).await;
+    // Register, read (nothing yet), then wait: the append from another task must wake us.
+    let mut watch = store.watch(&id);
+    assert!(store.read(&id, None, 10).await.unwrap().is_empty());
+    let writer = {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        tokio::spawn(async move { store.append(&id, OWNER, &batch(0, 1)).await.unwrap() })
+    };
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("an append after registration wakes the watch");
+    let ids = writer.await.unwrap();
+    let events = store.read(&id, None, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    // Completion wakes too.
+    let mut watch = store.watch(&id);
+    store.complete(&id, OWNER, done()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("complete wakes the watch");
+}
+
+async fn completed_sessions_expire_after_retention(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("retained");
+    create(store, &id).await;
+    store.append(&id, OWNER, &batch(0, 3)).await.unwrap();
+    store.complete(&id, OWNER, done()).await.unwrap();
+    // Still replayable right after completion...
+    assert_eq!(store.read(&id, None, 10).await.unwrap().len(), 4);
+    // ...and gone, state and events, once retention has passed.
+    assert!(
+        eventually(async || !store.exists(&id).await.unwrap()
+            && store.read(&id, None, 10).await.unwrap().is_empty())
+        .await,
+        "completed session never expired"
+    );
+}
+
+async fn idle_sessions_expire(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("idle");
+    create(store, &id).await;
+    assert!(store.exists(&id).await.unwrap());
+    assert!(
+        eventually(async || !store.exists(&id).await.unwrap()).await,
+        "idle session never expired"
+    );
+    assert!(matches!(
+        store.append(&id, OWNER, &batch(0, 1)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+const CAPPED: Limits = Limits {
+    maxlen: 50,
+    ..DEFAULT
+};
+const SHORT_RETENTION: Limits = Limits {
+    retention: Duration::from_millis(300),
+    ..DEFAULT
+};
+const SHORT_TTL: Limits = Limits {
+    session_ttl: Duration::from_millis(300),
+    ..DEFAULT
+};
+
+macro_rules! conformance {
+    ($($case:ident: $limits:expr;)*) => {
+        mod memory_engine {
+            use super::*;
+            $(#[tokio::test] async fn $case() { super::$case(memory($limits)).await; })*
+        }
+        mod redis_engine {
+            use super::*;
+            $(#[tokio::test] async fn $case() { super::$case(redis($limits).await).await; })*
+        }
+    };
+}
+
+conformance! {
+    lifecycle: DEFAULT;
+    read_after_cursor_is_exact: DEFAULT;
+    refused_writes_write_nothing: DEFAULT;
+    log_is_capped: CAPPED;
+    watch_wakes_a_waiting_reader: DEFAULT;
+    completed_sessions_expire_after_retention: SHORT_RETENTION;
+    idle_sessions_expire: SHORT_TTL;
+}
