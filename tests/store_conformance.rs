@@ -13,6 +13,7 @@ use agentgate::store::redis::{RedisSettings, RedisStore};
 use agentgate::store::{
     COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, SessionId, SessionStore, StoreError,
 };
+use support::redis_cluster::RedisCluster;
 use support::redis_server::RedisServer;
 
 /// Limits every engine gets, unless a test overrides them.
@@ -32,7 +33,7 @@ const DEFAULT: Limits = Limits {
 /// An engine under test; holds its Redis process alive.
 struct Engine {
     store: Arc<dyn SessionStore>,
-    _redis: Option<RedisServer>,
+    _redis: Option<Box<dyn std::any::Any>>,
 }
 
 fn memory(limits: Limits) -> Engine {
@@ -48,9 +49,26 @@ fn memory(limits: Limits) -> Engine {
 
 async fn redis(limits: Limits) -> Engine {
     let server = RedisServer::start();
-    let store = RedisStore::connect(RedisSettings {
-        urls: vec![server.url()],
-        cluster: false,
+    let store = redis_store(vec![server.url()], false, limits).await;
+    Engine {
+        store,
+        _redis: Some(Box::new(server)),
+    }
+}
+
+async fn redis_cluster(limits: Limits) -> Engine {
+    let cluster = RedisCluster::start();
+    let store = redis_store(cluster.urls(), true, limits).await;
+    Engine {
+        store,
+        _redis: Some(Box::new(cluster)),
+    }
+}
+
+async fn redis_store(urls: Vec<String>, cluster: bool, limits: Limits) -> Arc<dyn SessionStore> {
+    RedisStore::connect(RedisSettings {
+        urls,
+        cluster,
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         events_maxlen: limits.maxlen,
@@ -58,11 +76,7 @@ async fn redis(limits: Limits) -> Engine {
         session_ttl: limits.session_ttl,
     })
     .await
-    .unwrap();
-    Engine {
-        store,
-        _redis: Some(server),
-    }
+    .unwrap()
 }
 
 const OWNER: &str = "owner-fingerprint";
@@ -334,6 +348,10 @@ macro_rules! conformance {
         mod redis_engine {
             use super::*;
             $(#[tokio::test] async fn $case() { super::$case(redis($limits).await).await; })*
+        }
+        mod redis_cluster_engine {
+            use super::*;
+            $(#[tokio::test] async fn $case() { super::$case(redis_cluster($limits).await).await; })*
         }
     };
 }

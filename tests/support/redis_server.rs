@@ -10,16 +10,23 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a fresh server on a free port.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a fresh server on a free port with extra `redis-server` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let port = free_port();
         let mut server = Self {
             port,
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.restart();
         server
@@ -51,6 +58,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
