@@ -50,7 +50,7 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes. An empty body parses as `{}` when
+/// Reads and parses a JSON object body of at most `limit` bytes. An empty body parses as `{}` when
 /// `empty_ok`, and is an error otherwise.
 pub async fn read_json<T, B>(
     headers: &HeaderMap,
@@ -88,6 +88,11 @@ where
             return serde_json::from_slice(b"{}").map_err(ApiError::invalid_body);
         }
         return Err(ApiError::invalid_body("required, got an empty body"));
+    }
+    // Every body of this API is an object; serde would otherwise map an array onto a
+    // struct's fields by position.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_body("must be a JSON object"));
     }
     serde_json::from_slice(&bytes).map_err(ApiError::invalid_body)
 }

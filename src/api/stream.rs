@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use agentgate_middleware::sse::{self, Frame};
 use bytes::Bytes;
-use http::{HeaderValue, Response, header};
+use http::{HeaderValue, Method, Response, header};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::body::{Body, ChannelBody};
+use super::body::{Body, ChannelBody, full};
 use super::{ApiError, ApiState, bearer, query_param};
 use crate::store::{COMPLETE_KIND, EventId, SessionId};
 
@@ -62,9 +62,14 @@ pub async fn handle(
         return Err(ApiError::session_not_found());
     }
 
-    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::spawn(pump(Arc::clone(state), id, cursor, tx));
-    let mut response = Response::new(ChannelBody(rx).boxed_unsync());
+    let body = if req.method == Method::HEAD {
+        full(Bytes::new()) // headers only: no stream to feed
+    } else {
+        let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+        tokio::spawn(pump(Arc::clone(state), id, cursor, tx));
+        ChannelBody(rx).boxed_unsync()
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -135,11 +140,18 @@ async fn pump(
             }
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "stream read failed; retrying");
+                // Keep the connection alive (heartbeats go on) until the store is back.
                 tokio::select! {
-                    () = tokio::time::sleep(STORE_RETRY) => continue,
+                    () = tokio::time::sleep(STORE_RETRY) => {}
+                    _ = heartbeat.tick() => {
+                        if !send(&state, &tx, Frame::comment("heartbeat").encode()).await {
+                            return;
+                        }
+                    }
                     () = tx.closed() => return,
                     () = state.shutdown.cancelled() => return,
                 }
+                continue;
             }
         }
         // Caught up: wait for an append, a heartbeat, the client leaving or shutdown.

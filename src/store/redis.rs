@@ -29,7 +29,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script, Value};
+use redis::{
+    Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisFuture, Script, ServerErrorKind, Value,
+};
 
 use super::watch::WatchRegistry;
 use super::{
@@ -118,6 +120,21 @@ redis.call('PUBLISH', ARGV[5], id)
 return {'ok', id}
 "#;
 
+/// A Lua script and its SHA1, for EVALSHA.
+struct LuaScript {
+    code: &'static str,
+    hash: String,
+}
+
+impl LuaScript {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            hash: Script::new(code).get_hash().to_owned(),
+        }
+    }
+}
+
 /// A command connection (standalone or Cluster) that counts round trips and commands.
 #[derive(Clone)]
 struct CountedConnection {
@@ -165,8 +182,8 @@ impl ConnectionLike for CountedConnection {
 pub struct RedisStore {
     conn: CountedConnection,
     settings: RedisSettings,
-    append: Script,
-    complete: Script,
+    append: LuaScript,
+    complete: LuaScript,
     watches: Arc<WatchRegistry>,
     stats: StoreStats,
     notifier: tokio::task::JoinHandle<()>,
@@ -202,8 +219,8 @@ impl RedisStore {
                 stats: stats.clone(),
             },
             settings,
-            append: Script::new(APPEND_LUA),
-            complete: Script::new(COMPLETE_LUA),
+            append: LuaScript::new(APPEND_LUA),
+            complete: LuaScript::new(COMPLETE_LUA),
             watches,
             stats,
             notifier,
@@ -215,29 +232,53 @@ impl RedisStore {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {} ms",
-                self.settings.timeout.as_millis()
-            ))),
-        }
+        self.timed(call)
+            .await?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
+    /// Like [`call`](Self::call), but hands Redis's own error back for the caller to inspect.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>, StoreError> {
+        tokio::time::timeout(self.settings.timeout, call)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.settings.timeout.as_millis()
+                ))
+            })
+    }
+
+    /// Runs a write script on the session's keys: EVALSHA, one round trip. Only when Redis
+    /// does not know the script yet (first call after it started) does it fall back to
+    /// EVAL, which also caches it: two round trips once, never three.
     async fn script_write(
         &self,
-        script: &Script,
+        script: &LuaScript,
         id: &SessionId,
         args: &[&str],
     ) -> Result<Vec<String>, StoreError> {
-        let mut invocation = script.key(meta_key(id));
-        invocation.key(events_key(id));
-        for arg in args {
-            invocation.arg(*arg);
-        }
+        let invoke = |command: &str, script_arg: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(script_arg)
+                .arg(2)
+                .arg(meta_key(id))
+                .arg(events_key(id))
+                .arg(args);
+            cmd
+        };
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let evalsha = invoke("EVALSHA", &script.hash);
+        let reply: Vec<String> = match self.timed(evalsha.query_async(&mut conn)).await? {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let eval = invoke("EVAL", script.code);
+                self.call(eval.query_async(&mut conn)).await?
+            }
+            other => other.map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        };
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(reply),
             Some("not_found") => Err(StoreError::NotFound),

@@ -1,0 +1,259 @@
+//! Starting a real gateway on `127.0.0.1:0` (memory or a private Redis) and driving
+//! sessions through its API.
+
+use std::time::Duration;
+
+use agentgate::server::Running;
+use agentgate::store::StoreStats;
+use agentgate_config::Config;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::client::{Call, Client, SseStream};
+use crate::support::redis_server::RedisServer;
+
+/// The API key most tests use.
+pub const KEY: &str = "test-api-key-0123456789";
+/// A second, valid API key (owns nothing the first one created).
+pub const OTHER_KEY: &str = "other-api-key-0123456789";
+/// The stream token secret of every test gateway.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-xx";
+
+/// A configuration for the memory engine.
+pub fn memory_config() -> Config {
+    config_from(&format!(
+        r#"
+[auth]
+api_keys = ["{KEY}", "{OTHER_KEY}"]
+stream_token_secret = "{SECRET}"
+[store]
+kind = "memory"
+"#
+    ))
+}
+
+/// A configuration for the Redis engine on `redis`.
+pub fn redis_config(redis: &RedisServer) -> Config {
+    config_from(&format!(
+        r#"
+[auth]
+api_keys = ["{KEY}", "{OTHER_KEY}"]
+stream_token_secret = "{SECRET}"
+[store]
+kind = "redis"
+[store.redis]
+urls = ["{}"]
+timeout_ms = 500
+"#,
+        redis.url()
+    ))
+}
+
+fn config_from(toml: &str) -> Config {
+    let mut config = Config::from_toml_str(toml).expect("valid test config");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config
+}
+
+/// A gateway serving in the background.
+pub struct Gateway {
+    /// A client of it.
+    pub client: Client,
+    /// The store's traffic counters.
+    pub stats: StoreStats,
+    /// The `retry:` every stream must start with.
+    retry_ms: u64,
+    running: Running,
+}
+
+impl Gateway {
+    /// Builds and starts a gateway from `config` (its listen address should be port 0),
+    /// with a shutdown grace of `grace`.
+    pub async fn start_with_grace(config: &Config, grace: Duration) -> Self {
+        let app = agentgate::app::App::build(config)
+            .await
+            .expect("gateway builds");
+        let stats = app.api.state().store.stats().clone();
+        let running = Running::start(config.server.listen, app, grace)
+            .await
+            .expect("gateway listens");
+        Self {
+            client: Client::new(running.addr),
+            stats,
+            retry_ms: config.sse.retry_ms,
+            running,
+        }
+    }
+
+    /// Builds and starts a gateway from `config`.
+    pub async fn start(config: &Config) -> Self {
+        Self::start_with_grace(config, Duration::from_secs(5)).await
+    }
+
+    /// Shuts it down gracefully.
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+
+    /// `POST /v2/sessions` with `body`, as [`KEY`]; asserts 201.
+    pub async fn init_with(&self, body: &Value) -> Session {
+        let reply = self
+            .client
+            .send_call(self.client.post("/v2/sessions").bearer(KEY).json(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "init: {}", reply.text);
+        let field = |name: &str| {
+            reply.json[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("init answer lacks {name}: {}", reply.text))
+                .to_owned()
+        };
+        assert_eq!(reply.json["status"], "running");
+        assert!(reply.json["stream_token_expires_at"].as_u64().is_some());
+        Session {
+            id: field("id"),
+            token: field("stream_token"),
+            stream_url: field("stream_url"),
+        }
+    }
+
+    /// A new session owned by [`KEY`].
+    pub async fn init(&self) -> Session {
+        self.init_with(&json!({})).await
+    }
+
+    /// Appends `events` (`[{"kind","data"}]`) as one batch; returns their ids.
+    pub async fn append(&self, session: &Session, events: &[Value]) -> Vec<String> {
+        let reply = self
+            .client
+            .send_call(
+                self.client
+                    .post(&session.path("events"))
+                    .bearer(KEY)
+                    .json(&json!({ "events": events })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "append: {}", reply.text);
+        let ids: Vec<String> = reply.json["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("append answer lacks ids: {}", reply.text))
+            .iter()
+            .map(|v| v.as_str().expect("string id").to_owned())
+            .collect();
+        assert_eq!(ids.len(), events.len(), "one id per event");
+        ids
+    }
+
+    /// Completes as `succeeded` with `final_response`; returns the complete event's id.
+    pub async fn complete(&self, session: &Session, final_response: &Value) -> String {
+        let reply = self
+            .client
+            .send_call(
+                self.client
+                    .post(&session.path("complete"))
+                    .bearer(KEY)
+                    .json(&json!({"status": "succeeded", "final_response": final_response})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "complete: {}", reply.text);
+        reply.json["event_id"]
+            .as_str()
+            .expect("complete answer has event_id")
+            .to_owned()
+    }
+
+    /// `GET /v2/sessions/{id}` as [`KEY`]; asserts 200.
+    pub async fn state(&self, session: &Session) -> Value {
+        let reply = self
+            .client
+            .send_call(
+                self.client
+                    .get(&format!("/v2/sessions/{}", session.id))
+                    .bearer(KEY),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "state: {}", reply.text);
+        reply.json
+    }
+
+    /// Opens the session's stream with its token (in the query) and reads the `retry:`
+    /// frame, so the stream is registered once this returns.
+    pub async fn stream(&self, session: &Session) -> SseStream {
+        self.open(self.client.get(&session.stream_path())).await
+    }
+
+    /// Opens a stream from `call`, asserting 200 and a leading `retry:` frame.
+    pub async fn open(&self, call: Call) -> SseStream {
+        let mut stream = self
+            .client
+            .stream(call)
+            .await
+            .unwrap_or_else(|reply| panic!("stream refused: {} {}", reply.status, reply.text));
+        assert_eq!(stream.expect_retry().await, self.retry_ms, "retry: field");
+        stream
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let reply = self.client.send_call(self.client.get("/metrics")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.text
+    }
+}
+
+/// The value of an unlabelled metric (or of the series whose name and labels are `series`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A session as init returned it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    /// Its stream token.
+    pub token: String,
+    /// Its stream URL (absolute, token in the query).
+    pub stream_url: String,
+}
+
+impl Session {
+    /// `/v2/sessions/{id}/{action}`.
+    pub fn path(&self, action: &str) -> String {
+        format!("/v2/sessions/{}/{action}", self.id)
+    }
+
+    /// `/v2/sessions/{id}/stream?token=..`.
+    pub fn stream_path(&self) -> String {
+        format!("{}?token={}", self.path("stream"), self.token)
+    }
+}
+
+/// `n` events `{"kind": "delta", "data": {"n": first + i}}`.
+pub fn deltas(first: usize, n: usize) -> Vec<Value> {
+    (first..first + n)
+        .map(|i| json!({"kind": "delta", "data": {"n": i}}))
+        .collect()
+}
+
+/// The ids of event frames.
+pub fn ids(frames: &[crate::client::SseFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| {
+            f.id.clone()
+                .unwrap_or_else(|| panic!("event without id: {f:?}"))
+        })
+        .collect()
+}
+
+/// Runs a blocking harness call (redis-cli, process control) without stalling the runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}

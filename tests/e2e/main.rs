@@ -1,0 +1,22 @@
+//! End-to-end tests: the real gateway on `127.0.0.1:0`, driven over HTTP, against the
+//! memory engine and private `redis-server` processes (never 6379, never a fixed port).
+//!
+//! No test asserts a duration: ordering and liveness are proven by waiting for frames, so
+//! wrong behaviour turns into a bounded wait that fails with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod gateway;
+
+mod auth;
+mod bad_input;
+mod fanout;
+mod lifecycle;
+mod redis_outage;
+mod resume;
+mod round_trips;
+mod shutdown;
+mod slow_client;

@@ -1,0 +1,114 @@
+//! Each agent call costs ONE Redis round trip: init, a batch append, complete.
+
+use serde_json::json;
+
+use crate::gateway::{Gateway, blocking, deltas, metric, redis_config};
+use crate::support::redis_server::RedisServer;
+
+/// The store counters as `/metrics` reports them.
+async fn metrics_counters(gateway: &Gateway) -> (u64, u64) {
+    let text = gateway.metrics().await;
+    let read = |name: &str| {
+        metric(&text, name).unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+            as u64
+    };
+    (
+        read("agentgate_store_round_trips_total"),
+        read("agentgate_store_commands_total"),
+    )
+}
+
+/// Measures one step at a time: the gateway's counters, `/metrics` and Redis's own
+/// count of script calls.
+struct Meter<'a> {
+    gateway: &'a Gateway,
+    redis: &'a RedisServer,
+    counters: (u64, u64),
+    evalsha: u64,
+}
+
+impl<'a> Meter<'a> {
+    async fn new(gateway: &'a Gateway, redis: &'a RedisServer) -> Self {
+        let counters = gateway.stats.snapshot();
+        assert_eq!(
+            metrics_counters(gateway).await,
+            counters,
+            "/metrics = stats"
+        );
+        Self {
+            gateway,
+            redis,
+            counters,
+            evalsha: blocking(|| redis.command_calls("evalsha")),
+        }
+    }
+
+    /// Asserts the step since the last call cost exactly one round trip, carrying
+    /// `commands` commands (when given), `scripts` of them EVALSHA.
+    async fn step(&mut self, what: &str, commands: Option<u64>, scripts: u64) {
+        let now = self.gateway.stats.snapshot();
+        assert_eq!(now.0 - self.counters.0, 1, "{what}: round trips");
+        match commands {
+            Some(n) => assert_eq!(now.1 - self.counters.1, n, "{what}: commands"),
+            None => assert!(now.1 > self.counters.1, "{what}: commands counted"),
+        }
+        assert_eq!(
+            metrics_counters(self.gateway).await,
+            now,
+            "{what}: /metrics = stats"
+        );
+        let calls = blocking(|| self.redis.command_calls("evalsha"));
+        assert_eq!(
+            calls - self.evalsha,
+            scripts,
+            "{what}: EVALSHA calls in Redis"
+        );
+        self.counters = now;
+        self.evalsha = calls;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_append_and_complete_take_one_round_trip_each() {
+    let redis = blocking(RedisServer::start);
+    let gateway = Gateway::start(&redis_config(&redis)).await;
+
+    // Warm up: the first call of each script on a fresh Redis is refused (NOSCRIPT) and
+    // retried as EVAL, which caches it: two round trips, once. The steady state follows.
+    let warm = gateway.init().await;
+    for (what, call) in [("append", 0), ("complete", 1)] {
+        let before = gateway.stats.snapshot().0;
+        if call == 0 {
+            gateway.append(&warm, &deltas(0, 1)).await;
+        } else {
+            gateway.complete(&warm, &json!(null)).await;
+        }
+        let cost = gateway.stats.snapshot().0 - before;
+        assert_eq!(cost, 2, "first {what} on a fresh Redis: EVALSHA, then EVAL");
+    }
+
+    let mut meter = Meter::new(&gateway, &redis).await;
+    let session = gateway.init().await;
+    meter.step("init", None, 0).await;
+    let ids = gateway.append(&session, &deltas(0, 10)).await;
+    assert_eq!(ids.len(), 10);
+    meter.step("append of 10 events", Some(1), 1).await;
+    gateway.complete(&session, &json!({"ok": true})).await;
+    meter.step("complete", Some(1), 1).await;
+    // A read for comparison: state is one HGETALL.
+    assert_eq!(gateway.state(&session).await["event_count"], 11);
+    meter.step("state", Some(1), 0).await;
+
+    // Requests are counted by route and status: two of each write (warm-up and measured).
+    let text = gateway.metrics().await;
+    for (route, status, n) in [
+        ("init", 201, 2.0),
+        ("append", 200, 2.0),
+        ("complete", 200, 2.0),
+        ("state", 200, 1.0),
+    ] {
+        let series =
+            format!(r#"agentgate_http_requests_total{{route="{route}",status="{status}"}}"#);
+        assert_eq!(metric(&text, &series), Some(n), "{series} in\n{text}");
+    }
+}
