@@ -1,13 +1,26 @@
-//! The one place where configuration becomes stores, handlers and services.
+//! The one place where configuration becomes stores, handlers, layer stacks and routes.
 //!
-//! [`App::build`] reads a validated [`Config`] and wires: the session store (memory or
-//! Redis), auth, metrics, the agent dispatcher and the [`AgentApi`] service. Policy layers
-//! (rate limit, priority queue, existence cache, SSE fan-out) are stacked here, outermost
-//! first, as their issues land.
+//! [`App::build`] reads a validated [`Config`] and wires, in order: the session store (memory
+//! or Redis), auth, metrics, the agent dispatcher, the [`AgentApi`] service, the upstream
+//! groups and the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
+//!
+//! Per route, the stack is fixed here, outermost first (policy layers join as their issues
+//! land):
+//! - agent routes: bridge ─► `AgentApi` ─► `SessionStore`
+//! - upstream routes: bridge ─► admission (admits all) ─► pingora proxies to the group
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agentgate_config::{Config, Dispatch as DispatchKind, StoreKind};
+use agentgate_config::{
+    Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteKind, StoreKind,
+    UpstreamConfig,
+};
+use agentgate_proxy::upstream::HealthChecker;
+use agentgate_proxy::{
+    Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
+    ServerSettings, Target, UpstreamGroup, UpstreamSettings, admit_all, route_service,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Dispatch;
@@ -19,19 +32,44 @@ use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{SessionStore, StoreError};
 
-/// A wired gateway application, ready to be served.
-#[derive(Debug, Clone)]
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The session store could not be set up.
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+    /// An upstream group could not be set up.
+    #[error("upstream {name}: {reason}")]
+    Upstream {
+        /// The group's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A wired gateway application.
 pub struct App {
-    /// The agent API service (clone per connection).
+    /// The agent API service.
     pub api: AgentApi,
     /// Cancelled at shutdown: streams end, demo runs stop.
     pub shutdown: CancellationToken,
+    routes: RouteTable,
+    health: Vec<Arc<dyn HealthChecker>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl App {
-    /// Wires the application. Must run inside the runtime that will serve it (store
-    /// connections and background tasks live there).
-    pub async fn build(config: &Config) -> Result<Self, StoreError> {
+    /// Wires the application. Must run inside a runtime that lives as long as the process
+    /// serves (store connections and background tasks live there).
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
         let store = build_store(config).await?;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
@@ -60,10 +98,26 @@ impl App {
             },
             shutdown: shutdown.clone(),
         };
+        let api = AgentApi::new(Arc::new(state));
+        let groups = build_upstreams(&config.upstreams)?;
+        let health = groups.values().filter_map(|g| g.health_checker()).collect();
+        let routes = build_routes(config, &api, &groups);
         Ok(Self {
-            api: AgentApi::new(Arc::new(state)),
+            api,
             shutdown,
+            routes,
+            health,
         })
+    }
+
+    /// The pingora gateway over this app's routes.
+    pub fn gateway(&self) -> Gateway {
+        Gateway::new(self.routes.clone())
+    }
+
+    /// Binds the edge server's listeners for this app.
+    pub fn edge_server(&self, settings: ServerSettings) -> std::io::Result<EdgeServer> {
+        EdgeServer::bind(settings, self.gateway(), self.health.clone())
     }
 }
 
@@ -88,4 +142,91 @@ async fn build_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreErro
             .await?
         }
     })
+}
+
+fn build_upstreams(
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+) -> Result<BTreeMap<String, Arc<UpstreamGroup>>, AppError> {
+    upstreams
+        .iter()
+        .map(|(name, u)| {
+            let error = |reason: String| AppError::Upstream {
+                name: name.clone(),
+                reason,
+            };
+            let settings = UpstreamSettings {
+                name: name.clone(),
+                peers: u.peer_addrs().map_err(|e| error(e.to_string()))?,
+                balance: match (&u.balance, &u.hash_on) {
+                    (BalanceConfig::RoundRobin, _) => Balance::RoundRobin,
+                    (BalanceConfig::ConsistentHash, HashOn::SessionId) => {
+                        Balance::ConsistentHash(HashKey::SessionId)
+                    }
+                    (BalanceConfig::ConsistentHash, HashOn::Header(h)) => {
+                        Balance::ConsistentHash(HashKey::Header(h.clone()))
+                    }
+                },
+                connect_timeout: u.connect_timeout(),
+                read_timeout: u.read_timeout(),
+                idle_timeout: u.idle_timeout(),
+                retry_connect: u.retry_connect,
+                health_check: u.health_check.as_ref().map(|h| HealthCheck {
+                    path: h.path.clone(),
+                    interval: h.interval(),
+                    timeout: h.timeout(),
+                    healthy_threshold: h.healthy_threshold,
+                    unhealthy_threshold: h.unhealthy_threshold,
+                    expect_status: h.expect_status,
+                }),
+            };
+            let group = UpstreamGroup::new(settings).map_err(|e| error(e.to_string()))?;
+            Ok((name.clone(), Arc::new(group)))
+        })
+        .collect()
+}
+
+fn build_routes(
+    config: &Config,
+    api: &AgentApi,
+    groups: &BTreeMap<String, Arc<UpstreamGroup>>,
+) -> RouteTable {
+    let agent: RouteService = route_service(api.clone());
+    let mut table = RouteTable::new();
+    if config.routes.is_empty() {
+        // No [[routes]]: the agent API serves every path.
+        table.push(Route {
+            name: "agent".to_owned(),
+            host: None,
+            path_prefix: "/".to_owned(),
+            methods: Vec::new(),
+            target: Target::Service(agent),
+        });
+        return table;
+    }
+    for route in &config.routes {
+        let target = match (
+            route.kind,
+            route.upstream.as_ref().and_then(|u| groups.get(u)),
+        ) {
+            (RouteKind::Upstream, Some(group)) => Target::Upstream {
+                group: Arc::clone(group),
+                // admission stack, outermost first: (policy layers: their own issue) ─► admit
+                admission: admit_all(),
+            },
+            // validate() guarantees an upstream route names an existing group.
+            _ => Target::Service(agent.clone()),
+        };
+        table.push(Route {
+            name: route.name.clone(),
+            host: route.host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            methods: route
+                .methods
+                .iter()
+                .filter_map(|m| m.parse().ok())
+                .collect(),
+            target,
+        });
+    }
+    table
 }

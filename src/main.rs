@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use agentgate::app::App;
 use agentgate_config::Config;
+use agentgate_proxy::{ServerSettings, unix_signals};
 use clap::{Parser, Subcommand};
 
 /// agentgate: an edge gateway for streaming LLM-agent sessions.
@@ -22,6 +23,10 @@ enum Command {
         /// Configuration file (see config/agentgate.toml for the annotated reference).
         #[arg(long, short, default_value = "config/agentgate.toml")]
         config: PathBuf,
+        /// Graceful upgrade: take the listening sockets over from the running instance
+        /// (send it SIGQUIT once this one is waiting).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Check a configuration file: prints OK, or every error with its line and column.
     CheckConfig {
@@ -39,12 +44,12 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
-        Command::Serve { config } => {
+        Command::Serve { config, upgrade } => {
             let Some(config) = load(&config) else {
                 return ExitCode::from(2);
             };
             init_tracing();
-            match serve(config) {
+            match serve(config, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -82,48 +87,64 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>> {
+    // Store connections and background tasks live on this runtime for the whole process;
+    // requests are served on the edge server's own runtime.
+    let app_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("agentgate-app")
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let app = App::build(&config).await?;
-        let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
-        tracing::info!(
-            addr = %listener.local_addr()?,
-            store = ?config.store.kind,
-            dispatch = ?config.agent.dispatch,
-            "agentgate listening"
-        );
-        agentgate::server::serve(
-            listener,
-            app,
-            config.server.shutdown_grace(),
-            shutdown_signal(),
-        )
-        .await;
-        Ok(())
-    })
+    let app = app_runtime.block_on(App::build(&config))?;
+    let settings = ServerSettings {
+        listen: config.server.listen.clone(),
+        threads: config.server.worker_threads(),
+        grace: config.server.shutdown_grace(),
+        upgrade_sock: PathBuf::new(), // set below, once the real port is known
+        upgrade,
+    };
+    let mut server = app.edge_server(settings)?;
+    let port = server.local_addrs().first().map_or(0, |a| a.port());
+    let upgrade_sock = config.server.upgrade_sock_path(port);
+    server.set_upgrade_sock(upgrade_sock.clone());
+    let pid_file = PidFile::write(config.server.pid_file_path(port))?;
+    tracing::info!(
+        addrs = ?server.local_addrs(),
+        threads = config.server.worker_threads(),
+        store = ?config.store.kind,
+        dispatch = ?config.agent.dispatch,
+        pid_file = %pid_file.0.display(),
+        upgrade_sock = %upgrade_sock.display(),
+        "agentgate listening"
+    );
+    let shutdown = app.shutdown.clone();
+    server.run(async move {
+        let how = unix_signals().await;
+        tracing::info!(?how, "stopping");
+        shutdown.cancel(); // SSE streams end cleanly; clients resume elsewhere
+        how
+    })?;
+    drop(pid_file);
+    Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// This process's pid file; removed on drop unless another process (a graceful upgrade's
+/// successor) has written its own pid there since.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> std::io::Result<Self> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

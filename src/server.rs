@@ -1,90 +1,70 @@
-//! Serving the API over HTTP/1.1 and HTTP/2 with hyper-util, until the pingora edge proxy
-//! takes over serving (its own issue).
+//! Running a gateway in the background of a process: tests and embedding.
 //!
-//! Graceful shutdown: stop accepting, cancel the app's shutdown token (open SSE streams end
-//! cleanly, so their connections can close), let in-flight requests finish within the grace
-//! period, then return.
+//! `agentgate serve` runs the edge server on the main thread until a signal; [`Running`]
+//! runs the same server on its own thread and stops it on request.
 
-use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use agentgate_proxy::{ServerSettings, Stop};
 
 use crate::app::App;
 
-/// Serves `app` on `listener` until `signal` resolves, then shuts down gracefully, waiting
-/// at most `grace` for open connections.
-pub async fn serve(
-    listener: TcpListener,
-    app: App,
-    grace: Duration,
-    signal: impl Future<Output = ()>,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(signal);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut signal => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.api.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    tracing::info!("shutting down: ending streams, draining connections");
-    app.shutdown.cancel();
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(?grace, "grace period over; closing remaining connections");
-    }
-}
+/// Worker threads of a background gateway.
+const BACKGROUND_THREADS: usize = 2;
 
-/// A gateway serving in the background (tests and embedding).
+/// A gateway serving on its own thread.
 #[derive(Debug)]
 pub struct Running {
     /// Address it listens on.
     pub addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<Stop>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// Binds `addr` (port 0 picks a free port) and serves `app` in the background.
+    /// Binds `addr` (port 0 picks a free port) and serves `app` behind the edge proxy until
+    /// [`stop`](Self::stop); a graceful stop drains for at most `grace`.
     pub async fn start(addr: SocketAddr, app: App, grace: Duration) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        let settings = ServerSettings {
+            listen: vec![addr],
+            threads: BACKGROUND_THREADS,
+            grace,
+            upgrade_sock: unique_upgrade_sock(),
+            upgrade: false,
+        };
+        let server = app.edge_server(settings)?;
+        let addr = server.local_addrs()[0];
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(serve(listener, app, grace, async {
-            let _ = stopped.await;
-        }));
-        Ok(Self { addr, stop, task })
+        let shutdown = app.shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name("agentgate-edge".to_owned())
+            .spawn(move || {
+                server.run(async move {
+                    let how = stopped.await.unwrap_or(Stop::Fast);
+                    shutdown.cancel(); // streams end, demo runs stop
+                    how
+                })
+            })?;
+        Ok(Self { addr, stop, thread })
     }
 
-    /// Shuts down gracefully and waits until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+    /// Stops gracefully (in-flight requests finish, streams end) and waits until it has.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(Stop::Graceful);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|_| std::io::Error::other("edge server thread panicked"))?
     }
+}
+
+/// An upgrade socket path no other instance in this process or elsewhere uses.
+fn unique_upgrade_sock() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("agentgate-{}-{n}.upgrade.sock", std::process::id()))
 }

@@ -3,16 +3,21 @@
 //!
 //! # File format
 //!
-//! One TOML file with five tables, all optional, as are all keys in them:
+//! One TOML file with these tables, all optional, as are all keys in them:
 //!
-//! | table           | holds                                                        |
-//! |-----------------|--------------------------------------------------------------|
-//! | `[server]`      | listen address, request body limit, shutdown grace           |
-//! | `[auth]`        | API keys and the stream-token signing secret                 |
-//! | `[store]`       | `kind = "memory"` or `"redis"`, event-log cap, retention, TTL |
-//! | `[store.redis]` | Redis URLs, cluster mode, timeouts (used with `kind = "redis"`) |
-//! | `[sse]`         | heartbeat interval, client `retry:`, replay batch size        |
-//! | `[agent]`       | `dispatch = "demo"` or `"none"`, and `[agent.demo]` pacing     |
+//! | table                | holds                                                        |
+//! |----------------------|--------------------------------------------------------------|
+//! | `[server]`           | listen addresses, worker threads, PID file, upgrade socket, request body limit, shutdown grace |
+//! | `[auth]`             | API keys and the stream-token signing secret                 |
+//! | `[store]`            | `kind = "memory"` or `"redis"`, event-log cap, retention, TTL |
+//! | `[store.redis]`      | Redis URLs, cluster mode, timeouts (used with `kind = "redis"`) |
+//! | `[sse]`              | heartbeat interval, client `retry:`, replay batch size        |
+//! | `[agent]`            | `dispatch = "demo"` or `"none"`, and `[agent.demo]` pacing     |
+//! | `[[routes]]`         | request routing: host, path prefix, methods → agent API or an upstream; first match wins |
+//! | `[upstreams.NAME]`   | a peer pool: peers, balancing, timeouts, retries, `[upstreams.NAME.health_check]` |
+//!
+//! Without `[[routes]]` the agent API answers every path; with routes, a request that
+//! matches none gets a JSON 404.
 //!
 //! A key left out takes its default (see each field's docs). An unknown key is an error,
 //! so a typo never silently falls back to a default. Durations are plain integers whose
@@ -29,6 +34,7 @@
 //!
 //! ```text
 //! line 7, column 1: store.redis.urls[1]: must start with redis:// or rediss://
+//! line 31, column 10: upstreams.backend.peers[0]: must be an IP:port address such as "10.0.0.11:8080" (DNS names are not supported)
 //! ```
 //!
 //! # Example
@@ -65,8 +71,9 @@ mod validate;
 
 pub use error::{ConfigError, ValidationError};
 pub use schema::{
-    AgentConfig, AuthConfig, Config, DemoConfig, Dispatch, RedisConfig, ServerConfig, SseConfig,
-    StoreConfig, StoreKind,
+    AgentConfig, AuthConfig, Balance, Config, DemoConfig, Dispatch, HashOn, HealthCheckConfig,
+    RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind,
+    UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -4,7 +4,8 @@
 //! turned into a line and column, and a key for each. A span-preserving `toml_edit` parse of
 //! the same source connects the two.
 
-use std::fmt::{self, Write as _};
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::ops::Range;
 
 use toml_edit::{Document, Item, Table, TableLike, Value};
@@ -148,53 +149,93 @@ enum Segment {
     Index(usize),
 }
 
-/// Splits `a.b[1][2].c` into segments; `None` if it is malformed.
+/// Splits `a."b c"[1][2].d` into segments; `None` if it is malformed.
 fn parse_path(path: &str) -> Option<Vec<Segment>> {
     let mut segments = Vec::new();
-    for part in path.split('.') {
-        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
-        if name.is_empty() {
-            return None;
-        }
-        segments.push(Segment::Key(name.to_owned()));
-        while !rest.is_empty() {
-            let (index, after) = rest.strip_prefix('[')?.split_once(']')?;
+    let mut rest = path;
+    loop {
+        let (name, after) = match rest.strip_prefix('"') {
+            Some(quoted) => parse_quoted(quoted)?,
+            None => {
+                let (name, after) = rest.split_at(rest.find(['.', '[']).unwrap_or(rest.len()));
+                if name.is_empty() {
+                    return None;
+                }
+                (name.to_owned(), after)
+            }
+        };
+        segments.push(Segment::Key(name));
+        rest = after;
+        while let Some(bracketed) = rest.strip_prefix('[') {
+            let (index, after) = bracketed.split_once(']')?;
             segments.push(Segment::Index(index.parse().ok()?));
             rest = after;
         }
+        if rest.is_empty() {
+            return Some(segments);
+        }
+        rest = rest.strip_prefix('.')?;
     }
-    Some(segments)
+}
+
+/// Reads a quoted key written by [`key_name`], starting after its opening quote; returns the
+/// key and the text after its closing quote.
+fn parse_quoted(text: &str) -> Option<(String, &str)> {
+    let mut name = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((name, &text[i + 1..])),
+            '\\' => name.push(match chars.next()?.1 {
+                '"' => '"',
+                '\\' => '\\',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                _ => return None,
+            }),
+            c => name.push(c),
+        }
+    }
+    None
+}
+
+/// Whether `name` is a bare TOML key (ASCII letters, digits, `_`, `-`), written unquoted.
+pub(crate) fn is_bare_key(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `name` as one segment of a dotted path: as is when bare, quoted otherwise
+/// (`upstreams."my pool"`).
+pub(crate) fn key_name(name: &str) -> Cow<'_, str> {
+    if is_bare_key(name) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{name:?}"))
+    }
 }
 
 /// Renders segments as a dotted path, quoting keys that are not bare TOML keys.
 fn format_path(segments: &[Segment]) -> String {
     let mut out = String::new();
     for segment in segments {
-        // Writing to a String cannot fail.
-        let _ = write_segment(&mut out, segment);
-    }
-    out
-}
-
-fn write_segment(out: &mut String, segment: &Segment) -> fmt::Result {
-    match segment {
-        Segment::Index(index) => write!(out, "[{index}]"),
-        Segment::Key(name) => {
-            if !out.is_empty() {
-                out.push('.');
+        match segment {
+            Segment::Index(index) => {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "[{index}]");
             }
-            let bare = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if bare {
-                out.push_str(name);
-                Ok(())
-            } else {
-                write!(out, "{name:?}")
+            Segment::Key(name) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&key_name(name));
             }
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -216,6 +257,22 @@ mod tests {
         assert_eq!(format_path(&segments), "store.redis.urls[1]");
         assert_eq!(parse_path("a..b"), None);
         assert_eq!(parse_path("a[x]"), None);
+        assert_eq!(parse_path("a."), None);
+        let quoted = parse_path(r#"upstreams."my \"pool\".x"[0].peers"#).expect("valid path");
+        assert_eq!(
+            quoted,
+            vec![
+                Segment::Key("upstreams".into()),
+                Segment::Key("my \"pool\".x".into()),
+                Segment::Index(0),
+                Segment::Key("peers".into()),
+            ]
+        );
+        assert_eq!(
+            format_path(&quoted),
+            r#"upstreams."my \"pool\".x"[0].peers"#
+        );
+        assert_eq!(parse_path(r#"a."b"#), None);
     }
 
     #[test]
@@ -230,6 +287,12 @@ mod tests {
         assert_eq!(source.position_of("x[0].y.z"), Some((6, 11)));
         assert_eq!(source.position_of("store.redis.cluster"), None);
         assert_eq!(source.position_of("store.redis.urls[3]"), None);
+
+        let source = Source::parse("[upstreams.\"my pool\"]\npeers = [\"x\"]\n");
+        assert_eq!(
+            source.position_of(r#"upstreams."my pool".peers[0]"#),
+            Some((2, 10))
+        );
     }
 
     #[test]

@@ -4,20 +4,30 @@
 //! gateway shows all the fixes a file needs.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::SocketAddr;
 
 use crate::error::ValidationError;
-use crate::schema::{Config, Dispatch, StoreKind};
+use crate::locate::{is_bare_key, key_name};
+use crate::schema::{Config, Dispatch, RouteKind, StoreKind};
 
 /// Shortest accepted API key, in characters.
 const MIN_API_KEY_LEN: usize = 16;
 /// Shortest accepted stream-token secret, in bytes (256 bits for HMAC-SHA256).
 const MIN_SECRET_BYTES: usize = 32;
+/// Most accepted `server.threads`.
+const MAX_THREADS: usize = 1024;
+/// Shortest accepted health-check interval, in milliseconds.
+const MIN_HEALTH_INTERVAL_MS: u64 = 100;
+/// The methods a route may list.
+const ROUTE_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
 impl Config {
     /// Checks the rules documented on each field and returns every broken one.
     ///
     /// Sections that are switched off are not checked: `[store.redis]` only when
     /// `store.kind = "redis"`, `agent.demo.deltas` only when `agent.dispatch = "demo"`.
+    /// Upstreams are checked whether or not a route uses them.
     pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
         let mut problems = Problems::default();
         self.check_server(&mut problems);
@@ -25,6 +35,8 @@ impl Config {
         self.check_store(&mut problems);
         self.check_sse(&mut problems);
         self.check_agent(&mut problems);
+        self.check_routes(&mut problems);
+        self.check_upstreams(&mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {
@@ -34,6 +46,33 @@ impl Config {
 
     fn check_server(&self, p: &mut Problems) {
         let s = &self.server;
+        p.require(
+            !s.listen.is_empty(),
+            "server.listen",
+            "at least one address is required",
+        );
+        for (i, first) in duplicates(s.listen.iter().enumerate()) {
+            p.push(
+                &format!("server.listen[{i}]"),
+                format!("duplicates server.listen[{first}]"),
+            );
+        }
+        p.require(
+            s.threads <= MAX_THREADS,
+            "server.threads",
+            format!("must be at most {MAX_THREADS} (0 = one per CPU core)"),
+        );
+        for (key, path) in [
+            ("server.pid_file", &s.pid_file),
+            ("server.upgrade_sock", &s.upgrade_sock),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                p.push(key, "must not be empty; leave the key out for the default");
+            }
+        }
         p.require(
             s.max_body_bytes >= 1024,
             "server.max_body_bytes",
@@ -68,7 +107,7 @@ impl Config {
                 );
             }
         }
-        for (i, first) in duplicates(&a.api_keys) {
+        for (i, first) in duplicates(a.api_keys.iter().enumerate()) {
             p.push(
                 &format!("auth.api_keys[{i}]"),
                 format!("duplicates auth.api_keys[{first}]"),
@@ -136,7 +175,7 @@ impl Config {
                 Some(_) => {}
             }
         }
-        for (i, first) in duplicates(&r.urls) {
+        for (i, first) in duplicates(r.urls.iter().enumerate()) {
             p.push(
                 &format!("store.redis.urls[{i}]"),
                 format!("duplicates store.redis.urls[{first}]"),
@@ -184,13 +223,180 @@ impl Config {
             "must be at most 60000 (one minute)",
         );
     }
+
+    fn check_routes(&self, p: &mut Problems) {
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if route.name.is_empty() {
+                p.push(&key("name"), "is required");
+            } else if !is_bare_key(&route.name) {
+                p.push(
+                    &key("name"),
+                    "must contain only ASCII letters, digits, '_' and '-'",
+                );
+            }
+            if let Some(host) = &route.host
+                && !is_plain_host(host)
+            {
+                p.push(
+                    &key("host"),
+                    "must be a host name or IP address (IPv6 in brackets) without scheme, \
+                     port or path; leave the key out to match any host",
+                );
+            }
+            p.require(
+                route.path_prefix.starts_with('/'),
+                &key("path_prefix"),
+                "must start with '/'",
+            );
+            for (j, method) in route.methods.iter().enumerate() {
+                if !ROUTE_METHODS.contains(&method.as_str()) {
+                    p.push(
+                        &format!("routes[{i}].methods[{j}]"),
+                        format!("must be one of {} (upper-case)", ROUTE_METHODS.join(", ")),
+                    );
+                }
+            }
+            for (j, first) in duplicates(route.methods.iter().enumerate()) {
+                p.push(
+                    &format!("routes[{i}].methods[{j}]"),
+                    format!("duplicates routes[{i}].methods[{first}]"),
+                );
+            }
+            match (route.kind, &route.upstream) {
+                (RouteKind::Upstream, None) => p.push(
+                    &key("upstream"),
+                    "is required when kind = \"upstream\": name an [upstreams.NAME] table",
+                ),
+                (RouteKind::Upstream, Some(name)) if !self.upstreams.contains_key(name) => {
+                    p.push(
+                        &key("upstream"),
+                        format!("no [upstreams.{}] table is defined", key_name(name)),
+                    );
+                }
+                (RouteKind::Agent, Some(_)) => p.push(
+                    &key("upstream"),
+                    "must not be set when kind = \"agent\" (set kind = \"upstream\" to proxy)",
+                ),
+                _ => {}
+            }
+        }
+        let named = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| !route.name.is_empty())
+            .map(|(i, route)| (i, route.name.as_str()));
+        for (i, first) in duplicates(named) {
+            p.push(
+                &format!("routes[{i}].name"),
+                format!("duplicates routes[{first}].name"),
+            );
+        }
+    }
+
+    fn check_upstreams(&self, p: &mut Problems) {
+        for (name, upstream) in &self.upstreams {
+            let table = format!("upstreams.{}", key_name(name));
+            let key = |field: &str| format!("{table}.{field}");
+            p.require(
+                is_bare_key(name),
+                &table,
+                "the name must contain only ASCII letters, digits, '_' and '-'",
+            );
+            p.require(
+                !upstream.peers.is_empty(),
+                &key("peers"),
+                "at least one peer is required",
+            );
+            let mut addrs = Vec::new();
+            for (i, peer) in upstream.peers.iter().enumerate() {
+                let peer_key = format!("{table}.peers[{i}]");
+                match peer.parse::<SocketAddr>() {
+                    Err(_) => p.push(
+                        &peer_key,
+                        "must be an IP:port address such as \"10.0.0.11:8080\" \
+                         (DNS names are not supported)",
+                    ),
+                    Ok(addr) if addr.port() == 0 => p.push(&peer_key, "port must not be 0"),
+                    Ok(addr) => addrs.push((i, addr)),
+                }
+            }
+            for (i, first) in duplicates(addrs) {
+                p.push(
+                    &format!("{table}.peers[{i}]"),
+                    format!("duplicates {table}.peers[{first}]"),
+                );
+            }
+            p.require(
+                upstream.connect_timeout_ms >= 1,
+                &key("connect_timeout_ms"),
+                "must be at least 1",
+            );
+            p.require(
+                upstream.idle_timeout_ms >= 1,
+                &key("idle_timeout_ms"),
+                "must be at least 1",
+            );
+            let Some(health) = &upstream.health_check else {
+                continue;
+            };
+            let key = |field: &str| format!("{table}.health_check.{field}");
+            p.require(
+                health.path.starts_with('/'),
+                &key("path"),
+                "must start with '/'",
+            );
+            p.require(
+                health.interval_ms >= MIN_HEALTH_INTERVAL_MS,
+                &key("interval_ms"),
+                format!("must be at least {MIN_HEALTH_INTERVAL_MS}"),
+            );
+            p.require(
+                health.timeout_ms >= 1,
+                &key("timeout_ms"),
+                "must be at least 1",
+            );
+            p.require(
+                health.healthy_threshold >= 1,
+                &key("healthy_threshold"),
+                "must be at least 1",
+            );
+            p.require(
+                health.unhealthy_threshold >= 1,
+                &key("unhealthy_threshold"),
+                "must be at least 1",
+            );
+            p.require(
+                (100..=599).contains(&health.expect_status),
+                &key("expect_status"),
+                "must be an HTTP status between 100 and 599",
+            );
+        }
+    }
 }
 
-/// `(index, index of its first occurrence)` for every repeated element of `items`.
-fn duplicates(items: &[String]) -> Vec<(usize, usize)> {
-    let mut first_index: HashMap<&str, usize> = HashMap::new();
+/// Whether `host` is a host name, IPv4 address or bracketed IPv6 address, with no scheme,
+/// port or path.
+fn is_plain_host(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        }
+    }
+}
+
+/// `(index, index of its first occurrence)` for every repeated item of `(index, item)` pairs.
+fn duplicates<T: Eq + Hash>(items: impl IntoIterator<Item = (usize, T)>) -> Vec<(usize, usize)> {
+    let mut first_index: HashMap<T, usize> = HashMap::new();
     let mut repeats = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items {
         let first = *first_index.entry(item).or_insert(i);
         if first != i {
             repeats.push((i, first));

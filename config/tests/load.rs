@@ -1,10 +1,12 @@
 //! Loading, defaults and located errors, through the public API only.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use agentgate_config::{
-    Config, ConfigError, Dispatch, REFERENCE_TOML, RedisConfig, StoreKind, ValidationError,
+    Balance, Config, ConfigError, Dispatch, HashOn, HealthCheckConfig, REFERENCE_TOML, RedisConfig,
+    RouteConfig, RouteKind, StoreKind, UpstreamConfig, ValidationError,
 };
 
 /// Credentials that pass validation, for sources that test something else.
@@ -18,6 +20,18 @@ fn errors(src: &str) -> Vec<ConfigError> {
     Config::from_toml_str(src).expect_err("source should be rejected")
 }
 
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+/// `(key, line)` of every error, in order.
+fn located(errors: &[ConfigError]) -> Vec<(&str, Option<usize>)> {
+    errors
+        .iter()
+        .map(|e| (e.key.as_deref().expect("keyed"), e.line))
+        .collect()
+}
+
 fn error_for<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
     errors
         .iter()
@@ -28,10 +42,9 @@ fn error_for<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
 #[test]
 fn reference_file_loads_with_the_values_it_sets() {
     let config = Config::from_toml_str(REFERENCE_TOML).expect("reference config is valid");
-    assert_eq!(
-        config.server.listen,
-        "127.0.0.1:8080".parse::<SocketAddr>().expect("addr")
-    );
+    assert_eq!(config.server.listen, [addr("127.0.0.1:8080")]);
+    assert!(config.routes.is_empty(), "implicit agent route");
+    assert!(config.upstreams.is_empty());
     assert_eq!(config.auth.api_keys, ["dev-api-key-change-me"]);
     assert!(config.auth.stream_token_secret.len() >= 32);
     assert_eq!(config.store.kind, StoreKind::Memory);
@@ -95,9 +108,18 @@ fn reference_file_redis_examples_are_valid() {
 #[test]
 fn defaults_are_as_documented() {
     let c = Config::default();
+    assert_eq!(c.server.listen, [addr("127.0.0.1:8080")]);
+    assert_eq!(c.server.threads, 0);
+    assert!(c.server.worker_threads() >= 1);
+    assert_eq!(c.server.pid_file, None);
     assert_eq!(
-        c.server.listen,
-        "127.0.0.1:8080".parse::<SocketAddr>().expect("addr")
+        c.server.pid_file_path(8080),
+        std::env::temp_dir().join("agentgate-8080.pid")
+    );
+    assert_eq!(c.server.upgrade_sock, None);
+    assert_eq!(
+        c.server.upgrade_sock_path(41234),
+        std::env::temp_dir().join("agentgate-41234.upgrade.sock")
     );
     assert_eq!(c.server.max_body_bytes, 1_048_576);
     assert_eq!(c.server.shutdown_grace(), Duration::from_secs(10));
@@ -121,6 +143,33 @@ fn defaults_are_as_documented() {
     assert_eq!(c.agent.dispatch, Dispatch::None);
     assert_eq!(c.agent.demo.pace(), Duration::from_millis(150));
     assert_eq!(c.agent.demo.deltas, 12);
+    assert!(c.routes.is_empty());
+    assert!(c.upstreams.is_empty());
+
+    let r = RouteConfig::default();
+    assert_eq!(r.name, "");
+    assert_eq!(r.kind, RouteKind::Agent);
+    assert_eq!(r.host, None);
+    assert_eq!(r.path_prefix, "/");
+    assert!(r.methods.is_empty());
+    assert_eq!(r.upstream, None);
+
+    let u = UpstreamConfig::default();
+    assert!(u.peers.is_empty());
+    assert_eq!(u.balance, Balance::RoundRobin);
+    assert_eq!(u.hash_on, HashOn::SessionId);
+    assert_eq!(u.connect_timeout(), Duration::from_millis(1_000));
+    assert_eq!(u.read_timeout(), Some(Duration::from_millis(30_000)));
+    assert_eq!(u.idle_timeout(), Duration::from_millis(60_000));
+    assert!(u.retry_connect);
+    assert_eq!(u.health_check, None);
+
+    let h = HealthCheckConfig::default();
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.interval(), Duration::from_millis(1_000));
+    assert_eq!(h.timeout(), Duration::from_millis(1_000));
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (1, 1));
+    assert_eq!(h.expect_status, 200);
 }
 
 #[test]
@@ -390,4 +439,455 @@ fn unreadable_file_is_one_unlocated_error() {
     let e = &errors[0];
     assert_eq!((&e.key, e.line, e.column), (&None, None, None));
     assert!(e.message.contains("/nonexistent/agentgate.toml"), "{e}");
+}
+
+/// The commented-out routing example at the end of the reference file, uncommented: from the
+/// first `# [[routes]]` line to the first line that is not a comment.
+fn reference_routes_example() -> String {
+    let mut lines = REFERENCE_TOML
+        .lines()
+        .skip_while(|line| *line != "# [[routes]]");
+    let mut example = String::new();
+    for line in lines.by_ref() {
+        let Some(toml) = line
+            .strip_prefix("# ")
+            .or_else(|| (line == "#").then_some(""))
+        else {
+            break;
+        };
+        example.push_str(toml);
+        example.push('\n');
+    }
+    example
+}
+
+#[test]
+fn reference_file_routes_example_is_valid() {
+    let example = reference_routes_example();
+    assert!(example.starts_with("[[routes]]\n"), "{example}");
+    let src = format!("{REFERENCE_TOML}\n{example}");
+    let config = Config::from_toml_str(&src).unwrap_or_else(|e| panic!("{e:#?}\n{example}"));
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.kind,
+                r.path_prefix.as_str(),
+                r.upstream.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("agent-api", RouteKind::Agent, "/v2/", None),
+            ("metrics", RouteKind::Agent, "/metrics", None),
+            ("backend", RouteKind::Upstream, "/", Some("backend")),
+        ]
+    );
+    let backend = &config.upstreams["backend"];
+    assert_eq!(
+        backend.peer_addrs(),
+        Ok(vec![addr("10.0.0.11:8080"), addr("10.0.0.12:8080")])
+    );
+    assert_eq!(backend.balance, Balance::RoundRobin);
+    let health = backend.health_check.as_ref().expect("health check");
+    assert_eq!(health.path, "/healthz");
+    assert_eq!(health.unhealthy_threshold, 2);
+}
+
+#[test]
+fn listen_takes_a_string_or_a_list() {
+    let config = Config::from_toml_str(&format!("{AUTH}\n[server]\nlisten = \"0.0.0.0:0\"\n"))
+        .expect("one string");
+    assert_eq!(config.server.listen, [addr("0.0.0.0:0")]);
+
+    let config = Config::from_toml_str(&format!(
+        "{AUTH}\n[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8443\"]\n"
+    ))
+    .expect("a list");
+    assert_eq!(
+        config.server.listen,
+        [addr("0.0.0.0:8080"), addr("[::]:8443")]
+    );
+}
+
+#[test]
+fn bad_listen_address_in_a_list_is_located_at_the_element() {
+    let e = &errors("[server]\nlisten = [\"0.0.0.0:80\", \"localhost:80\"]\n")[0];
+    assert_eq!(e.key.as_deref(), Some("server.listen[1]"));
+    assert_eq!((e.line, e.column), (Some(2), Some(25)));
+    assert!(e.message.contains("\"localhost:80\""), "{e}");
+    assert!(e.message.contains("IP:port"), "{e}");
+
+    let e = &errors("[server]\nlisten = 8080\n")[0];
+    assert_eq!(e.key.as_deref(), Some("server.listen"));
+    assert_eq!((e.line, e.column), (Some(2), Some(10)));
+}
+
+#[test]
+fn server_rules() {
+    let src = format!(
+        "{AUTH}\n[server]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:1\"]\nthreads = 1025\npid_file = \"\"\n"
+    );
+    let errors = errors(&src);
+    assert_eq!(
+        located(&errors),
+        [
+            ("server.listen[2]", Some(7)),
+            ("server.threads", Some(8)),
+            ("server.pid_file", Some(9)),
+        ]
+    );
+    assert_eq!(
+        error_for(&errors, "server.listen[2]").message,
+        "duplicates server.listen[0]"
+    );
+
+    let errors = self::errors(&format!("{AUTH}\n[server]\nlisten = []\n"));
+    assert_eq!(located(&errors), [("server.listen", Some(7))]);
+
+    let config = Config::from_toml_str(&format!(
+        "{AUTH}\n[server]\nthreads = 1024\npid_file = \"/run/ag.pid\"\nupgrade_sock = \"/run/ag.sock\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(config.server.worker_threads(), 1024);
+    assert_eq!(config.server.pid_file_path(0), PathBuf::from("/run/ag.pid"));
+    assert_eq!(
+        config.server.upgrade_sock_path(0),
+        PathBuf::from("/run/ag.sock")
+    );
+}
+
+const ROUTING: &str = r#"
+[[routes]]
+name = "sessions"
+host = "API.example.com"
+path_prefix = "/v2/"
+methods = ["GET", "POST"]
+
+[[routes]]
+name = "users"
+kind = "upstream"
+path_prefix = "/users/"
+upstream = "users"
+
+[[routes]]
+name = "rest"
+kind = "upstream"
+upstream = "backend"
+
+[upstreams.users]
+peers = ["10.0.0.21:9000", "[fd00::22]:9000"]
+balance = "consistent_hash"
+hash_on = "header:X-User"
+connect_timeout_ms = 250
+read_timeout_ms = 0
+idle_timeout_ms = 5_000
+retry_connect = false
+
+[upstreams.backend]
+peers = ["10.0.0.11:8080"]
+
+[upstreams.backend.health_check]
+path = "/ready"
+interval_ms = 500
+timeout_ms = 200
+healthy_threshold = 2
+unhealthy_threshold = 3
+expect_status = 204
+"#;
+
+#[test]
+fn routes_and_upstreams_load_with_their_values() {
+    let config = Config::from_toml_str(&format!("{AUTH}{ROUTING}")).expect("valid");
+    assert_eq!(
+        config.routes,
+        [
+            RouteConfig {
+                name: "sessions".into(),
+                kind: RouteKind::Agent,
+                host: Some("API.example.com".into()),
+                path_prefix: "/v2/".into(),
+                methods: vec!["GET".into(), "POST".into()],
+                upstream: None,
+            },
+            RouteConfig {
+                name: "users".into(),
+                kind: RouteKind::Upstream,
+                path_prefix: "/users/".into(),
+                upstream: Some("users".into()),
+                ..Default::default()
+            },
+            RouteConfig {
+                name: "rest".into(),
+                kind: RouteKind::Upstream,
+                upstream: Some("backend".into()),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        config.upstreams.keys().collect::<Vec<_>>(),
+        ["backend", "users"]
+    );
+
+    let users = &config.upstreams["users"];
+    assert_eq!(users.balance, Balance::ConsistentHash);
+    assert_eq!(users.hash_on, HashOn::Header("x-user".into()));
+    assert_eq!(users.hash_on.to_string(), "header:x-user");
+    assert_eq!(
+        users.peer_addrs(),
+        Ok(vec![addr("10.0.0.21:9000"), addr("[fd00::22]:9000")])
+    );
+    assert_eq!(users.connect_timeout(), Duration::from_millis(250));
+    assert_eq!(users.read_timeout(), None);
+    assert_eq!(users.idle_timeout(), Duration::from_secs(5));
+    assert!(!users.retry_connect);
+    assert_eq!(users.health_check, None);
+
+    let backend = &config.upstreams["backend"];
+    assert_eq!(
+        backend,
+        &UpstreamConfig {
+            peers: vec!["10.0.0.11:8080".into()],
+            health_check: Some(HealthCheckConfig {
+                path: "/ready".into(),
+                interval_ms: 500,
+                timeout_ms: 200,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                expect_status: 204,
+            }),
+            ..Default::default()
+        }
+    );
+    let health = backend.health_check.as_ref().expect("set");
+    assert_eq!(health.interval(), Duration::from_millis(500));
+    assert_eq!(health.timeout(), Duration::from_millis(200));
+
+    // It also survives a round trip through serialization.
+    let text = toml::to_string(&config).expect("serializes");
+    assert_eq!(Config::from_toml_str(&text), Ok(config));
+}
+
+#[test]
+fn hash_on_forms() {
+    let hash_on = |value: &str| {
+        let src =
+            format!("{AUTH}\n[upstreams.u]\npeers = [\"10.0.0.1:80\"]\nhash_on = {value:?}\n");
+        Config::from_toml_str(&src).map(|c| c.upstreams["u"].hash_on.clone())
+    };
+    assert_eq!(hash_on("session_id"), Ok(HashOn::SessionId));
+    assert_eq!(
+        hash_on("header:x-user"),
+        Ok(HashOn::Header("x-user".into()))
+    );
+    for bad in ["session", "header:", "header:x user", "header:x:y"] {
+        let errors = hash_on(bad).expect_err(bad);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = &errors[0];
+        assert_eq!(e.key.as_deref(), Some("upstreams.u.hash_on"), "{bad}: {e}");
+        assert_eq!((e.line, e.column), (Some(8), Some(11)), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn route_rules() {
+    let src = format!(
+        r#"{AUTH}
+[upstreams.backend]
+peers = ["10.0.0.1:80"]
+
+[[routes]]
+name = ""
+path_prefix = "v2/"
+methods = ["get", "POST", "FETCH", "POST"]
+
+[[routes]]
+name = "to-nowhere"
+kind = "upstream"
+upstream = "missing"
+host = "example.com:443"
+
+[[routes]]
+name = "agent with upstream"
+upstream = "backend"
+
+[[routes]]
+name = "to-nowhere"
+kind = "upstream"
+"#
+    );
+    let errors = errors(&src);
+    assert_eq!(
+        located(&errors),
+        [
+            ("routes[0].name", Some(10)),
+            ("routes[0].path_prefix", Some(11)),
+            ("routes[0].methods[0]", Some(12)),
+            ("routes[0].methods[2]", Some(12)),
+            ("routes[0].methods[3]", Some(12)),
+            ("routes[1].host", Some(18)),
+            ("routes[1].upstream", Some(17)),
+            ("routes[2].name", Some(21)),
+            ("routes[2].upstream", Some(22)),
+            // Required but absent: named, with no line to point at.
+            ("routes[3].upstream", None),
+            ("routes[3].name", Some(25)),
+        ]
+    );
+    let message = |key| error_for(&errors, key).message.as_str();
+    assert_eq!(message("routes[0].name"), "is required");
+    assert_eq!(message("routes[0].path_prefix"), "must start with '/'");
+    assert_eq!(
+        message("routes[0].methods[0]"),
+        "must be one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS (upper-case)"
+    );
+    assert_eq!(
+        message("routes[0].methods[3]"),
+        "duplicates routes[0].methods[1]"
+    );
+    assert_eq!(
+        message("routes[1].upstream"),
+        "no [upstreams.missing] table is defined"
+    );
+    assert!(message("routes[2].upstream").contains("kind = \"agent\""));
+    assert!(message("routes[3].upstream").contains("required"));
+    assert_eq!(message("routes[3].name"), "duplicates routes[1].name");
+    assert_eq!(
+        error_for(&errors, "routes[1].upstream").to_string(),
+        "line 17, column 12: routes[1].upstream: no [upstreams.missing] table is defined"
+    );
+}
+
+#[test]
+fn route_hosts() {
+    let host = |host: &str| {
+        let mut config = Config::from_toml_str(AUTH).expect("valid");
+        config.routes.push(RouteConfig {
+            name: "r".into(),
+            host: Some(host.into()),
+            ..Default::default()
+        });
+        config.validate().is_ok()
+    };
+    for good in [
+        "example.com",
+        "API.Example.com",
+        "10.0.0.1",
+        "[::1]",
+        "localhost",
+    ] {
+        assert!(host(good), "{good}");
+    }
+    for bad in [
+        "",
+        "example.com:80",
+        "http://example.com",
+        "example.com/",
+        "*.example.com",
+        "[::1]:80",
+        "::1",
+    ] {
+        assert!(!host(bad), "{bad}");
+    }
+}
+
+#[test]
+fn upstream_rules() {
+    let src = format!(
+        r#"{AUTH}
+[upstreams.backend]
+peers = ["10.0.0.1", "db.internal:5432", "10.0.0.2:0", "10.0.0.3:80", "10.0.0.3:80"]
+connect_timeout_ms = 0
+read_timeout_ms = 0
+idle_timeout_ms = 0
+
+[upstreams.backend.health_check]
+path = "healthz"
+interval_ms = 99
+timeout_ms = 0
+healthy_threshold = 0
+unhealthy_threshold = 0
+expect_status = 600
+
+[upstreams.empty]
+peers = []
+
+[upstreams."my pool"]
+peers = ["10.0.0.9:80"]
+"#
+    );
+    let errors = errors(&src);
+    assert_eq!(
+        located(&errors),
+        [
+            ("upstreams.backend.peers[0]", Some(7)),
+            ("upstreams.backend.peers[1]", Some(7)),
+            ("upstreams.backend.peers[2]", Some(7)),
+            ("upstreams.backend.peers[4]", Some(7)),
+            ("upstreams.backend.connect_timeout_ms", Some(8)),
+            ("upstreams.backend.idle_timeout_ms", Some(10)),
+            ("upstreams.backend.health_check.path", Some(13)),
+            ("upstreams.backend.health_check.interval_ms", Some(14)),
+            ("upstreams.backend.health_check.timeout_ms", Some(15)),
+            ("upstreams.backend.health_check.healthy_threshold", Some(16)),
+            (
+                "upstreams.backend.health_check.unhealthy_threshold",
+                Some(17)
+            ),
+            ("upstreams.backend.health_check.expect_status", Some(18)),
+            ("upstreams.empty.peers", Some(21)),
+            ("upstreams.\"my pool\"", Some(23)),
+        ]
+    );
+    let e = error_for(&errors, "upstreams.backend.peers[1]");
+    assert_eq!(
+        e.to_string(),
+        "line 7, column 22: upstreams.backend.peers[1]: must be an IP:port address such as \
+         \"10.0.0.11:8080\" (DNS names are not supported)"
+    );
+    assert_eq!(
+        error_for(&errors, "upstreams.backend.peers[2]").message,
+        "port must not be 0"
+    );
+    assert_eq!(
+        error_for(&errors, "upstreams.backend.peers[4]").message,
+        "duplicates upstreams.backend.peers[3]"
+    );
+    assert_eq!(
+        error_for(&errors, "upstreams.backend.health_check.interval_ms").message,
+        "must be at least 100"
+    );
+}
+
+#[test]
+fn upstream_without_peers_is_named_even_when_peers_is_absent() {
+    let errors = errors(&format!(
+        "{AUTH}\n[upstreams.backend]\nretry_connect = true\n"
+    ));
+    assert_eq!(located(&errors), [("upstreams.backend.peers", None)]);
+}
+
+#[test]
+fn unknown_keys_in_routes_and_upstreams_are_named() {
+    let e = &errors("[[routes]]\nname = \"a\"\n\n[[routes]]\npath = \"/\"\n")[0];
+    assert!(e.message.contains("unknown field `path`"), "{e}");
+    assert_eq!(e.key.as_deref(), Some("routes[1].path"));
+    assert_eq!(e.line, Some(5));
+
+    let e = &errors("[upstreams.b]\npeers = []\n[upstreams.b.health_check]\nintervl_ms = 5\n")[0];
+    assert!(e.message.contains("unknown field `intervl_ms`"), "{e}");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("upstreams.b.health_check.intervl_ms")
+    );
+    assert_eq!(e.line, Some(4));
+
+    let e = &errors("[upstreams.b]\npeers = []\nbalance = \"random\"\n")[0];
+    assert_eq!(e.key.as_deref(), Some("upstreams.b.balance"));
+    assert_eq!(e.line, Some(3));
 }

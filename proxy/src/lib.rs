@@ -1,1 +1,36 @@
-//! The pingora edge proxy and tower bridge. Serving moves here with the edge-proxy issue.
+//! agentgate's edge proxy on [pingora]: tower services served inside pingora with streaming
+//! bodies, a route table, load-balanced and health-checked upstream groups, and tower
+//! admission layers in front of proxying.
+//!
+//! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
+//! - [`route`]: the route table; service and upstream targets; admission stacks.
+//! - [`upstream`]: load-balanced, health-checked upstream groups.
+//! - [`gateway`]: the `ProxyHttp` implementation tying them together.
+//! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
+//!
+//! This crate knows nothing of the agent API: the application hands it boxed services.
+
+pub mod bridge;
+
+/// The body type of responses produced by routed services.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
+
+pub mod gateway;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use gateway::Gateway;
+pub use route::{
+    AdmissionService, Admitted, Route, RouteService, RouteTable, Target, admit_all, route_service,
+};
+pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
+pub use upstream::{Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};
+
+/// An empty [`ResponseBody`].
+pub fn empty_body() -> ResponseBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

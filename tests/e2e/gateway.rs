@@ -51,7 +51,7 @@ timeout_ms = 500
 
 fn config_from(toml: &str) -> Config {
     let mut config = Config::from_toml_str(toml).expect("valid test config");
-    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     config
 }
 
@@ -74,7 +74,7 @@ impl Gateway {
             .await
             .expect("gateway builds");
         let stats = app.api.state().store.stats().clone();
-        let running = Running::start(config.server.listen, app, grace)
+        let running = Running::start(config.server.listen[0], app, grace)
             .await
             .expect("gateway listens");
         Self {
@@ -92,7 +92,7 @@ impl Gateway {
 
     /// Shuts it down gracefully.
     pub async fn stop(self) {
-        self.running.stop().await;
+        self.running.stop().await.expect("graceful stop");
     }
 
     /// `POST /v2/sessions` with `body`, as [`KEY`]; asserts 201.

@@ -1,4 +1,5 @@
-//! The configuration schema: plain serde structs, one file per top-level table.
+//! The configuration schema: plain serde structs, one file per top-level table (or array of
+//! tables: `[[routes]]`, map of tables: `[upstreams.NAME]`).
 //!
 //! Every struct is `#[serde(default, deny_unknown_fields)]`: any key may be left out (its
 //! documented default applies) and a misspelt key is an error instead of being ignored.
@@ -7,15 +8,21 @@
 
 mod agent;
 mod auth;
+mod routes;
 mod server;
 mod sse;
 mod store;
+mod upstreams;
 
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
+pub use routes::{RouteConfig, RouteKind};
 pub use server::ServerConfig;
 pub use sse::SseConfig;
 pub use store::{RedisConfig, StoreConfig, StoreKind};
+pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +30,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `[server]`: the HTTP listener, request body limit and shutdown grace.
+    /// `[server]`: listen addresses, worker threads, PID file and upgrade socket, request
+    /// body limit and shutdown grace.
     pub server: ServerConfig,
     /// `[auth]`: API keys for the session API and the secret that signs stream tokens.
     pub auth: AuthConfig,
@@ -33,4 +41,13 @@ pub struct Config {
     pub sse: SseConfig,
     /// `[agent]`: who drives sessions (the built-in demo agent or external agents).
     pub agent: AgentConfig,
+    /// `[[routes]]`: which requests the agent API answers and which are proxied to an
+    /// upstream, tried in file order, first match wins (see [`RouteConfig`]). Default `[]`:
+    /// the agent API answers every path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+    /// `[upstreams.NAME]`: peer pools that `kind = "upstream"` routes proxy to, by name.
+    /// Default: none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
 }

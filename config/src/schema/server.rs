@@ -1,15 +1,40 @@
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-/// `[server]`: the HTTP listener.
+/// `[server]`: the listeners and the proxy service's process settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address and port to listen on, e.g. `"0.0.0.0:8080"`; port 0 picks a free port.
-    /// Default `"127.0.0.1:8080"` (loopback only, so a fresh install is not exposed).
-    pub listen: SocketAddr,
+    /// Addresses to listen on, each an `IP:port` such as `"0.0.0.0:8080"` or `"[::]:8080"`
+    /// (host names are not accepted). In TOML either one string or a list of strings. Port 0
+    /// picks a free port; the gateway logs the port it bound. At least one address, none
+    /// repeated. Default `["127.0.0.1:8080"]` (loopback only, so a fresh install is not
+    /// exposed).
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service's runtime. 0 means one per CPU core (see
+    /// [`worker_threads`](Self::worker_threads)). At most 1024. Default 0.
+    pub threads: usize,
+    /// File the gateway writes its process id to. Default unset, meaning
+    /// `<temp dir>/agentgate-<port>.pid` where `<port>` is the first bound listen port, so
+    /// instances on different ports never collide (see [`pid_file_path`](Self::pid_file_path)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket over which a graceful upgrade hands the listening sockets from the old
+    /// process to the new one: start the new binary with `agentgate serve --upgrade`, then
+    /// send SIGQUIT to the old process; it passes its sockets over this path, stops
+    /// accepting, and drains open requests and streams for `shutdown_grace_secs`. Both
+    /// processes must use the same path. Default unset, meaning
+    /// `<temp dir>/agentgate-<port>.upgrade.sock` where `<port>` is the first bound listen
+    /// port (see [`upgrade_sock_path`](Self::upgrade_sock_path)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_sock: Option<PathBuf>,
     /// Largest accepted request body, in bytes; larger bodies get 413. At least 1024.
     /// Default 1_048_576 (1 MiB).
     pub max_body_bytes: u64,
@@ -21,7 +46,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))],
+            threads: 0,
+            pid_file: None,
+            upgrade_sock: None,
             max_body_bytes: 1_048_576,
             shutdown_grace_secs: 10,
         }
@@ -33,4 +61,90 @@ impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    /// [`threads`](Self::threads) with 0 resolved to the number of CPU cores available to
+    /// the process (1 if that cannot be determined).
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            n => n,
+        }
+    }
+
+    /// [`pid_file`](Self::pid_file), or `<temp dir>/agentgate-<first_port>.pid` when unset.
+    /// `first_port` is the port actually bound for the first `listen` address.
+    pub fn pid_file_path(&self, first_port: u16) -> PathBuf {
+        self.pid_file
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("agentgate-{first_port}.pid")))
+    }
+
+    /// [`upgrade_sock`](Self::upgrade_sock), or `<temp dir>/agentgate-<first_port>.upgrade.sock`
+    /// when unset. `first_port` is the port actually bound for the first `listen` address.
+    pub fn upgrade_sock_path(&self, first_port: u16) -> PathBuf {
+        self.upgrade_sock.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("agentgate-{first_port}.upgrade.sock"))
+        })
+    }
+}
+
+/// Deserializes `listen`: one address string or a list of them.
+fn one_or_many_addrs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
+    struct OneOrMany;
+
+    impl<'de> Visitor<'de> for OneOrMany {
+        type Value = Vec<SocketAddr>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an IP:port address or a list of them")
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            parse_addr(value).map(|addr| vec![addr])
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut addrs = Vec::new();
+            while let Some(ListenAddr(addr)) = seq.next_element()? {
+                addrs.push(addr);
+            }
+            Ok(addrs)
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany)
+}
+
+/// One element of a `listen` list, parsed with the same message as a single address.
+struct ListenAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Addr;
+
+        impl Visitor<'_> for Addr {
+            type Value = ListenAddr;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP:port address string")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                parse_addr(value).map(ListenAddr)
+            }
+        }
+
+        deserializer.deserialize_str(Addr)
+    }
+}
+
+fn parse_addr<E: de::Error>(value: &str) -> Result<SocketAddr, E> {
+    value.parse().map_err(|_| {
+        E::custom(format!(
+            "invalid listen address {value:?}: expected IP:port such as \"0.0.0.0:8080\" \
+             or \"[::]:8080\" (host names are not accepted)"
+        ))
+    })
 }

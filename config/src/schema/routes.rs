@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+
+/// What a route does with the requests it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// `"agent"`: the gateway's own agent API (sessions, SSE streams, metrics) answers.
+    #[default]
+    Agent,
+    /// `"upstream"`: the request is proxied to the `[upstreams.NAME]` pool named by the
+    /// route's `upstream` key.
+    Upstream,
+}
+
+/// One `[[routes]]` entry: which requests it matches and who answers them.
+///
+/// Routes are tried in file order and the first match wins. A route matches when every
+/// condition it sets holds: `host`, `path_prefix` and `methods`. With no `[[routes]]` at all,
+/// the gateway serves the agent API on every path (one implicit agent route); otherwise a
+/// request that matches no route gets a JSON 404.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics. Required: non-empty, only ASCII letters, digits, `_` and
+    /// `-`, unique among routes. Default `""` (fails validation).
+    pub name: String,
+    /// `"agent"` or `"upstream"`. Default `"agent"`.
+    pub kind: RouteKind,
+    /// Host the request must be for: compared with the request's `Host` (or HTTP/2
+    /// `:authority`) without its port, exactly and case-insensitively; no wildcards. A host
+    /// name or IP address, IPv6 in brackets (`"[::1]"`), without scheme, port or path.
+    /// Default unset: any host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Prefix the request path must start with, compared as a plain string (case-sensitive,
+    /// no segment logic: `"/v2"` also matches `/v2x`; write `"/v2/"` to match only below
+    /// `/v2/`). Must start with `/`. Default `"/"` (every path).
+    pub path_prefix: String,
+    /// HTTP methods the route accepts, upper-case, each one of `GET`, `HEAD`, `POST`, `PUT`,
+    /// `DELETE`, `PATCH`, `OPTIONS`. Default `[]`: any method.
+    pub methods: Vec<String>,
+    /// Name of the `[upstreams.NAME]` pool to proxy to. Required with `kind = "upstream"`,
+    /// not allowed with `kind = "agent"`. Default unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            kind: RouteKind::Agent,
+            host: None,
+            path_prefix: "/".to_owned(),
+            methods: Vec::new(),
+            upstream: None,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The tower bridge: serve a pingora request with any tower [`Service`], streaming both ways.
+//!
+//! pingora's own `ServeHttp` buffers the whole response, which rules out SSE. [`serve`]
+//! instead:
+//!
+//! 1. builds an `http::Request<`[`RequestBody`]`>` from the session's header (extensions
+//!    carry the client address as [`ClientAddr`]),
+//! 2. calls the service while pumping the request body into it chunk by chunk through a small
+//!    bounded channel (a service that reads slowly slows the client down; nothing is buffered
+//!    whole),
+//! 3. writes the response head as soon as the service returns it, then every body frame as it
+//!    arrives (pingora flushes each write, so SSE events leave one by one). A body without a
+//!    known length goes out chunked on HTTP/1.1 so the connection stays reusable. Trailers are
+//!    handed to pingora, which writes them on HTTP/2; its HTTP/1 writer drops them.
+//! 4. keeps watching the client while the response streams: when the client goes away the
+//!    response body is dropped at once, which cancels whatever produces it.
+//!
+//! Errors from the service become a `500` JSON response; the service's own error responses
+//! pass through untouched.
+
+mod body;
+
+pub use body::{BodyError, RequestBody};
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use tokio::sync::mpsc;
+use tower::{BoxError, Service, ServiceExt};
+
+/// Request-body chunks buffered between the client and the service.
+const BODY_CHANNEL_CHUNKS: usize = 4;
+
+/// The client's address, in the request extensions of a bridged service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Serves the session's request with `service` and writes its response, streaming.
+///
+/// Returns an error only when the client connection failed (went away, sent a malformed
+/// body); pingora then logs it and closes the connection.
+pub async fn serve<S, B>(session: &mut Session, service: S) -> pingora::Result<()>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (request, mut pump) = request_of(session);
+    let head_only = request.method() == Method::HEAD;
+    let call = service.oneshot(request);
+    tokio::pin!(call);
+
+    // Until the head arrives: drive the call and the request-body pump together.
+    let response = loop {
+        tokio::select! {
+            biased;
+            response = &mut call => break response,
+            step = pump.step(session) => step?,
+        }
+    };
+    match response {
+        Ok(response) => write_response(session, response, &mut pump, head_only).await,
+        Err(e) => {
+            let e: BoxError = e.into();
+            tracing::error!(error = %e, "bridged service failed");
+            write_error(session, StatusCode::INTERNAL_SERVER_ERROR, "internal error").await
+        }
+    }
+}
+
+/// Writes `response` to the client, streaming its body (a response made without calling
+/// [`serve`], e.g. a rejection by an admission layer). An unread request body is discarded.
+pub async fn respond<B>(session: &mut Session, response: Response<B>) -> pingora::Result<()>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let head_only = session.req_header().method == Method::HEAD;
+    let mut pump = BodyPump {
+        tx: None,
+        pending: None,
+        done: session.downstream_session.is_body_empty(),
+    };
+    write_response(session, response, &mut pump, head_only).await
+}
+
+/// Writes the head, then every body frame as it comes, while `pump` keeps feeding the
+/// request body and watching the client.
+async fn write_response<B>(
+    session: &mut Session,
+    response: Response<B>,
+    pump: &mut BodyPump,
+    head_only: bool,
+) -> pingora::Result<()>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = response.into_parts();
+    let mut header = ResponseHeader::from(parts);
+    let chunked = frame_length(&mut header, &body, session.req_header().version, head_only);
+    let end = head_only || body.is_end_stream();
+    session.write_response_header(Box::new(header), end).await?;
+    if end {
+        return Ok(());
+    }
+    tokio::pin!(body);
+    loop {
+        tokio::select! {
+            biased;
+            frame = body.frame() => match frame {
+                None => {
+                    session.write_response_body(None, true).await?;
+                    return Ok(());
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => session.write_response_body(Some(data), false).await?,
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            session.downstream_session.write_response_trailers(trailers).await?;
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    // The head is out: the only honest signal left is to cut the response.
+                    let e: BoxError = e.into();
+                    tracing::warn!(error = %e, chunked, "response body failed mid-stream");
+                    return pingora::Error::e_explain(
+                        pingora::ErrorType::InternalError,
+                        "response body failed mid-stream",
+                    );
+                }
+            },
+            step = pump.step(session) => step?,
+        }
+    }
+}
+
+/// The `http::Request` for the session, and the pump that will feed its body.
+fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
+    let parts = session.req_header().as_owned_parts();
+    let no_body = session.downstream_session.is_body_empty();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let (tx, body) = if no_body {
+        (None, RequestBody::empty())
+    } else {
+        let (tx, body) = RequestBody::channel(BODY_CHANNEL_CHUNKS, length);
+        (Some(tx), body)
+    };
+    let mut request = Request::from_parts(parts, body);
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+        request.extensions_mut().insert(ClientAddr(*addr));
+    }
+    let pump = BodyPump {
+        done: tx.is_none(),
+        tx,
+        pending: None,
+    };
+    (request, pump)
+}
+
+/// Sets how the response body is delimited: its exact length when known, otherwise chunked
+/// on HTTP/1.1 (without it pingora would close the connection to end the body). Returns
+/// whether the body goes out chunked.
+fn frame_length<B: Body>(
+    header: &mut ResponseHeader,
+    body: &B,
+    version: Version,
+    head: bool,
+) -> bool {
+    let has_length = header.headers.contains_key(header::CONTENT_LENGTH)
+        || header.headers.contains_key(header::TRANSFER_ENCODING);
+    let status = header.status;
+    let bodiless = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if has_length || bodiless {
+        return false;
+    }
+    if let Some(n) = body.size_hint().exact() {
+        // Cannot fail: a number is a valid header value.
+        let _ = header.insert_header(header::CONTENT_LENGTH, n);
+        return false;
+    }
+    if version == Version::HTTP_11 {
+        let _ = header.insert_header(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        return true;
+    }
+    false
+}
+
+/// Writes a small JSON error response.
+pub(crate) async fn write_error(
+    session: &mut Session,
+    status: StatusCode,
+    message: &str,
+) -> pingora::Result<()> {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let mut header = ResponseHeader::build(status, Some(2))?;
+    header.insert_header(header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(header::CONTENT_LENGTH, body.len())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+/// Moves the request body from the client into the service's [`RequestBody`], one chunk
+/// at a time, and once the body is done keeps watching the connection so a client that goes
+/// away is noticed while the response is still streaming.
+struct BodyPump {
+    tx: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
+    /// A chunk read from the client, waiting for room in the channel.
+    pending: Option<Bytes>,
+    /// The client has sent its whole body.
+    done: bool,
+}
+
+impl BodyPump {
+    /// One step. Cancel-safe: a chunk is only taken out of `pending` once it can be sent.
+    /// Errors mean the client connection failed.
+    async fn step(&mut self, session: &mut Session) -> pingora::Result<()> {
+        if self.pending.is_some() {
+            let Some(tx) = &self.tx else {
+                self.pending = None;
+                return Ok(());
+            };
+            let sent = match (tx.reserve().await, self.pending.take()) {
+                (Ok(permit), Some(chunk)) => {
+                    permit.send(Ok(chunk));
+                    true
+                }
+                _ => false,
+            };
+            if !sent {
+                // The service dropped its body: it wants no more; discard the rest.
+                self.tx = None;
+            }
+            return Ok(());
+        }
+        if !self.done && session.downstream_session.is_body_done() {
+            // Checked first: once the body is done, reading waits for the client to close.
+            self.done = true;
+            self.tx = None; // end of body for the service
+            return Ok(());
+        }
+        match session
+            .downstream_session
+            .read_body_or_idle(self.done)
+            .await
+        {
+            Ok(Some(chunk)) => {
+                if self.tx.is_some() {
+                    self.pending = Some(chunk);
+                }
+                Ok(())
+            }
+            Ok(None) => {
+                self.done = true;
+                self.tx = None; // end of body for the service
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(tx) = self.tx.take() {
+                    let _ = tx.try_send(Err(BodyError(e.to_string())));
+                }
+                Err(e)
+            }
+        }
+    }
+}

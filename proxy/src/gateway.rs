@@ -1,0 +1,294 @@
+//! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
+//!
+//! Phases, in pingora's order:
+//! - `request_filter`: find the route (JSON 404 if none) and stamp an `x-request-id`
+//!   (kept if the client sent one). A service route is served right here through the
+//!   [bridge](crate::bridge). An upstream route first runs its admission stack: a rejection
+//!   is written to the client; an admission is kept in the request context.
+//! - `upstream_peer`: pick a healthy peer of the route's group (avoiding one that just
+//!   refused a connection); `fail_to_connect` marks the error retryable once.
+//! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `x-request-id`.
+//! - `logging`: the request is over; the admission (and any permit it holds) is dropped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use http::{HeaderValue, Request, Response, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+use crate::ResponseBody;
+use crate::bridge::{self, RequestBody};
+use crate::route::{Admitted, Route, RouteTable, Target};
+
+/// Name of the request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Routes requests to in-process services or upstream groups.
+#[derive(Debug)]
+pub struct Gateway {
+    routes: RouteTable,
+    request_ids: RequestIds,
+    in_flight: Arc<InFlight>,
+}
+
+impl Gateway {
+    /// A gateway over `routes`.
+    pub fn new(routes: RouteTable) -> Self {
+        Self {
+            routes,
+            request_ids: RequestIds::new(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Requests in progress (the server waits for them when draining).
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        Arc::clone(&self.in_flight)
+    }
+}
+
+/// Counts requests in progress; [`InFlight::idle`] resolves when there are none.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl InFlight {
+    /// Requests in progress now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no request is in progress.
+    pub async fn idle(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+}
+
+/// One request in progress; dropped with the request context.
+#[derive(Debug)]
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    _in_flight: InFlightGuard,
+    route: Option<Arc<Route>>,
+    request_id: Option<HeaderValue>,
+    /// The admission response, held (with whatever its layers attached) until `logging`.
+    admission: Mutex<Option<Response<ResponseBody>>>,
+    /// Upstream connection attempts so far.
+    attempts: usize,
+    /// A peer that refused a connection, avoided on the retry.
+    failed_peer: Option<SocketAddr>,
+}
+
+impl RequestCtx {
+    fn group(&self) -> Option<&crate::UpstreamGroup> {
+        match &self.route.as_ref()?.target {
+            Target::Upstream { group, .. } => Some(group),
+            Target::Service(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _in_flight: self.in_flight.enter(),
+            route: None,
+            request_id: None,
+            admission: Mutex::new(None),
+            attempts: 0,
+            failed_peer: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let request_id = match session.req_header().headers.get(REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.request_ids.next();
+                session
+                    .req_header_mut()
+                    .insert_header(REQUEST_ID, id.clone())?;
+                id
+            }
+        };
+        ctx.request_id = Some(request_id);
+        let Some(route) = self.routes.find(session.req_header()).cloned() else {
+            let path = session.req_header().uri.path().to_owned();
+            bridge::write_error(
+                session,
+                StatusCode::NOT_FOUND,
+                &format!("no route for {path}"),
+            )
+            .await?;
+            return Ok(true);
+        };
+        match &route.target {
+            Target::Service(service) => {
+                bridge::serve(session, service.clone()).await?;
+                Ok(true)
+            }
+            Target::Upstream { admission, .. } => {
+                let parts = session.req_header().as_owned_parts();
+                let request = Request::from_parts(parts, RequestBody::empty());
+                let response = admission.clone().oneshot(request).await;
+                ctx.route = Some(route.clone());
+                match response {
+                    Ok(r) if r.extensions().get::<Admitted>().is_some() => {
+                        *ctx.admission.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                        Ok(false)
+                    }
+                    // A layer said no: its response goes to the client.
+                    Ok(rejection) => {
+                        bridge::respond(session, rejection).await?;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, route = %route.name, "admission failed");
+                        bridge::write_error(
+                            session,
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal error",
+                        )
+                        .await?;
+                        Ok(true)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(group) = ctx.group() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer on a service route");
+        };
+        let Some(addr) = group.select(session.req_header(), ctx.failed_peer) else {
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy peer in the upstream group",
+            );
+        };
+        let peer = group.peer(addr);
+        ctx.attempts += 1;
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.group().is_some_and(|g| g.settings().retry_connect);
+        if retry && ctx.attempts < 2 {
+            ctx.failed_peer = peer._address.as_inet().copied();
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip().to_string();
+            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prior) => format!("{}, {ip}", prior.to_str().unwrap_or_default()),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The response has been sent (or failed): release what admission held.
+        drop(ctx.admission.lock().map(|mut a| a.take()));
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter — unique, cheap, no allocation
+/// beyond the header value.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        // Seed from the clock and address-space layout; uniqueness, not secrecy, is the goal.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let local = 0u8;
+        let addr = std::ptr::addr_of!(local) as u64;
+        Self {
+            prefix: nanos ^ addr.rotate_left(29) ^ u64::from(std::process::id()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{n:08x}", self.prefix);
+        // Hex digits are always a valid header value.
+        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}

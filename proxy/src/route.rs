@@ -1,0 +1,196 @@
+//! The route table: which target serves a request, by host, path prefix and method.
+//!
+//! First match wins, in the order routes were added (the order of `[[routes]]` in the TOML
+//! file). A request that matches no route gets a JSON 404 from the [`Gateway`](crate::Gateway).
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use pingora::http::RequestHeader;
+use tower::BoxError;
+use tower::util::BoxCloneSyncService;
+
+use crate::ResponseBody;
+use crate::bridge::RequestBody;
+use crate::upstream::UpstreamGroup;
+
+/// A tower service that answers requests in-process through the [bridge](crate::bridge).
+pub type RouteService = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, BoxError>;
+
+/// The admission stack of an upstream route: policy layers around a service that only
+/// admits. A response carrying the [`Admitted`] extension lets the request through to the
+/// upstream, and is kept — with whatever its layers attached (a queue permit in the body or
+/// extensions) — until pingora has finished the request. Any other response is a rejection
+/// and is sent to the client as is.
+pub type AdmissionService = RouteService;
+
+/// Marks the response of an admission stack's innermost service: "proceed to the upstream".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted;
+
+/// The innermost service of an admission stack: admits every request.
+pub fn admit_all() -> AdmissionService {
+    BoxCloneSyncService::new(tower::service_fn(|_req: Request<RequestBody>| async {
+        let mut response = Response::new(crate::empty_body());
+        response.extensions_mut().insert(Admitted);
+        Ok::<_, BoxError>(response)
+    }))
+}
+
+/// What serves a matched request.
+#[derive(Clone)]
+pub enum Target {
+    /// An in-process tower service.
+    Service(RouteService),
+    /// An upstream group, behind an admission stack.
+    Upstream {
+        /// Where requests go.
+        group: Arc<UpstreamGroup>,
+        /// Policy layers run before proxying.
+        admission: AdmissionService,
+    },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Service(_) => f.write_str("Service"),
+            Self::Upstream { group, .. } => write!(f, "Upstream({})", group.name()),
+        }
+    }
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name, for logs and metrics.
+    pub name: String,
+    /// Exact host (no port), compared case-insensitively; `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, e.g. `/v2/`.
+    pub path_prefix: String,
+    /// Allowed methods; empty allows any.
+    pub methods: Vec<Method>,
+    /// What serves it.
+    pub target: Target,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str, method: &Method) -> bool {
+        path.starts_with(self.path_prefix.as_str())
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
+    }
+}
+
+/// Routes in match order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// An empty table (every request gets a 404).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a route; earlier routes win.
+    pub fn push(&mut self, route: Route) -> &mut Self {
+        self.routes.push(Arc::new(route));
+        self
+    }
+
+    /// The first route matching the request.
+    pub fn find(&self, req: &RequestHeader) -> Option<&Arc<Route>> {
+        let host = request_host(req);
+        self.routes
+            .iter()
+            .find(|r| r.matches(host, req.uri.path(), &req.method))
+    }
+}
+
+/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = match req.uri.host() {
+        Some(host) => return Some(host),
+        None => req.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    // Strip a port; keep bracketed IPv6 literals whole.
+    Some(match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
+/// A route service that never fails (its errors are already responses) boxed for a route.
+pub fn route_service<S, B>(service: S) -> RouteService
+where
+    S: tower::Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    BoxCloneSyncService::new(
+        service
+            .map_response(|r: Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str, methods: &[Method]) -> Route {
+        Route {
+            name: name.into(),
+            host: host.map(Into::into),
+            path_prefix: prefix.into(),
+            methods: methods.to_vec(),
+            target: Target::Service(admit_all()),
+        }
+    }
+
+    fn req(method: &str, uri: &str, host: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+        if let Some(h) = host {
+            r.insert_header("host", h).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn first_match_wins_by_host_prefix_and_method() {
+        let mut table = RouteTable::new();
+        table
+            .push(route("api-host", Some("api.example.com"), "/", &[]))
+            .push(route("posts", None, "/v2/", &[Method::POST]))
+            .push(route("v2", None, "/v2/", &[]));
+        let name = |r: &RequestHeader| table.find(r).map(|r| r.name.clone());
+        assert_eq!(
+            name(&req("GET", "/x", Some("API.example.com:8080"))).as_deref(),
+            Some("api-host")
+        );
+        assert_eq!(
+            name(&req("POST", "/v2/sessions", Some("other"))).as_deref(),
+            Some("posts")
+        );
+        assert_eq!(
+            name(&req("GET", "/v2/sessions", None)).as_deref(),
+            Some("v2")
+        );
+        assert_eq!(name(&req("GET", "/other", Some("other"))), None);
+        assert_eq!(
+            request_host(&req("GET", "/", Some("[::1]:80"))),
+            Some("[::1]")
+        );
+        assert_eq!(request_host(&req("GET", "/", Some("[::1]"))), Some("[::1]"));
+    }
+}

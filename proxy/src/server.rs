@@ -1,0 +1,199 @@
+//! [`EdgeServer`]: runs the [`Gateway`] on its listeners, with a drain-aware shutdown and
+//! pingora's graceful upgrade.
+//!
+//! - Listeners are bound before anything runs (port 0 works; [`EdgeServer::local_addrs`]
+//!   tells the real ports) and handed to pingora's listening service through its listener-fd
+//!   table — the same table a graceful upgrade transfers.
+//! - The proxy runs on one multi-threaded tokio runtime with `threads` workers.
+//! - [`Stop::Graceful`] (SIGTERM): stop accepting, let in-flight requests finish — returning
+//!   as soon as there are none, or when `grace` is over — then stop. [`Stop::Fast`] (SIGINT):
+//!   stop at once. pingora's own `Server::run` always sleeps the whole grace period, which
+//!   is why the lifecycle is driven here.
+//! - Graceful upgrade, pingora's protocol: start the new binary with `upgrade = true`
+//!   (agentgate: `serve --upgrade`); it waits on the upgrade socket. Send SIGQUIT to the old
+//!   process ([`Stop::Upgrade`]): it sends its listening sockets over the socket, then drains
+//!   like a graceful stop. The listening sockets never close, so no connection is refused.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Fds, ListenFds};
+use pingora::services::Service as PingoraService;
+
+use crate::Gateway;
+use crate::upstream::HealthChecker;
+
+/// How the edge server runs.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Addresses to listen on (port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy runtime.
+    pub threads: usize,
+    /// How long in-flight requests may run on a graceful stop.
+    pub grace: Duration,
+    /// Unix socket where listening sockets are handed over during a graceful upgrade.
+    pub upgrade_sock: PathBuf,
+    /// Take the listening sockets over from a running instance instead of binding.
+    pub upgrade: bool,
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, drain in-flight requests (up to the grace period), stop.
+    Graceful,
+    /// Stop now.
+    Fast,
+    /// Hand the listening sockets to a new process, then drain like [`Stop::Graceful`].
+    Upgrade,
+}
+
+/// The gateway, its listeners and background tasks, ready to run.
+pub struct EdgeServer {
+    settings: ServerSettings,
+    gateway: Gateway,
+    health: Vec<Arc<dyn HealthChecker>>,
+    addrs: Vec<SocketAddr>,
+    prebound: Vec<(String, RawFd)>,
+}
+
+impl std::fmt::Debug for EdgeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeServer")
+            .field("addrs", &self.addrs)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeServer {
+    /// Binds the listeners (unless upgrading: then they arrive from the old process).
+    pub fn bind(
+        settings: ServerSettings,
+        gateway: Gateway,
+        health: Vec<Arc<dyn HealthChecker>>,
+    ) -> std::io::Result<Self> {
+        let mut addrs = Vec::with_capacity(settings.listen.len());
+        let mut prebound = Vec::new();
+        for addr in &settings.listen {
+            if settings.upgrade {
+                addrs.push(*addr);
+                continue;
+            }
+            let listener = std::net::TcpListener::bind(addr)?;
+            // tokio (inside pingora) needs a non-blocking socket, or accept() blocks a worker.
+            listener.set_nonblocking(true)?;
+            let bound = listener.local_addr()?;
+            addrs.push(bound);
+            prebound.push((bound.to_string(), listener.into_raw_fd()));
+        }
+        Ok(Self {
+            settings,
+            gateway,
+            health,
+            addrs,
+            prebound,
+        })
+    }
+
+    /// The addresses the server listens on (real ports, also when configured as 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Sets the upgrade socket once the real ports are known (a path derived from a port).
+    pub fn set_upgrade_sock(&mut self, path: PathBuf) {
+        self.settings.upgrade_sock = path;
+    }
+
+    /// Serves until `stop` resolves, then stops as it says. Blocks the calling thread.
+    pub fn run(self, stop: impl Future<Output = Stop> + Send + 'static) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.settings.threads.max(1))
+            .thread_name("agentgate-proxy")
+            .enable_all()
+            .build()?;
+        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+        let sock = self.settings.upgrade_sock.to_string_lossy().into_owned();
+        if self.settings.upgrade {
+            fds.lock()
+                .get_from_sock(sock.as_str())
+                .map_err(|e| std::io::Error::other(format!("upgrade socket {sock}: {e}")))?;
+        } else {
+            let mut table = fds.lock();
+            for (addr, fd) in self.prebound {
+                table.add(addr, fd);
+            }
+        }
+        let conf = Arc::new(ServerConf {
+            threads: self.settings.threads.max(1),
+            upgrade_sock: sock.clone(),
+            ..ServerConf::default()
+        });
+        let in_flight = self.gateway.in_flight();
+        let mut proxy = http_proxy_service(&conf, self.gateway);
+        for addr in &self.addrs {
+            proxy.add_tcp(&addr.to_string());
+        }
+        let grace = self.settings.grace;
+        runtime.block_on(async move {
+            let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+            let listening = {
+                let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
+                tokio::spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
+            };
+            for checker in self.health {
+                let shutdown = shutdown_rx.clone();
+                tokio::spawn(async move { checker.run(shutdown).await });
+            }
+            let how = stop.await;
+            if how == Stop::Fast {
+                return;
+            }
+            if how == Stop::Upgrade {
+                match fds.lock().send_to_sock(sock.as_str()) {
+                    Ok(_) => tracing::info!(%sock, "listening sockets handed to the new process"),
+                    Err(e) => tracing::error!(%sock, error = %e, "graceful upgrade failed"),
+                }
+            }
+            // Stop accepting and tell keep-alive connections to close after their request.
+            let _ = shutdown_tx.send(true);
+            let _ = listening.await;
+            tracing::info!(in_flight = in_flight.count(), ?grace, "draining");
+            if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
+                tracing::warn!(
+                    in_flight = in_flight.count(),
+                    "grace period over; cutting the rest"
+                );
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
+/// Resolves with the stop the process's signals ask for: SIGTERM graceful, SIGINT fast,
+/// SIGQUIT graceful upgrade.
+pub async fn unix_signals() -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => Stop::Graceful,
+        _ = int.recv() => Stop::Fast,
+        _ = quit.recv() => Stop::Upgrade,
+    }
+}

@@ -1,0 +1,244 @@
+//! Upstream groups: load-balanced, health-checked peers that upstream routes proxy to.
+//!
+//! Balancing is pingora-load-balancing's: round robin, or consistent (Ketama) hashing on a
+//! key taken from the request — a session id or a header — so one session's requests keep
+//! going to the same peer while it is healthy. Active HTTP health checks eject a peer after
+//! `unhealthy_threshold` failed probes and re-admit it after `healthy_threshold` good ones;
+//! the server runs them ([`UpstreamGroup::health_checker`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::selection::{Consistent, RoundRobin};
+use pingora::lb::{Backend, LoadBalancer};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Most peers tried when selecting one (bounds the walk of a hash ring).
+const MAX_SELECT_ITERATIONS: usize = 256;
+
+/// How peers are chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Each request to the next healthy peer.
+    RoundRobin,
+    /// Consistent hashing on a request key.
+    ConsistentHash(HashKey),
+}
+
+/// The request key consistent hashing uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The `{id}` of `/v2/sessions/{id}/…`, else the `x-session-id` header.
+    SessionId,
+    /// A request header (lower-case name).
+    Header(String),
+}
+
+/// Active health checking of a group's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path probed with `GET`.
+    pub path: String,
+    /// Time between probe rounds.
+    pub interval: Duration,
+    /// Connect and read timeout of one probe.
+    pub timeout: Duration,
+    /// Consecutive good probes that re-admit a peer.
+    pub healthy_threshold: usize,
+    /// Consecutive failed probes that eject a peer.
+    pub unhealthy_threshold: usize,
+    /// Status a healthy peer answers.
+    pub expect_status: u16,
+}
+
+/// Settings of one upstream group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Name, for logs.
+    pub name: String,
+    /// Peer addresses.
+    pub peers: Vec<SocketAddr>,
+    /// How peers are chosen.
+    pub balance: Balance,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest gap between reads from the peer; `None` for no limit (SSE).
+    pub read_timeout: Option<Duration>,
+    /// How long a pooled keep-alive connection may stay idle.
+    pub idle_timeout: Duration,
+    /// On connect failure, retry once on another peer.
+    pub retry_connect: bool,
+    /// Active health checks, if any.
+    pub health_check: Option<HealthCheck>,
+}
+
+enum Balancer {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Consistent(Arc<LoadBalancer<Consistent>>),
+}
+
+/// A group of peers with its balancer.
+pub struct UpstreamGroup {
+    settings: UpstreamSettings,
+    balancer: Balancer,
+    health: Option<Arc<dyn HealthChecker>>,
+}
+
+/// Runs a group's active health checks until shutdown.
+#[async_trait::async_trait]
+pub trait HealthChecker: Send + Sync {
+    /// Probes peers on schedule until `shutdown` turns true.
+    async fn run(&self, shutdown: ShutdownWatch);
+}
+
+#[async_trait::async_trait]
+impl<S> HealthChecker for LoadBalancer<S>
+where
+    S: pingora::lb::selection::BackendSelection + Send + Sync + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    async fn run(&self, shutdown: ShutdownWatch) {
+        BackgroundService::start(self, shutdown).await;
+    }
+}
+
+impl std::fmt::Debug for UpstreamGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamGroup")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamGroup {
+    /// Builds the group. Fails only if pingora rejects a peer address.
+    pub fn new(settings: UpstreamSettings) -> std::io::Result<Self> {
+        let addrs: Vec<String> = settings.peers.iter().map(ToString::to_string).collect();
+        let (balancer, health) = match settings.balance {
+            Balance::RoundRobin => {
+                let (lb, health) = build::<RoundRobin>(&settings, &addrs)?;
+                (Balancer::RoundRobin(lb), health)
+            }
+            Balance::ConsistentHash(_) => {
+                let (lb, health) = build::<Consistent>(&settings, &addrs)?;
+                (Balancer::Consistent(lb), health)
+            }
+        };
+        Ok(Self {
+            settings,
+            balancer,
+            health,
+        })
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The group's settings.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// The group's health checker, to run in the server. `None` without checks.
+    pub fn health_checker(&self) -> Option<Arc<dyn HealthChecker>> {
+        self.health.clone()
+    }
+
+    /// A healthy peer for the request, avoiding `avoid` (a peer that just failed to connect)
+    /// when another healthy one exists.
+    pub fn select(&self, req: &RequestHeader, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+        let key = self.hash_key(req);
+        let accept = |b: &Backend, healthy: bool| healthy && b.addr.as_inet().copied() != avoid;
+        let chosen = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb
+                .select_with(key, MAX_SELECT_ITERATIONS, accept)
+                .or_else(|| lb.select(key, MAX_SELECT_ITERATIONS)),
+            Balancer::Consistent(lb) => lb
+                .select_with(key, MAX_SELECT_ITERATIONS, accept)
+                .or_else(|| lb.select(key, MAX_SELECT_ITERATIONS)),
+        };
+        chosen.and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// The pingora peer for `addr`, with the group's timeouts.
+    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let s = &self.settings;
+        peer.options.connection_timeout = Some(s.connect_timeout);
+        peer.options.read_timeout = s.read_timeout;
+        peer.options.idle_timeout = Some(s.idle_timeout);
+        peer
+    }
+
+    fn hash_key<'r>(&self, req: &'r RequestHeader) -> &'r [u8] {
+        match &self.settings.balance {
+            Balance::RoundRobin => b"",
+            Balance::ConsistentHash(HashKey::Header(name)) => req
+                .headers
+                .get(name.as_str())
+                .map_or(&b""[..], |v| v.as_bytes()),
+            Balance::ConsistentHash(HashKey::SessionId) => session_id(req).unwrap_or(b""),
+        }
+    }
+}
+
+/// The `{id}` of `/v2/sessions/{id}[/...]`, else the `x-session-id` header.
+fn session_id(req: &RequestHeader) -> Option<&[u8]> {
+    let from_path = req
+        .uri
+        .path()
+        .strip_prefix("/v2/sessions/")
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .filter(|id| !id.is_empty());
+    match from_path {
+        Some(id) => Some(id.as_bytes()),
+        None => req.headers.get("x-session-id").map(|v| v.as_bytes()),
+    }
+}
+
+type Built<S> = (Arc<LoadBalancer<S>>, Option<Arc<dyn HealthChecker>>);
+
+fn build<S>(settings: &UpstreamSettings, addrs: &[String]) -> std::io::Result<Built<S>>
+where
+    S: pingora::lb::selection::BackendSelection + Send + Sync + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    let mut lb = LoadBalancer::<S>::try_from_iter(addrs)?;
+    let Some(hc) = &settings.health_check else {
+        return Ok((Arc::new(lb), None));
+    };
+    let mut check = HttpHealthCheck::new("localhost", false);
+    check.consecutive_success = hc.healthy_threshold;
+    check.consecutive_failure = hc.unhealthy_threshold;
+    check.peer_template.options.connection_timeout = Some(hc.timeout);
+    check.peer_template.options.read_timeout = Some(hc.timeout);
+    check.req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    check
+        .req
+        .insert_header("host", "localhost")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let expect = hc.expect_status;
+    check.validator = Some(Box::new(move |resp| {
+        if resp.status.as_u16() == expect {
+            Ok(())
+        } else {
+            pingora::Error::e_explain(
+                pingora::ErrorType::InternalError,
+                "unexpected health status",
+            )
+        }
+    }));
+    lb.set_health_check(Box::new(check));
+    lb.health_check_frequency = Some(hc.interval);
+    lb.parallel_health_check = true;
+    let lb = Arc::new(lb);
+    Ok((lb.clone(), Some(lb)))
+}
