@@ -7,7 +7,7 @@
 //! Per route, the stack is fixed here, outermost first (policy layers join as their issues
 //! land):
 //! - agent routes: bridge ─► `AgentApi` ─► `SessionStore`
-//! - upstream routes: bridge ─► admission (admits all) ─► pingora proxies to the group
+//! - upstream routes: admission (no layers yet) ─► pingora proxies to the group
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use agentgate_config::{
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
     Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
-    ServerSettings, Target, UpstreamGroup, UpstreamSettings, admit_all, route_service,
+    ServerSettings, Target, UpstreamGroup, UpstreamSettings, route_service,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -210,8 +210,8 @@ fn build_routes(
         ) {
             (RouteKind::Upstream, Some(group)) => Target::Upstream {
                 group: Arc::clone(group),
-                // admission stack, outermost first: (policy layers: their own issue) ─► admit
-                admission: admit_all(),
+                // admission stack, outermost first: none until the policy layers land
+                admission: None,
             },
             // validate() guarantees an upstream route names an existing group.
             _ => Target::Service(agent.clone()),

@@ -122,6 +122,11 @@ impl RequestCtx {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response modules (pingora adds a disabled compression module by default): one
+        // less filter on every response.
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
@@ -151,36 +156,55 @@ impl ProxyHttp for Gateway {
                 session,
                 StatusCode::NOT_FOUND,
                 &format!("no route for {path}"),
+                ctx.request_id.as_ref(),
             )
             .await?;
             return Ok(true);
         };
         match &route.target {
             Target::Service(service) => {
-                bridge::serve(session, service.clone()).await?;
+                let mut extra = http::HeaderMap::new();
+                if let Some(id) = &ctx.request_id {
+                    extra.insert(REQUEST_ID, id.clone());
+                }
+                bridge::serve_with_headers(session, service.clone(), &extra).await?;
                 Ok(true)
             }
-            Target::Upstream { admission, .. } => {
+            Target::Upstream {
+                admission: None, ..
+            } => {
+                ctx.route = Some(route);
+                Ok(false)
+            }
+            Target::Upstream {
+                admission: Some(admission),
+                ..
+            } => {
                 let parts = session.req_header().as_owned_parts();
                 let request = Request::from_parts(parts, RequestBody::empty());
                 let response = admission.clone().oneshot(request).await;
-                ctx.route = Some(route.clone());
+                let name = route.name.clone();
+                ctx.route = Some(route);
                 match response {
                     Ok(r) if r.extensions().get::<Admitted>().is_some() => {
                         *ctx.admission.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                         Ok(false)
                     }
                     // A layer said no: its response goes to the client.
-                    Ok(rejection) => {
+                    Ok(mut rejection) => {
+                        if let Some(id) = ctx.request_id.clone() {
+                            rejection.headers_mut().insert(REQUEST_ID, id);
+                        }
                         bridge::respond(session, rejection).await?;
                         Ok(true)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, route = %route.name, "admission failed");
+                        tracing::error!(error = %e, route = %name, "admission failed");
                         bridge::write_error(
                             session,
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "internal error",
+                            ctx.request_id.as_ref(),
                         )
                         .await?;
                         Ok(true)
@@ -228,20 +252,15 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        _ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
-                Some(prior) => format!("{}, {ip}", prior.to_str().unwrap_or_default()),
-                None => ip,
-            };
+            let forwarded =
+                forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
-        if let Some(id) = &ctx.request_id {
-            upstream_request.insert_header(REQUEST_ID, id.clone())?;
-        }
+        // x-request-id is already on the request: request_filter stamped it.
         Ok(())
     }
 
@@ -257,10 +276,33 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A client that hangs up mid-request is routine at the edge (load tools, browsers
+        // navigating away), not an error worth a log line per request.
+        matches!(error.esource(), pingora::ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         // The response has been sent (or failed): release what admission held.
         drop(ctx.admission.lock().map(|mut a| a.take()));
     }
+}
+
+/// `X-Forwarded-For` with the client's address appended to what earlier proxies put there.
+fn forwarded_for(prior: Option<&HeaderValue>, client: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = Vec::with_capacity(64);
+    if let Some(prior) = prior {
+        buf.extend_from_slice(prior.as_bytes());
+        buf.extend_from_slice(b", ");
+    }
+    // Writing into a Vec cannot fail; an IP address is always a valid header value.
+    let _ = write!(buf, "{client}");
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Request ids: a random per-process prefix and a counter — unique, cheap, no allocation
@@ -287,8 +329,20 @@ impl RequestIds {
 
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{n:08x}", self.prefix);
+        // 16 hex digits of prefix, 8 of counter, written without a heap string.
+        let mut id = [0u8; 24];
+        hex(&mut id[..16], self.prefix);
+        hex(&mut id[16..], n);
         // Hex digits are always a valid header value.
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`.
+fn hex(out: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
     }
 }

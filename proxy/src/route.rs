@@ -42,12 +42,12 @@ pub fn admit_all() -> AdmissionService {
 pub enum Target {
     /// An in-process tower service.
     Service(RouteService),
-    /// An upstream group, behind an admission stack.
+    /// An upstream group, behind an optional admission stack.
     Upstream {
         /// Where requests go.
         group: Arc<UpstreamGroup>,
-        /// Policy layers run before proxying.
-        admission: AdmissionService,
+        /// Policy layers run before proxying; `None` admits every request at no cost.
+        admission: Option<AdmissionService>,
     },
 }
 

@@ -4,7 +4,7 @@
 //! - Listeners are bound before anything runs (port 0 works; [`EdgeServer::local_addrs`]
 //!   tells the real ports) and handed to pingora's listening service through its listener-fd
 //!   table — the same table a graceful upgrade transfers.
-//! - The proxy runs on one multi-threaded tokio runtime with `threads` workers.
+//! - The proxy runs on `threads` worker threads, each its own single-threaded runtime.
 //! - [`Stop::Graceful`] (SIGTERM): stop accepting, let in-flight requests finish — returning
 //!   as soon as there are none, or when `grace` is over — then stop. [`Stop::Fast`] (SIGINT):
 //!   stop at once. pingora's own `Server::run` always sleeps the whole grace period, which
@@ -115,11 +115,12 @@ impl EdgeServer {
 
     /// Serves until `stop` resolves, then stops as it says. Blocks the calling thread.
     pub fn run(self, stop: impl Future<Output = Stop> + Send + 'static) -> std::io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.settings.threads.max(1))
-            .thread_name("agentgate-proxy")
-            .enable_all()
-            .build()?;
+        // pingora's no-steal runtime: one single-threaded tokio runtime per worker thread,
+        // connections spread across them. A connection's tasks never hop threads, which
+        // saves the cross-thread wake-ups a work-stealing runtime pays on every request.
+        let runtime =
+            pingora_runtime::Runtime::new_no_steal(self.settings.threads.max(1), "agentgate-proxy");
+        let handle = runtime.get_handle().clone();
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
         let sock = self.settings.upgrade_sock.to_string_lossy().into_owned();
         if self.settings.upgrade {
@@ -143,16 +144,17 @@ impl EdgeServer {
             proxy.add_tcp(&addr.to_string());
         }
         let grace = self.settings.grace;
-        runtime.block_on(async move {
-            let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-            let listening = {
-                let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
-                tokio::spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
-            };
-            for checker in self.health {
-                let shutdown = shutdown_rx.clone();
-                tokio::spawn(async move { checker.run(shutdown).await });
-            }
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        // Spawned onto the worker threads, so per-connection tasks spread over all of them.
+        let listening = {
+            let (fds, shutdown) = (fds.clone(), shutdown_rx.clone());
+            handle.spawn(async move { proxy.start_service(Some(fds), shutdown, 1).await })
+        };
+        for checker in self.health {
+            let shutdown = shutdown_rx.clone();
+            handle.spawn(async move { checker.run(shutdown).await });
+        }
+        handle.block_on(async move {
             let how = stop.await;
             if how == Stop::Fast {
                 return;

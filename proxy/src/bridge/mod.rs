@@ -25,7 +25,7 @@ pub use body::{BodyError, RequestBody};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
@@ -51,6 +51,21 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    serve_with_headers(session, service, &HeaderMap::new()).await
+}
+
+/// [`serve`], adding `extra` headers to the response head (the gateway's `x-request-id`).
+pub async fn serve_with_headers<S, B>(
+    session: &mut Session,
+    service: S,
+    extra: &HeaderMap,
+) -> pingora::Result<()>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let (request, mut pump) = request_of(session);
     let head_only = request.method() == Method::HEAD;
     let call = service.oneshot(request);
@@ -65,11 +80,22 @@ where
         }
     };
     match response {
-        Ok(response) => write_response(session, response, &mut pump, head_only).await,
+        Ok(mut response) => {
+            for (name, value) in extra {
+                response.headers_mut().insert(name, value.clone());
+            }
+            write_response(session, response, &mut pump, head_only).await
+        }
         Err(e) => {
             let e: BoxError = e.into();
             tracing::error!(error = %e, "bridged service failed");
-            write_error(session, StatusCode::INTERNAL_SERVER_ERROR, "internal error").await
+            write_error(
+                session,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                None,
+            )
+            .await
         }
     }
 }
@@ -208,6 +234,7 @@ pub(crate) async fn write_error(
     session: &mut Session,
     status: StatusCode,
     message: &str,
+    request_id: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
     let code = status
         .canonical_reason()
@@ -218,6 +245,9 @@ pub(crate) async fn write_error(
     let mut header = ResponseHeader::build(status, Some(2))?;
     header.insert_header(header::CONTENT_TYPE, "application/json")?;
     header.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if let Some(id) = request_id {
+        header.insert_header("x-request-id", id.clone())?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -1,0 +1,87 @@
+//! Origin server for the benchmarks in `bench/`: the cheapest HTTP/1.1 server hyper can be.
+//!
+//! Every request gets `200` with the fixed body `hello from origin\n` (content-length set);
+//! `GET /healthz` gets `200 ok\n`. Connections are kept alive and `TCP_NODELAY` is set, as
+//! nginx does, so the origin never adds Nagle delays to a proxy measurement.
+//!
+//! It is the upstream of `bench/proxy.sh` and the "bare hyper" baseline of `bench/agent.sh`:
+//! whatever a proxy or handler in front of it costs is measured against this.
+//!
+//! ```text
+//! cargo build --release --example bench_origin
+//! target/release/examples/bench_origin --addr 127.0.0.1:9000 --threads 1
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+const BODY: &[u8] = b"hello from origin\n";
+const HEALTH_BODY: &[u8] = b"ok\n";
+
+/// Benchmark origin: answers every request 200 with a small fixed body.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    addr: SocketAddr,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args.addr))
+}
+
+async fn serve(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(addr).await?;
+    eprintln!("bench_origin listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            // Out of file descriptors and the like: keep serving the connections we have.
+            Err(e) => {
+                eprintln!("accept: {e}");
+                continue;
+            }
+        };
+        // Best effort: a socket that refuses NODELAY still serves, just slower.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            // Errors here are clients going away at the end of a load run: not worth a log.
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service_fn(respond))
+                .await;
+        });
+    }
+}
+
+async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if req.uri().path() == "/healthz" {
+        HEALTH_BODY
+    } else {
+        BODY
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+    response.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(body.len()),
+    );
+    Ok(response)
+}

@@ -1,0 +1,26 @@
+//! Edge-proxy tests: the pingora gateway in front of real loopback origins (small hyper
+//! servers, [`origin`]), through both route kinds — upstream routes (load balancing, health
+//! checks, failover, admission) and in-process tower services (the agent API, an axum
+//! router).
+//!
+//! No test asserts a duration. "Unbuffered", "cancelled" and "held" are proven by
+//! synchronisation: the origin waits for the test before it goes on, so a proxy that
+//! buffers or holds on deadlocks into a bounded wait ([`client::within`]) that fails with a
+//! message. Every server binds `127.0.0.1:0`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../e2e/client.rs"]
+mod client;
+
+mod edge;
+mod origin;
+
+mod admission;
+mod axum_route;
+mod balance;
+mod cancel;
+mod health;
+mod routes;
+mod sse;
+mod upload;

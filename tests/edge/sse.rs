@@ -1,0 +1,118 @@
+//! SSE is not buffered, through either route kind: the next event is produced only after
+//! the client has received the previous one, so a proxy that holds events back deadlocks
+//! into the test's bounded wait.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::edge::{Edge, KEY, peers};
+use crate::origin::{Origin, channel_body, event_stream, sse_event};
+
+#[tokio::test]
+async fn sse_through_an_upstream_route_is_unbuffered() {
+    // The origin sends event 1, then waits for the test to have read it before event 2.
+    let received_first = Arc::new(Notify::new());
+    let gate = Arc::clone(&received_first);
+    let origin = Origin::with_handler(move |_req| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            let (tx, body, _dropped) = channel_body();
+            tokio::spawn(async move {
+                let _ = tx.send(sse_event("tick", "1")).await;
+                gate.notified().await;
+                let _ = tx.send(sse_event("tick", "2")).await;
+            });
+            event_stream(body)
+        })
+    })
+    .await;
+    let edge = Edge::from_toml(&format!(
+        r#"
+[[routes]]
+name = "events"
+kind = "upstream"
+upstream = "sse"
+[upstreams.sse]
+peers = [{}]
+read_timeout_ms = 0
+"#,
+        peers(&[origin.addr])
+    ))
+    .await;
+
+    let mut stream = edge
+        .client
+        .stream(edge.client.get("/events"))
+        .await
+        .unwrap_or_else(|r| panic!("stream refused: {} {}", r.status, r.text));
+    let first = stream.next_event().await.expect("event 1");
+    assert_eq!(first.data.as_deref(), Some("1"));
+    received_first.notify_one();
+    let second = stream.next_event().await.expect("event 2");
+    assert_eq!(second.data.as_deref(), Some("2"));
+    stream.expect_end().await;
+    drop(stream);
+    edge.stop().await;
+}
+
+/// `POST path` with a JSON body as [`KEY`]; asserts `status` and returns the answer.
+async fn api(edge: &Edge, path: &str, body: &Value, status: StatusCode) -> Value {
+    let reply = edge
+        .client
+        .send_call(edge.client.post(path).bearer(KEY).json(body))
+        .await;
+    assert_eq!(reply.status, status, "POST {path}: {}", reply.text);
+    reply.json
+}
+
+#[tokio::test]
+async fn sse_through_an_agent_route_is_unbuffered() {
+    let edge = Edge::from_toml(
+        r#"
+[[routes]]
+name = "agent"
+kind = "agent"
+path_prefix = "/v2/"
+"#,
+    )
+    .await;
+    let init = api(&edge, "/v2/sessions", &json!({}), StatusCode::CREATED).await;
+    let (id, token) = (
+        init["id"].as_str().expect("id"),
+        init["stream_token"].as_str().expect("stream_token"),
+    );
+    let mut stream = edge
+        .client
+        .stream(
+            edge.client
+                .get(&format!("/v2/sessions/{id}/stream?token={token}")),
+        )
+        .await
+        .unwrap_or_else(|r| panic!("stream refused: {} {}", r.status, r.text));
+
+    let events = format!("/v2/sessions/{id}/events");
+    for n in 1..=2 {
+        let delta = json!({"events": [{"kind": "delta", "data": {"n": n}}]});
+        api(&edge, &events, &delta, StatusCode::OK).await;
+        // Event n+1 is appended only once the client holds event n.
+        let frame = stream.next_event().await.expect("a delta event");
+        assert_eq!(frame.event.as_deref(), Some("delta"));
+        assert_eq!(frame.json()["n"], n);
+    }
+    let complete = json!({"status": "succeeded", "final_response": {"text": "done"}});
+    api(
+        &edge,
+        &format!("/v2/sessions/{id}/complete"),
+        &complete,
+        StatusCode::OK,
+    )
+    .await;
+    let last = stream.next_event().await.expect("the complete event");
+    assert_eq!(last.event.as_deref(), Some("complete"));
+    stream.expect_end().await;
+    drop(stream);
+    edge.stop().await;
+}
