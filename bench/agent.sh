@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # In-process agent route benchmark: `GET /healthz` answered by agentgate's default agent route
-# (memory store, dispatch = "none") versus the same request answered by bench_origin, a bare
-# hyper server with a trivial handler. Both get N threads, for each N in $WORKERS; the ratio
-# is what agentgate's server and routing cost on top of hyper. See bench/README.md.
+# (memory store, dispatch = "none") versus the SAME handler (the agent API service) mounted in a
+# bare hyper server (examples/hyper_mount.rs), and, for reference, bench_origin (hyper with a
+# trivial handler). All get N threads, for each N in $WORKERS; agentgate/hyper is what serving
+# the API through the edge proxy costs on top of hyper. See bench/README.md.
 #
 #   bench/agent.sh                                  # full run, ~3 min
 #   DURATION=2 ROUNDS=1 bench/agent.sh
@@ -12,20 +13,22 @@ BENCH_NAME=agent
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TARGETS=${TARGETS:-"origin agentgate"}
+TARGETS=${TARGETS:-"hyper agentgate origin"}
 PATH_UNDER_TEST=/healthz
 
-targets=$(bench_targets origin agentgate)
+targets=$(bench_targets hyper agentgate origin)
 wants() { [[ " $targets " == *" $1 "* ]]; }
 
 bench_require wrk:wrk timeout:coreutils
 
 build=()
 if wants origin; then build+=(--example bench_origin); fi
+if wants hyper; then build+=(--example hyper_mount); fi
 if wants agentgate; then build+=(--bin agentgate); fi
 bench_init
 bench_build "${build[@]}"
 ORIGIN_BIN=$BENCH_BIN_DIR/examples/bench_origin
+HYPER_BIN=$BENCH_BIN_DIR/examples/hyper_mount
 AGENTGATE_BIN=${AGENTGATE_BIN:-$BENCH_BIN_DIR/agentgate}
 
 # No [[routes]]: the implicit agent route serves everything, /healthz included.
@@ -49,11 +52,12 @@ CONF
     echo "$file"
 }
 
-BENCH_SETTINGS="GET $PATH_UNDER_TEST; origin: bench_origin --threads N${GATEWAY_CPUS:+ on CPUs $GATEWAY_CPUS}; agentgate: threads N, memory store, dispatch none, log $AGENTGATE_LOG"
+BENCH_SETTINGS="GET $PATH_UNDER_TEST; hyper: agent API in hyper_mount, N threads; origin: bench_origin --threads N${GATEWAY_CPUS:+ on CPUs $GATEWAY_CPUS}; agentgate: threads N, memory store, dispatch none, log $AGENTGATE_LOG"
 bench_log "targets: $targets; N in: $WORKERS; $ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up)"
 
 pairs=""
-if wants agentgate && wants origin; then pairs="agentgate/origin"; fi
+if wants agentgate && wants hyper; then pairs="agentgate/hyper"; fi
+if wants agentgate && wants origin; then pairs="$pairs agentgate/origin"; fi
 
 for n in $WORKERS; do
     # Here the origin is a peer, not a backend: it gets the same threads and CPUs as agentgate.
@@ -61,6 +65,11 @@ for n in $WORKERS; do
         port=$(bench_pick_port)
         bench_up origin "$port" "$PATH_UNDER_TEST" "$GATEWAY_CPUS" -- \
             "$ORIGIN_BIN" --addr "127.0.0.1:$port" --threads "$n" || true
+    fi
+    if wants hyper; then
+        port=$(bench_pick_port)
+        bench_up hyper "$port" "$PATH_UNDER_TEST" "$GATEWAY_CPUS" -- \
+            "$HYPER_BIN" "127.0.0.1:$port" "$n" || true
     fi
     if wants agentgate; then
         port=$(bench_pick_port)
@@ -70,6 +79,7 @@ for n in $WORKERS; do
     bench_run_rounds "$n" $targets
     bench_summary "$n" "$targets" "$pairs"
     bench_down origin
+    bench_down hyper
     bench_down agentgate
 done
 bench_write_results

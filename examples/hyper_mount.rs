@@ -4,6 +4,9 @@
 //! tower-based server can host it. Here: hyper 1 with hyper-util, on 127.0.0.1:8082, using
 //! the reference configuration (embedded store, demo agent).
 //!
+//! Optional arguments: `[ADDR] [THREADS]` (default `127.0.0.1:8082`, 2 worker threads); the
+//! benchmark `bench/agent.sh` uses it as the bare-hyper baseline for the same handler.
+//!
 //! ```sh
 //! cargo run --example hyper_mount
 //! curl -s -X POST localhost:8082/v2/sessions -H 'Authorization: Bearer dev-api-key-change-me'
@@ -18,20 +21,31 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8082".to_owned());
+    let threads = args.next().map_or(Ok(2), |t| t.parse())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(serve(&addr))
+}
+
+async fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_toml_str(agentgate_config::REFERENCE_TOML).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         lines.join("\n")
     })?;
     let app = App::build(&config).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8082").await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("agent API on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
             _ = tokio::signal::ctrl_c() => break,
         };
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.api.clone());
         tokio::spawn(async move {
             let conn = auto::Builder::new(TokioExecutor::new());

@@ -154,7 +154,12 @@ impl EdgeServer {
             let shutdown = shutdown_rx.clone();
             handle.spawn(async move { checker.run(shutdown).await });
         }
-        handle.block_on(async move {
+        // The main thread waits for the stop on a runtime of its own: blocking on a worker's
+        // handle would let this thread compete with the worker for its scheduler.
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        control.block_on(async move {
             let how = stop.await;
             if how == Stop::Fast {
                 return;

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, header};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -123,12 +123,20 @@ impl Route {
     /// Resolves method and path; 404 for unknown paths, 405 for wrong methods, 400 for an
     /// invalid session id (checked before anything else sees it).
     fn resolve(method: &Method, path: &str) -> Result<Self, ApiError> {
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // At most five segments matter; a longer path matches no route. No allocation.
+        let mut parts = path.trim_start_matches('/').splitn(6, '/');
+        let mut segments = [""; 6];
+        let mut count = 0;
+        for (slot, part) in segments.iter_mut().zip(&mut parts) {
+            *slot = part;
+            count += 1;
+        }
+        let segments = &segments[..count];
         let session = |raw: &str| {
             raw.parse::<SessionId>()
                 .map_err(|e| ApiError::invalid("id", e))
         };
-        let (route, allow) = match segments.as_slice() {
+        let (route, allow) = match segments {
             ["metrics"] => (Self::Metrics, "GET"),
             ["healthz"] => (Self::Health, "GET"),
             ["v2", "sessions"] => (Self::Init, "POST"),
@@ -235,10 +243,14 @@ where
             );
             Ok(response)
         }
-        Route::Health => Ok(body::json(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        )),
+        Route::Health => {
+            let mut response = Response::new(body::full(Bytes::from_static(br#"{"status":"ok"}"#)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
+        }
     }
 }
 
