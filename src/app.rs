@@ -6,7 +6,8 @@
 //!
 //! Per route, the stack is fixed here, outermost first (policy layers join as their issues
 //! land):
-//! - agent routes: bridge ─► `AgentApi` ─► `SessionStore`
+//! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
+//!   ─► `AgentApi` ─► `SessionStore`
 //! - upstream routes: admission (no layers yet) ─► pingora proxies to the group
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use agentgate_config::{
     Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteKind, StoreKind,
     UpstreamConfig,
 };
+use agentgate_middleware::existence_cache::ExistenceCacheLayer;
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
     Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
@@ -25,12 +27,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
+use crate::api::error::SESSION_NOT_FOUND;
+use crate::api::stream::StreamSessionKey;
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{SessionStore, StoreError, StoreExistence};
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +102,12 @@ impl App {
             },
             shutdown: shutdown.clone(),
         };
+        let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
         let api = AgentApi::new(Arc::new(state));
         let groups = build_upstreams(&config.upstreams)?;
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
-        let routes = build_routes(config, &api, &groups);
+        let agent = agent_stack(config, &api, store, tokens);
+        let routes = build_routes(config, agent, &groups);
         Ok(Self {
             api,
             shutdown,
@@ -185,12 +191,37 @@ fn build_upstreams(
         .collect()
 }
 
-fn build_routes(
+/// The agent routes' stack, outermost first.
+fn agent_stack(
     config: &Config,
     api: &AgentApi,
+    store: Arc<dyn SessionStore>,
+    tokens: StreamTokens,
+) -> RouteService {
+    if !config.features.existence_cache {
+        return route_service(api.clone());
+    }
+    route_service(
+        tower::ServiceBuilder::new()
+            // existence cache: concurrent stream connects to one session share one lookup
+            .layer(
+                ExistenceCacheLayer::new(
+                    StreamSessionKey(tokens),
+                    StoreExistence(store),
+                    config.existence_cache.clone(),
+                )
+                .not_found(SESSION_NOT_FOUND),
+            )
+            // the agent API
+            .service(api.clone()),
+    )
+}
+
+fn build_routes(
+    config: &Config,
+    agent: RouteService,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
 ) -> RouteTable {
-    let agent: RouteService = route_service(api.clone());
     let mut table = RouteTable::new();
     if config.routes.is_empty() {
         // No [[routes]]: the agent API serves every path.

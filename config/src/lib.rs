@@ -71,9 +71,9 @@ mod validate;
 
 pub use error::{ConfigError, ValidationError};
 pub use schema::{
-    AgentConfig, AuthConfig, Balance, Config, DemoConfig, Dispatch, HashOn, HealthCheckConfig,
-    RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind,
-    UpstreamConfig,
+    AgentConfig, AuthConfig, Balance, Config, DemoConfig, Dispatch, ExistenceCachePolicy,
+    FeaturesConfig, HashOn, HealthCheckConfig, OnError, RedisConfig, RouteConfig, RouteKind,
+    ServerConfig, SseConfig, StoreConfig, StoreKind, UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -35,6 +35,7 @@ impl Config {
         self.check_store(&mut problems);
         self.check_sse(&mut problems);
         self.check_agent(&mut problems);
+        self.check_existence_cache(&mut problems);
         self.check_routes(&mut problems);
         self.check_upstreams(&mut problems);
         if problems.0.is_empty() {
@@ -205,6 +206,25 @@ impl Config {
             (1..=10_000).contains(&s.replay_batch),
             "sse.replay_batch",
             "must be between 1 and 10000",
+        );
+    }
+
+    fn check_existence_cache(&self, p: &mut Problems) {
+        let c = &self.existence_cache;
+        p.require(
+            c.max_entries >= 1,
+            "existence_cache.max_entries",
+            "must be at least 1",
+        );
+        p.require(
+            c.positive_ttl_ms <= 3_600_000,
+            "existence_cache.positive_ttl_ms",
+            "must be at most 3600000 (one hour)",
+        );
+        p.require(
+            c.negative_ttl_ms <= 3_600_000,
+            "existence_cache.negative_ttl_ms",
+            "must be at most 3600000 (one hour)",
         );
     }
 

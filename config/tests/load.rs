@@ -891,3 +891,33 @@ fn unknown_keys_in_routes_and_upstreams_are_named() {
     assert_eq!(e.key.as_deref(), Some("upstreams.b.balance"));
     assert_eq!(e.line, Some(3));
 }
+
+#[test]
+fn existence_cache_policy_loads_and_rejects_unknown_keys() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let config = Config::from_toml_str(&format!(
+        "{base}[features]\nexistence_cache = false\n[existence_cache]\npositive_ttl_ms = 250\non_error = \"unavailable\"\n"
+    ))
+    .expect("valid");
+    assert!(!config.features.existence_cache);
+    assert_eq!(config.existence_cache.positive_ttl_ms, 250);
+    assert_eq!(
+        config.existence_cache.on_error,
+        agentgate_config::OnError::Unavailable
+    );
+    let errors = Config::from_toml_str(&format!("{base}[existence_cache]\npositive_ttl = 5\n"))
+        .expect_err("unknown key");
+    assert!(
+        errors[0].to_string().contains("positive_ttl"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[0].line, Some(5));
+    let errors = Config::from_toml_str(&format!("{base}[existence_cache]\nmax_entries = 0\n"))
+        .expect_err("invalid");
+    assert_eq!(
+        errors[0].key.as_deref(),
+        Some("existence_cache.max_entries")
+    );
+    assert_eq!(errors[0].line, Some(5));
+}

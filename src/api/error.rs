@@ -1,11 +1,18 @@
 //! API errors and their JSON form: `{"error":{"code":"..","message":".."}}`.
 
+use agentgate_middleware::existence_cache::NotFound;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{Body, full};
 use crate::auth::AuthError;
 use crate::store::StoreError;
+
+/// Code and message of the 404 for an unknown session (the existence cache answers the same).
+pub const SESSION_NOT_FOUND: NotFound = NotFound {
+    code: "session_not_found",
+    message: "session not found (never created, or expired)",
+};
 
 /// Seconds a client is told to wait when the store is unavailable.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
@@ -67,8 +74,8 @@ impl ApiError {
     pub fn session_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "session_not_found",
-            "session not found (never created, or expired)",
+            SESSION_NOT_FOUND.code,
+            SESSION_NOT_FOUND.message,
         )
     }
 

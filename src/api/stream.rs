@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentgate_middleware::existence_cache::{Exists, KeyExtractor};
 use agentgate_middleware::sse::{self, Frame};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, header};
@@ -29,6 +30,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::body::{Body, ChannelBody, full};
 use super::{ApiError, ApiState, bearer, query_param};
+use crate::auth::StreamTokens;
 use crate::store::{COMPLETE_KIND, EventId, SessionId};
 
 /// Frames buffered per stream between the reader task and the connection.
@@ -58,7 +60,8 @@ pub async fn handle(
         .transpose()
         .map_err(|e| ApiError::invalid("last_event_id", e))?;
 
-    if !state.store.exists(&id).await? {
+    // The existence cache (when on) has already vouched for the session.
+    if req.extensions.get::<Exists>().is_none() && !state.store.exists(&id).await? {
         return Err(ApiError::session_not_found());
     }
 
@@ -79,6 +82,34 @@ pub async fn handle(
     // Tell intermediaries (nginx and the like) not to buffer.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The session an authenticated stream request reads (`GET /v2/sessions/{id}/stream` with a
+/// valid stream token), for the existence cache. Anything else — other routes, bad ids,
+/// missing or wrong tokens — carries no key and goes to the handler, which answers it (400,
+/// 401...): the cache never does a lookup for an unauthenticated client.
+#[derive(Debug, Clone)]
+pub struct StreamSessionKey(pub StreamTokens);
+
+impl<B> KeyExtractor<B> for StreamSessionKey {
+    type Key = SessionId;
+
+    fn extract(&self, req: &http::Request<B>) -> Option<SessionId> {
+        if req.method() != Method::GET {
+            return None;
+        }
+        let id: SessionId = req
+            .uri()
+            .path()
+            .strip_prefix("/v2/sessions/")?
+            .strip_suffix("/stream")?
+            .parse()
+            .ok()?;
+        let token = query_param(req.uri().query(), "token");
+        let token = token.as_deref().or_else(|| bearer(req.headers()));
+        self.0.verify(&id, token).ok()?;
+        Some(id)
+    }
 }
 
 /// Sends one frame; false when the stream must end (client gone or shutting down).

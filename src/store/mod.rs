@@ -201,6 +201,18 @@ pub trait SessionStore: Send + Sync + 'static {
     fn stats(&self) -> &StoreStats;
 }
 
+/// A store as the existence cache's backend: "does this session exist?" (one `EXISTS`).
+#[derive(Clone)]
+pub struct StoreExistence(pub std::sync::Arc<dyn SessionStore>);
+
+impl agentgate_middleware::existence_cache::ExistenceCheck<SessionId> for StoreExistence {
+    type Error = StoreError;
+
+    async fn exists(&self, key: &SessionId) -> Result<bool, StoreError> {
+        self.0.exists(key).await
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -13,6 +13,7 @@ mod gateway;
 
 mod auth;
 mod bad_input;
+mod existence_cache;
 mod fanout;
 mod lifecycle;
 mod redis_outage;

@@ -28,6 +28,8 @@ async fn redis_down_gives_503_and_the_gateway_recovers() {
     let gateway = Gateway::start(&config).await;
     let c = &gateway.client;
 
+    // A session nobody has streamed yet, so the existence cache knows nothing of it.
+    let unstreamed = gateway.init().await;
     // A stream that is open and live before the outage; a task reads it continuously.
     let before = gateway.init().await;
     let mut stream = gateway.stream(&before).await;
@@ -67,8 +69,8 @@ async fn redis_down_gives_503_and_the_gateway_recovers() {
         .send_call(c.get(&format!("/v2/sessions/{}", before.id)).bearer(KEY))
         .await;
     assert_unavailable(&state, "state");
-    match c.stream(c.get(&before.stream_path())).await {
-        Ok(_) => panic!("a new stream was accepted while Redis is down"),
+    match c.stream(c.get(&unstreamed.stream_path())).await {
+        Ok(_) => panic!("a new stream of an unknown session was accepted while Redis is down"),
         Err(reply) => assert_unavailable(&reply, "new stream"),
     }
 
@@ -81,6 +83,15 @@ async fn redis_down_gives_503_and_the_gateway_recovers() {
             "open stream during the outage: {frame:?}"
         );
     }
+
+    // A session the existence cache vouched for within its TTL still connects: the stream
+    // stays open on heartbeats and resumes when Redis is back.
+    let mut cached = c
+        .stream(c.get(&before.stream_path()))
+        .await
+        .unwrap_or_else(|r| panic!("a stream of a cached session was refused: {}", r.status));
+    cached.expect_retry().await;
+    drop(cached);
 
     // Redis is back (empty, same port): the same gateway recovers within a bounded wait.
     blocking(|| redis.restart());

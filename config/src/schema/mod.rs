@@ -8,6 +8,7 @@
 
 mod agent;
 mod auth;
+mod features;
 mod routes;
 mod server;
 mod sse;
@@ -16,8 +17,12 @@ mod upstreams;
 
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
+pub use features::FeaturesConfig;
 pub use routes::{RouteConfig, RouteKind};
 pub use server::ServerConfig;
+
+/// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
+pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
 pub use store::{RedisConfig, StoreConfig, StoreKind};
 pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
@@ -46,6 +51,12 @@ pub struct Config {
     /// the agent API answers every path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// `[features]`: optimization switches (see [`FeaturesConfig`]).
+    pub features: FeaturesConfig,
+    /// `[existence_cache]`: how stream connections' session lookups are cached
+    /// (`positive_ttl_ms`, `negative_ttl_ms`, `max_entries`, `on_error = "pass" | "unavailable"`).
+    /// Used when `features.existence_cache` is on.
+    pub existence_cache: ExistenceCachePolicy,
     /// `[upstreams.NAME]`: peer pools that `kind = "upstream"` routes proxy to, by name.
     /// Default: none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

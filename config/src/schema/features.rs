@@ -1,0 +1,20 @@
+use serde::{Deserialize, Serialize};
+
+/// `[features]`: each optimization as a switch, so it can be rolled back without a
+/// deploy and benchmarked against the naive design in one run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Guard stream connections with the existence cache (`[existence_cache]`): concurrent
+    /// connects to one session share one store lookup. Off: every stream connection asks
+    /// the store itself. Default true.
+    pub existence_cache: bool,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            existence_cache: true,
+        }
+    }
+}
