@@ -1,0 +1,45 @@
+//! Errors: [`RateLimited`] marks a rejection, [`PolicyError`] a policy the layer cannot use.
+
+use std::time::Duration;
+
+/// A request was over its limit. The layer answers it itself (see the
+/// [module docs](super)) and puts this in the `429` response's extensions, so outer layers
+/// (metrics, logs) can tell a rate-limit rejection from the service's own `429`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// How long until the key may make one more request.
+    pub retry_after: Duration,
+}
+
+impl std::fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rate limited, retry after {:?}", self.retry_after)
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// Why a [`RateLimitPolicy`](super::RateLimitPolicy) cannot build a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    /// `per_second` or `burst` is zero (the named key).
+    Zero(&'static str),
+    /// `key = "header"` without `key_header`.
+    MissingKeyHeader,
+    /// `key_header` is not a valid header name.
+    InvalidKeyHeader(String),
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Zero(key) => write!(f, "`{key}` must be at least 1"),
+            Self::MissingKeyHeader => f.write_str("`key = \"header\"` needs `key_header`"),
+            Self::InvalidKeyHeader(name) => {
+                write!(f, "`key_header` {name:?} is not a valid header name")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
