@@ -8,7 +8,9 @@
 //! land):
 //! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
 //!   ─► `AgentApi` ─► `SessionStore`
-//! - upstream routes: admission (no layers yet) ─► pingora proxies to the group
+//! - upstream routes: admission (rate limit, when the route has one) ─► pingora proxies
+//!   to the group
+//! - a route's `rate_limit` goes outermost on either kind
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +20,15 @@ use agentgate_config::{
     UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::ExistenceCacheLayer;
+use agentgate_middleware::rate_limit::{PeerAddr, RateLimitLayer};
+use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
     Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
-    ServerSettings, Target, UpstreamGroup, UpstreamSettings, route_service,
+    ServerSettings, Target, UpstreamGroup, UpstreamSettings, admit_all, route_service,
 };
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
@@ -42,6 +47,14 @@ pub enum AppError {
     /// The session store could not be set up.
     #[error("session store: {0}")]
     Store(#[from] StoreError),
+    /// A route's policy could not be set up.
+    #[error("route {name}: {reason}")]
+    Route {
+        /// The route's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An upstream group could not be set up.
     #[error("upstream {name}: {reason}")]
     Upstream {
@@ -107,7 +120,7 @@ impl App {
         let groups = build_upstreams(&config.upstreams)?;
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
         let agent = agent_stack(config, &api, store, tokens);
-        let routes = build_routes(config, agent, &groups);
+        let routes = build_routes(config, agent, &groups)?;
         Ok(Self {
             api,
             shutdown,
@@ -202,7 +215,7 @@ fn agent_stack(
         return route_service(api.clone());
     }
     route_service(
-        tower::ServiceBuilder::new()
+        ServiceBuilder::new()
             // existence cache: concurrent stream connects to one session share one lookup
             .layer(
                 ExistenceCacheLayer::new(
@@ -221,7 +234,7 @@ fn build_routes(
     config: &Config,
     agent: RouteService,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
-) -> RouteTable {
+) -> Result<RouteTable, AppError> {
     let mut table = RouteTable::new();
     if config.routes.is_empty() {
         // No [[routes]]: the agent API serves every path.
@@ -232,20 +245,45 @@ fn build_routes(
             methods: Vec::new(),
             target: Target::Service(agent),
         });
-        return table;
+        return Ok(table);
     }
     for route in &config.routes {
+        let limit = route
+            .rate_limit
+            .as_ref()
+            .map(RateLimitLayer::from_policy)
+            .transpose()
+            .map_err(|e| AppError::Route {
+                name: route.name.clone(),
+                reason: e.to_string(),
+            })?;
         let target = match (
             route.kind,
             route.upstream.as_ref().and_then(|u| groups.get(u)),
         ) {
             (RouteKind::Upstream, Some(group)) => Target::Upstream {
                 group: Arc::clone(group),
-                // admission stack, outermost first: none until the policy layers land
-                admission: None,
+                // admission, outermost first: rate limit ─► admit; none without policies
+                admission: limit.map(|limit| {
+                    route_service(
+                        ServiceBuilder::new()
+                            .map_request(peer_addr::<RequestBody>)
+                            .layer(limit)
+                            .service(admit_all()),
+                    )
+                }),
             },
             // validate() guarantees an upstream route names an existing group.
-            _ => Target::Service(agent.clone()),
+            _ => Target::Service(match limit {
+                // rate limit ─► the agent stack
+                Some(limit) => route_service(
+                    ServiceBuilder::new()
+                        .map_request(peer_addr::<RequestBody>)
+                        .layer(limit)
+                        .service(agent.clone()),
+                ),
+                None => agent.clone(),
+            }),
         };
         table.push(Route {
             name: route.name.clone(),
@@ -259,5 +297,13 @@ fn build_routes(
             target,
         });
     }
-    table
+    Ok(table)
+}
+
+/// Hands the bridge's client address to the rate limiter's peer-IP key.
+fn peer_addr<B>(mut req: http::Request<B>) -> http::Request<B> {
+    if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied() {
+        req.extensions_mut().insert(PeerAddr(addr));
+    }
+    req
 }

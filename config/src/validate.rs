@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
+use agentgate_middleware::rate_limit::{PolicyError, RateLimitLayer};
+
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
 use crate::schema::{Config, Dispatch, RouteKind, StoreKind};
@@ -269,6 +271,18 @@ impl Config {
                 &key("path_prefix"),
                 "must start with '/'",
             );
+            if let Some(limit) = &route.rate_limit {
+                // The layer's own constructor is the one source of truth for what is valid.
+                if let Err(error) = RateLimitLayer::from_policy(limit) {
+                    let field = match &error {
+                        PolicyError::Zero(field) => field,
+                        PolicyError::MissingKeyHeader | PolicyError::InvalidKeyHeader(_) => {
+                            "key_header"
+                        }
+                    };
+                    p.push(&key(&format!("rate_limit.{field}")), error.to_string());
+                }
+            }
             for (j, method) in route.methods.iter().enumerate() {
                 if !ROUTE_METHODS.contains(&method.as_str()) {
                     p.push(

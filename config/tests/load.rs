@@ -613,6 +613,7 @@ fn routes_and_upstreams_load_with_their_values() {
                 path_prefix: "/v2/".into(),
                 methods: vec!["GET".into(), "POST".into()],
                 upstream: None,
+                rate_limit: None,
             },
             RouteConfig {
                 name: "users".into(),
@@ -920,4 +921,37 @@ fn existence_cache_policy_loads_and_rejects_unknown_keys() {
         Some("existence_cache.max_entries")
     );
     assert_eq!(errors[0].line, Some(5));
+}
+
+#[test]
+fn route_rate_limits_load_and_bad_ones_name_the_key() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let config = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.rate_limit]\nper_second = 5\nkey = \"session_id\"\n"
+    ))
+    .expect("valid");
+    let limit = config.routes[0].rate_limit.as_ref().expect("rate limit");
+    assert_eq!(limit.per_second, 5);
+    let errors = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.rate_limit]\nper_second = 0\n"
+    ))
+    .expect_err("zero rate");
+    assert_eq!(
+        errors[0].key.as_deref(),
+        Some("routes[0].rate_limit.per_second")
+    );
+    assert_eq!(errors[0].line, Some(7));
+    let errors = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.rate_limit]\nkey = \"header\"\n"
+    ))
+    .expect_err("header without name");
+    assert_eq!(
+        errors[0].key.as_deref(),
+        Some("routes[0].rate_limit.key_header")
+    );
+    let errors = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.rate_limit]\nper_secnd = 3\n"
+    ))
+    .expect_err("typo");
+    assert!(errors[0].to_string().contains("per_secnd"), "{}", errors[0]);
 }

@@ -181,7 +181,10 @@ impl ProxyHttp for Gateway {
                 ..
             } => {
                 let parts = session.req_header().as_owned_parts();
-                let request = Request::from_parts(parts, RequestBody::empty());
+                let mut request = Request::from_parts(parts, RequestBody::empty());
+                if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+                    request.extensions_mut().insert(bridge::ClientAddr(*addr));
+                }
                 let response = admission.clone().oneshot(request).await;
                 let name = route.name.clone();
                 ctx.route = Some(route);

@@ -1,3 +1,4 @@
+use agentgate_middleware::rate_limit::RateLimitPolicy;
 use serde::{Deserialize, Serialize};
 
 /// What a route does with the requests it matches.
@@ -43,6 +44,12 @@ pub struct RouteConfig {
     /// not allowed with `kind = "agent"`. Default unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// `[routes.rate_limit]`: a per-key GCRA rate limit in front of this route (keys
+    /// `per_second`, `burst`, `key` = `"global" | "peer_ip" | "header" | "session_id"`,
+    /// `key_header`, `trusted_proxies`). Over the limit: 429 with `Retry-After` and
+    /// `RateLimit-*` headers. Default unset: not limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitPolicy>,
 }
 
 impl Default for RouteConfig {
@@ -54,6 +61,7 @@ impl Default for RouteConfig {
             path_prefix: "/".to_owned(),
             methods: Vec::new(),
             upstream: None,
+            rate_limit: None,
         }
     }
 }
