@@ -4,12 +4,15 @@
 //! tower-based server (hyper, axum, tonic).
 //!
 //! - [`existence_cache`]: cached, single-flight "does this key exist?" in front of a service.
+//! - [`priority_queue`]: concurrency limit with a bounded priority queue answering `503`.
 //! - [`rate_limit`]: per-key GCRA rate limiting answering `429` with `Retry-After`.
 //! - [`sse`]: Server-Sent Events framing.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;
+#[cfg(feature = "priority-queue")]
+pub mod priority_queue;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "sse")]

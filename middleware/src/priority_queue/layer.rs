@@ -1,0 +1,79 @@
+//! [`PriorityQueueLayer`]: cheap to clone; every service it makes shares one queue.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::classify::{AcceptEventStream, HeaderPriority};
+use super::error::PolicyError;
+use super::policy::PriorityQueuePolicy;
+use super::queue::Queue;
+use super::service::PriorityQueueService;
+
+/// Limits requests in flight and queues the rest by priority; see the
+/// [module docs](super).
+///
+/// Every service made by one layer (and its clones) shares the same slots and queue.
+pub struct PriorityQueueLayer<C> {
+    classifier: C,
+    queue: Arc<Queue>,
+}
+
+impl<C: Clone> Clone for PriorityQueueLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            classifier: self.classifier.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for PriorityQueueLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PriorityQueueLayer")
+            .field("classifier", &self.classifier)
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl PriorityQueueLayer<AcceptEventStream<HeaderPriority>> {
+    /// The layer `policy` describes: priority from `x-priority` (else
+    /// `default_priority`), streams detected by [`AcceptEventStream`].
+    pub fn from_policy(policy: &PriorityQueuePolicy) -> Result<Self, PolicyError> {
+        Self::new(
+            policy,
+            AcceptEventStream(HeaderPriority::x_priority(policy.default_priority)),
+        )
+    }
+}
+
+impl<C> PriorityQueueLayer<C> {
+    /// A layer with `policy`'s limits, placing requests with `classifier`.
+    pub fn new(policy: &PriorityQueuePolicy, classifier: C) -> Result<Self, PolicyError> {
+        policy.validate()?;
+        Ok(Self {
+            classifier,
+            queue: Arc::new(Queue::new(policy)),
+        })
+    }
+
+    /// Requests running now (responses still streaming count), as (main, streams).
+    pub fn in_flight(&self) -> (usize, usize) {
+        self.queue.in_flight()
+    }
+
+    /// Requests waiting now, as (main, streams).
+    pub fn queued(&self) -> (usize, usize) {
+        self.queue.queued()
+    }
+}
+
+impl<S, C: Clone> Layer<S> for PriorityQueueLayer<C> {
+    type Service = PriorityQueueService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PriorityQueueService::new(inner, self.classifier.clone(), self.queue.clone())
+    }
+}

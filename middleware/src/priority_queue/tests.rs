@@ -1,0 +1,312 @@
+//! Unit tests: paused tokio time, an inner service reporting which request it started on a
+//! channel; order is set by the order of `call`, which places the request synchronously.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use super::*;
+
+type Inner = tower::util::BoxCloneService<Request<()>, Response<Full<Bytes>>, Infallible>;
+type Svc<C> = PriorityQueueService<Inner, C>;
+type Reply = Response<ResponseBody<Full<Bytes>>>;
+
+/// The service under test, and the ids (`x-id`) of requests in the order they started.
+fn started<C: Clone>(
+    policy: &PriorityQueuePolicy,
+    classifier: C,
+) -> (
+    Svc<C>,
+    PriorityQueueLayer<C>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let inner = service_fn(move |req: Request<()>| {
+        let id = req.headers()["x-id"].to_str().unwrap().to_owned();
+        tx.send(id).unwrap();
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+    });
+    let layer = PriorityQueueLayer::new(policy, classifier).unwrap();
+    (layer.layer(Inner::new(inner)), layer, rx)
+}
+
+fn policy(max_in_flight: usize, max_queue: usize) -> PriorityQueuePolicy {
+    PriorityQueuePolicy {
+        max_in_flight,
+        max_queue,
+        ..PriorityQueuePolicy::default()
+    }
+}
+
+fn req(id: &str, priority: u8) -> Request<()> {
+    Request::get("/")
+        .header("x-id", id)
+        .header("x-priority", priority.to_string())
+        .body(())
+        .unwrap()
+}
+
+/// Calls the service (placing the request now) and runs the response future as a task.
+async fn spawn<S>(svc: &mut S, req: Request<()>) -> tokio::task::JoinHandle<Reply>
+where
+    S: Service<Request<()>, Response = Reply, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    let future = svc.ready().await.unwrap().call(req);
+    tokio::spawn(async move { future.await.unwrap() })
+}
+
+/// Lets spawned tasks run until they all wait.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn header_priority() -> HeaderPriority {
+    HeaderPriority::x_priority(1)
+}
+
+fn reason(response: &Reply) -> OverloadReason {
+    response.extensions().get::<Overloaded>().unwrap().reason
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_within_a_class_and_higher_class_first() {
+    let (mut svc, layer, mut started) = started(&policy(1, 10), header_priority());
+    let first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    assert_eq!(started.recv().await.unwrap(), "first");
+
+    let mut waiting = std::collections::HashMap::new();
+    for (id, priority) in [("a", 1), ("b", 1), ("high", 5), ("c", 1), ("higher", 9)] {
+        waiting.insert(id, spawn(&mut svc, req(id, priority)).await);
+    }
+    settle().await;
+    assert_eq!(layer.queued(), (5, 0));
+    assert!(started.try_recv().is_err());
+
+    drop(first);
+    for expected in ["higher", "high", "a", "b", "c"] {
+        assert_eq!(started.recv().await.unwrap(), expected);
+        // Each runs alone: the next starts only once this response is dropped.
+        let response = waiting.remove(expected).unwrap().await.unwrap();
+        settle().await;
+        assert!(started.try_recv().is_err());
+        drop(response);
+    }
+    assert_eq!(layer.in_flight(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slot_held_until_body_ends_or_is_dropped() {
+    let (mut svc, layer, mut started) = started(&policy(1, 10), header_priority());
+    let mut first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    started.recv().await.unwrap();
+    let second = spawn(&mut svc, req("second", 1)).await;
+    let third = spawn(&mut svc, req("third", 1)).await;
+    settle().await;
+    // Headers arrived, body not read: the slot is still taken.
+    assert!(started.try_recv().is_err());
+    assert_eq!(layer.in_flight(), (1, 0));
+
+    // Reading the body to its end frees the slot, while the body value still exists.
+    let frame = first.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "ok");
+    assert_eq!(started.recv().await.unwrap(), "second");
+
+    // Dropping an unread body frees it too.
+    let second = second.await.unwrap();
+    settle().await;
+    assert!(started.try_recv().is_err());
+    drop(second);
+    assert_eq!(started.recv().await.unwrap(), "third");
+    drop(third.await.unwrap());
+    assert_eq!(layer.in_flight(), (0, 0));
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_evicts_lowest_newest_for_higher_priority() {
+    let (mut svc, layer, mut started) = started(&policy(1, 2), header_priority());
+    let first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    started.recv().await.unwrap();
+    let old_low = spawn(&mut svc, req("old-low", 1)).await;
+    let new_low = spawn(&mut svc, req("new-low", 1)).await;
+    let high = spawn(&mut svc, req("high", 5)).await;
+
+    let evicted = new_low.await.unwrap();
+    assert_eq!(evicted.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(evicted.headers()["retry-after"], "1");
+    assert_eq!(evicted.headers()["content-type"], "application/json");
+    assert_eq!(reason(&evicted), OverloadReason::Evicted);
+    let body = evicted.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(br#"{"error":{"code":"overloaded","message":"#));
+    assert_eq!(layer.queued(), (2, 0));
+
+    drop(first);
+    assert_eq!(started.recv().await.unwrap(), "high");
+    drop(high.await.unwrap());
+    assert_eq!(started.recv().await.unwrap(), "old-low");
+    drop(old_low.await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_rejects_a_request_not_more_important() {
+    let (mut svc, layer, mut started) = started(&policy(1, 1), header_priority());
+    let first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    started.recv().await.unwrap();
+    let waiter = spawn(&mut svc, req("waiter", 3)).await;
+    let same = spawn(&mut svc, req("same", 3)).await.await.unwrap();
+    assert_eq!(same.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason(&same), OverloadReason::QueueFull);
+    assert_eq!(layer.queued(), (1, 0));
+
+    drop(first);
+    assert_eq!(started.recv().await.unwrap(), "waiter");
+    assert_eq!(waiter.await.unwrap().status(), StatusCode::OK);
+    assert!(started.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_past_max_wait_gets_503() {
+    let (mut svc, layer, mut started) = started(&policy(1, 10), header_priority());
+    let first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    started.recv().await.unwrap();
+    // Paused time jumps to the deadline once every task waits.
+    let late = spawn(&mut svc, req("late", 9)).await.await.unwrap();
+    assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason(&late), OverloadReason::TimedOut);
+    assert_eq!(layer.queued(), (0, 0));
+
+    // The timed-out request left the queue: the slot frees instead of going to it.
+    drop(first);
+    assert_eq!(layer.in_flight(), (0, 0));
+    assert!(started.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_waiter_leaves_the_queue() {
+    let (mut svc, layer, mut started) = started(&policy(1, 10), header_priority());
+    let first = spawn(&mut svc, req("first", 1)).await.await.unwrap();
+    started.recv().await.unwrap();
+    let gone = svc.ready().await.unwrap().call(req("gone", 1));
+    let next = spawn(&mut svc, req("next", 1)).await;
+    assert_eq!(layer.queued(), (2, 0));
+    drop(gone);
+    assert_eq!(layer.queued(), (1, 0));
+    drop(first);
+    assert_eq!(started.recv().await.unwrap(), "next");
+    drop(next.await.unwrap());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(layer.in_flight(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_have_their_own_budget() {
+    let policy = PriorityQueuePolicy {
+        stream_budget: 1,
+        ..policy(1, 10)
+    };
+    let (mut svc, layer, mut started) = started(&policy, AcceptEventStream(Fixed(1)));
+    let stream = |id: &str| {
+        Request::get("/v2/sessions/s1/stream")
+            .header("x-id", id)
+            .body(())
+            .unwrap()
+    };
+    let sse = |id: &str| {
+        Request::get("/events")
+            .header("x-id", id)
+            .header("accept", "text/event-stream")
+            .body(())
+            .unwrap()
+    };
+    let long = spawn(&mut svc, stream("stream-1")).await.await.unwrap();
+    assert_eq!(started.recv().await.unwrap(), "stream-1");
+    // A second stream waits for the stream budget...
+    let queued_stream = spawn(&mut svc, sse("stream-2")).await;
+    settle().await;
+    assert!(started.try_recv().is_err());
+    assert_eq!(layer.queued(), (0, 1));
+    // ...while a short request still runs at once.
+    let short = spawn(&mut svc, req("short", 1)).await.await.unwrap();
+    assert_eq!(started.recv().await.unwrap(), "short");
+    assert_eq!(layer.in_flight(), (1, 1));
+    drop(short);
+
+    drop(long);
+    assert_eq!(started.recv().await.unwrap(), "stream-2");
+    drop(queued_stream.await.unwrap());
+    assert_eq!(layer.in_flight(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_stream_budget_streams_share_the_main_one() {
+    let (mut svc, layer, mut started) = started(&policy(1, 10), AcceptEventStream(Fixed(1)));
+    let long = spawn(
+        &mut svc,
+        Request::get("/x/stream")
+            .header("x-id", "s")
+            .body(())
+            .unwrap(),
+    )
+    .await
+    .await
+    .unwrap();
+    started.recv().await.unwrap();
+    let short = spawn(&mut svc, req("short", 1)).await;
+    settle().await;
+    assert!(started.try_recv().is_err());
+    assert_eq!(layer.queued(), (1, 0));
+    drop(long);
+    assert_eq!(started.recv().await.unwrap(), "short");
+    drop(short.await.unwrap());
+}
+
+#[test]
+fn classifiers() {
+    let header = header_priority();
+    let with = |value: &str| {
+        Request::get("/")
+            .header("x-priority", value)
+            .body(())
+            .unwrap()
+    };
+    assert_eq!(header.classify(&with("7")), 7);
+    assert_eq!(header.classify(&with("high")), 1);
+    assert_eq!(header.classify(&with("300")), 1);
+    assert_eq!(header.classify(&Request::get("/").body(()).unwrap()), 1);
+    assert_eq!(Fixed(4).classify(&with("7")), 4);
+    assert!(!Fixed(4).is_stream(&Request::get("/stream").body(()).unwrap()));
+    let sse = AcceptEventStream(Fixed(0));
+    assert!(sse.is_stream(&Request::get("/a/stream").body(()).unwrap()));
+    assert!(!sse.is_stream(&Request::get("/a/streams").body(()).unwrap()));
+    let accept = Request::get("/")
+        .header("accept", "application/json, text/event-stream")
+        .body(())
+        .unwrap();
+    assert!(sse.is_stream(&accept));
+}
+
+#[test]
+fn policy_defaults_and_validation() {
+    let policy: PriorityQueuePolicy = toml::from_str("").unwrap();
+    assert_eq!(policy, PriorityQueuePolicy::default());
+    assert_eq!(policy.max_in_flight, 64);
+    assert_eq!(policy.max_queue, 256);
+    assert_eq!(policy.max_wait(), Duration::from_secs(5));
+    assert_eq!(policy.default_priority, 1);
+    assert_eq!(policy.stream_budget, 0);
+    assert!(toml::from_str::<PriorityQueuePolicy>("max_inflight = 3").is_err());
+    let zero = PriorityQueuePolicy {
+        max_in_flight: 0,
+        ..policy
+    };
+    assert_eq!(zero.validate(), Err(PolicyError::Zero("max_in_flight")));
+    assert!(PriorityQueueLayer::from_policy(&zero).is_err());
+}
