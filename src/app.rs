@@ -8,18 +8,20 @@
 //! land):
 //! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
 //!   ─► `AgentApi` ─► `SessionStore`
-//! - upstream routes: admission (rate limit, when the route has one) ─► pingora proxies
-//!   to the group
-//! - a route's `rate_limit` goes outermost on either kind
+//! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
+//!   to the group; the admission response, and the queue slot in it, lives until pingora
+//!   has sent the whole response
+//! - a route's policies, on either kind, outermost first: rate limit ─► priority queue
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use agentgate_config::{
-    Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteKind, StoreKind,
-    UpstreamConfig,
+    Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig, RouteKind,
+    StoreKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::ExistenceCacheLayer;
+use agentgate_middleware::priority_queue::PriorityQueueLayer;
 use agentgate_middleware::rate_limit::{PeerAddr, RateLimitLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::upstream::HealthChecker;
@@ -248,42 +250,22 @@ fn build_routes(
         return Ok(table);
     }
     for route in &config.routes {
-        let limit = route
-            .rate_limit
-            .as_ref()
-            .map(RateLimitLayer::from_policy)
-            .transpose()
-            .map_err(|e| AppError::Route {
-                name: route.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let has_policies = route.rate_limit.is_some() || route.priority_queue.is_some();
         let target = match (
             route.kind,
             route.upstream.as_ref().and_then(|u| groups.get(u)),
         ) {
             (RouteKind::Upstream, Some(group)) => Target::Upstream {
                 group: Arc::clone(group),
-                // admission, outermost first: rate limit ─► admit; none without policies
-                admission: limit.map(|limit| {
-                    route_service(
-                        ServiceBuilder::new()
-                            .map_request(peer_addr::<RequestBody>)
-                            .layer(limit)
-                            .service(admit_all()),
-                    )
-                }),
+                // admission: the route's policies around "admit"; none without policies
+                admission: if has_policies {
+                    Some(with_policies(route, admit_all())?)
+                } else {
+                    None
+                },
             },
             // validate() guarantees an upstream route names an existing group.
-            _ => Target::Service(match limit {
-                // rate limit ─► the agent stack
-                Some(limit) => route_service(
-                    ServiceBuilder::new()
-                        .map_request(peer_addr::<RequestBody>)
-                        .layer(limit)
-                        .service(agent.clone()),
-                ),
-                None => agent.clone(),
-            }),
+            _ => Target::Service(with_policies(route, agent.clone())?),
         };
         table.push(Route {
             name: route.name.clone(),
@@ -298,6 +280,32 @@ fn build_routes(
         });
     }
     Ok(table)
+}
+
+/// Wraps `inner` in the route's policy layers. The stack, outermost first:
+/// rate limit ─► priority queue ─► `inner`.
+fn with_policies(route: &RouteConfig, inner: RouteService) -> Result<RouteService, AppError> {
+    let error = |reason: String| AppError::Route {
+        name: route.name.clone(),
+        reason,
+    };
+    let mut service = inner;
+    // priority queue: bounded, classed waiting; a slot is held until the body ends
+    if let Some(policy) = &route.priority_queue {
+        let queue = PriorityQueueLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+        service = route_service(ServiceBuilder::new().layer(queue).service(service));
+    }
+    // rate limit: per-key GCRA, 429 before anything else runs
+    if let Some(policy) = &route.rate_limit {
+        let limit = RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+        service = route_service(
+            ServiceBuilder::new()
+                .map_request(peer_addr::<RequestBody>)
+                .layer(limit)
+                .service(service),
+        );
+    }
+    Ok(service)
 }
 
 /// Hands the bridge's client address to the rate limiter's peer-IP key.

@@ -271,6 +271,12 @@ impl Config {
                 &key("path_prefix"),
                 "must start with '/'",
             );
+            if let Some(queue) = &route.priority_queue
+                && let Err(error) = queue.validate()
+            {
+                let agentgate_middleware::priority_queue::PolicyError::Zero(field) = &error;
+                p.push(&key(&format!("priority_queue.{field}")), error.to_string());
+            }
             if let Some(limit) = &route.rate_limit {
                 // The layer's own constructor is the one source of truth for what is valid.
                 if let Err(error) = RateLimitLayer::from_policy(limit) {

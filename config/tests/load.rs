@@ -614,6 +614,7 @@ fn routes_and_upstreams_load_with_their_values() {
                 methods: vec!["GET".into(), "POST".into()],
                 upstream: None,
                 rate_limit: None,
+                priority_queue: None,
             },
             RouteConfig {
                 name: "users".into(),
@@ -954,4 +955,24 @@ fn route_rate_limits_load_and_bad_ones_name_the_key() {
     ))
     .expect_err("typo");
     assert!(errors[0].to_string().contains("per_secnd"), "{}", errors[0]);
+}
+
+#[test]
+fn route_priority_queues_load_and_bad_ones_name_the_key() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let config = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.priority_queue]\nmax_in_flight = 8\nstream_budget = 100\n"
+    ))
+    .expect("valid");
+    let queue = config.routes[0].priority_queue.as_ref().expect("queue");
+    assert_eq!((queue.max_in_flight, queue.stream_budget), (8, 100));
+    let errors = Config::from_toml_str(&format!(
+        "{base}[[routes]]\nname = \"a\"\n[routes.priority_queue]\nmax_in_flight = 0\n"
+    ))
+    .expect_err("zero slots");
+    assert_eq!(
+        errors[0].key.as_deref(),
+        Some("routes[0].priority_queue.max_in_flight")
+    );
+    assert_eq!(errors[0].line, Some(7));
 }

@@ -21,6 +21,7 @@ mod axum_route;
 mod balance;
 mod cancel;
 mod health;
+mod priority_queue;
 mod rate_limit;
 mod routes;
 mod sse;

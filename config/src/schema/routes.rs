@@ -1,3 +1,4 @@
+use agentgate_middleware::priority_queue::PriorityQueuePolicy;
 use agentgate_middleware::rate_limit::RateLimitPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,14 @@ pub struct RouteConfig {
     /// `RateLimit-*` headers. Default unset: not limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
+    /// `[routes.priority_queue]`: at most `max_in_flight` requests of this route run at once
+    /// (a slot is held until the response body ends); the rest wait in a bounded queue,
+    /// highest `x-priority` (0-9, default `default_priority`) first; when the queue is full
+    /// a more important request evicts the least important waiter, which gets 503 with
+    /// `Retry-After`, as does a request that waits past `max_wait_ms`. `stream_budget`
+    /// gives SSE streams slots of their own. Default unset: no queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_queue: Option<PriorityQueuePolicy>,
 }
 
 impl Default for RouteConfig {
@@ -62,6 +71,7 @@ impl Default for RouteConfig {
             methods: Vec::new(),
             upstream: None,
             rate_limit: None,
+            priority_queue: None,
         }
     }
 }
