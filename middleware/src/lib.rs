@@ -7,8 +7,13 @@
 //! - [`priority_queue`]: concurrency limit with a bounded priority queue answering `503`.
 //! - [`rate_limit`]: per-key GCRA rate limiting answering `429` with `Retry-After`.
 //! - [`sse`]: Server-Sent Events framing.
+//! - [`ServiceBuilderExt`]: the layers as `ServiceBuilder` methods (feature `builder`).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "builder")]
+mod builder;
+#[cfg(feature = "builder")]
+pub use builder::ServiceBuilderExt;
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;
 #[cfg(feature = "priority-queue")]
