@@ -16,6 +16,8 @@ mod builder;
 pub use builder::ServiceBuilderExt;
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;
+#[cfg(any(feature = "existence-cache", feature = "rate-limit"))]
+mod json_error;
 #[cfg(feature = "priority-queue")]
 pub mod priority_queue;
 #[cfg(feature = "rate-limit")]

@@ -58,13 +58,12 @@
 //! # }
 //! ```
 
-mod body;
 mod cache;
 mod layer;
 mod policy;
 mod service;
 
-pub use body::ResponseBody;
+pub use crate::json_error::ResponseBody;
 pub use cache::ExistenceCache;
 pub use layer::{ExistenceCacheLayer, NotFound};
 pub use policy::{ExistenceCachePolicy, OnError};

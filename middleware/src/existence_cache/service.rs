@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_service::Service;
 
-use super::body::ResponseBody;
 use super::cache::ExistenceCache;
 use super::layer::NotFound;
 use super::policy::OnError;
 use super::{ExistenceCheck, Exists, KeyExtractor};
+use crate::json_error::ResponseBody;
 
 /// The service made by [`ExistenceCacheLayer`](super::ExistenceCacheLayer).
 pub struct ExistenceCacheService<S, E, K, C> {

@@ -7,8 +7,8 @@ use std::task::{Context, Poll, ready};
 use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
-use super::body::ResponseBody;
 use super::service::{RATELIMIT_LIMIT, RATELIMIT_REMAINING};
+use crate::json_error::ResponseBody;
 
 pin_project! {
     /// Future of a [`RateLimitService`](super::RateLimitService) call.

@@ -66,7 +66,6 @@
 //! # }
 //! ```
 
-mod body;
 pub mod error;
 mod future;
 mod key;
@@ -74,7 +73,7 @@ mod layer;
 mod policy;
 mod service;
 
-pub use body::ResponseBody;
+pub use crate::json_error::ResponseBody;
 pub use error::{PolicyError, RateLimited};
 pub use future::ResponseFuture;
 pub use governor::Quota;

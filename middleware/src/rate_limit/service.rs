@@ -12,10 +12,10 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::KeyExtractor;
-use super::body::ResponseBody;
 use super::error::RateLimited;
 use super::future::ResponseFuture;
 use super::layer::Shared;
+use crate::json_error::ResponseBody;
 
 /// `RateLimit-Limit`: the bucket size (burst) of the key's quota.
 pub(crate) const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");

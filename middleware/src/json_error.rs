@@ -1,4 +1,5 @@
-//! [`ResponseBody`]: the inner service's body, or the layer's own JSON error body.
+//! [`ResponseBody`]: the inner service's body, or the JSON error body a layer answers with
+//! itself (shared by the existence cache and the rate limiter).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -6,7 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// Response body of a [`RateLimitService`](super::RateLimitService).
+/// Response body of a layer that may answer a request itself: the inner service's body
+/// passed through, or the layer's own JSON error.
 #[derive(Debug)]
 pub struct ResponseBody<B> {
     kind: Kind<B>,
