@@ -4,8 +4,7 @@
 //! or Redis), auth, metrics, the agent dispatcher, the [`AgentApi`] service, the upstream
 //! groups and the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
 //!
-//! Per route, the stack is fixed here, outermost first (policy layers join as their issues
-//! land):
+//! Per route, the stack is fixed here, outermost first:
 //! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
 //!   ─► `AgentApi` ─► `SessionStore`
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
@@ -282,6 +281,9 @@ fn build_routes(
     Ok(table)
 }
 
+/// How often rate limiters forget idle keys.
+const RATE_LIMIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Wraps `inner` in the route's policy layers. The stack, outermost first:
 /// rate limit ─► priority queue ─► `inner`.
 fn with_policies(route: &RouteConfig, inner: RouteService) -> Result<RouteService, AppError> {
@@ -298,6 +300,9 @@ fn with_policies(route: &RouteConfig, inner: RouteService) -> Result<RouteServic
     // rate limit: per-key GCRA, 429 before anything else runs
     if let Some(policy) = &route.rate_limit {
         let limit = RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+        // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every minute.
+        // The task ends when the route's stack is dropped.
+        drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
         service = route_service(
             ServiceBuilder::new()
                 .map_request(peer_addr::<RequestBody>)
