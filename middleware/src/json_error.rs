@@ -1,5 +1,5 @@
 //! [`ResponseBody`]: the inner service's body, or the JSON error body a layer answers with
-//! itself (shared by the existence cache and the rate limiter).
+//! itself (shared by the existence cache, the priority queue and the rate limiter).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -16,7 +16,11 @@ mod builder;
 pub use builder::ServiceBuilderExt;
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;
-#[cfg(any(feature = "existence-cache", feature = "rate-limit"))]
+#[cfg(any(
+    feature = "existence-cache",
+    feature = "priority-queue",
+    feature = "rate-limit"
+))]
 mod json_error;
 #[cfg(feature = "priority-queue")]
 pub mod priority_queue;

@@ -1,5 +1,5 @@
-//! [`ResponseBody`]: the inner service's body holding the request's slot, or the layer's
-//! own JSON error body.
+//! [`ResponseBody`]: the inner service's body holding the request's slot ([`Held`]), or the
+//! layer's own JSON error body (the crate's shared error body).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,39 +9,28 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::queue::Permit;
 
-/// Response body of a [`PriorityQueueService`](super::PriorityQueueService).
-///
-/// Holds the request's slot until the inner body ends (or fails) or is dropped: a
-/// streaming response counts as in flight for as long as it streams.
+/// Response body of a [`PriorityQueueService`](super::PriorityQueueService): the inner body
+/// with its slot, or a `503` JSON error.
+pub type ResponseBody<B> = crate::json_error::ResponseBody<Held<B>>;
+
+/// The inner service's body, holding the request's slot until the body ends (or fails) or
+/// is dropped: a streaming response counts as in flight for as long as it streams.
 #[derive(Debug)]
-pub struct ResponseBody<B> {
-    kind: Kind<B>,
+pub struct Held<B> {
+    body: B,
+    permit: Option<Permit>,
 }
 
-#[derive(Debug)]
-enum Kind<B> {
-    Inner { body: B, permit: Option<Permit> },
-    Error(Option<Bytes>),
-}
-
-impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B, permit: Permit) -> Self {
+impl<B> Held<B> {
+    pub(crate) fn new(body: B, permit: Permit) -> Self {
         Self {
-            kind: Kind::Inner {
-                body,
-                permit: Some(permit),
-            },
-        }
-    }
-
-    pub(crate) fn error(json: Bytes) -> Self {
-        Self {
-            kind: Kind::Error(Some(json)),
+            body,
+            permit: Some(permit),
         }
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B> Body for Held<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -52,37 +41,25 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Inner { body, permit } => {
-                let frame = Pin::new(&mut *body).poll_frame(cx);
-                let finished = match &frame {
-                    Poll::Ready(None | Some(Err(_))) => true,
-                    // Servers may stop polling once the body says it is done.
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Pending => false,
-                };
-                if finished {
-                    permit.take();
-                }
-                frame
-            }
-            Kind::Error(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let finished = match &frame {
+            Poll::Ready(None | Some(Err(_))) => true,
+            // Servers may stop polling once the body says it is done.
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if finished {
+            this.permit.take();
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Error(bytes) => bytes.is_none(),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Error(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-        }
+        self.body.size_hint()
     }
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::body::ResponseBody;
+use super::body::{Held, ResponseBody};
 use super::error::{OverloadReason, Overloaded};
 use super::queue::{Permit, Waiter};
 
@@ -143,7 +143,9 @@ where
                     let permit = permit
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(|body| ResponseBody::inner(body, permit))));
+                    return Poll::Ready(Ok(
+                        response.map(|body| ResponseBody::inner(Held::new(body, permit)))
+                    ));
                 }
                 KindProj::Rejected { reason } => {
                     return Poll::Ready(Ok(overloaded(*reason)));

@@ -73,7 +73,7 @@ mod policy;
 mod queue;
 mod service;
 
-pub use body::ResponseBody;
+pub use body::{Held, ResponseBody};
 pub use classify::{AcceptEventStream, Fixed, HeaderPriority};
 pub use error::{OverloadReason, Overloaded, PolicyError};
 pub use future::ResponseFuture;
