@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::client::within;
-use crate::edge::{Edge, KEY, eventually, peers};
+use crate::edge::{Edge, KEY, eventually};
 use crate::origin::{Dropped, Origin, channel_body, event_stream, sse_event};
 
 #[tokio::test]
@@ -29,19 +29,7 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
         })
     })
     .await;
-    let edge = Edge::from_toml(&format!(
-        r#"
-[[routes]]
-name = "events"
-kind = "upstream"
-upstream = "endless"
-[upstreams.endless]
-peers = [{}]
-read_timeout_ms = 0
-"#,
-        peers(&[origin.addr])
-    ))
-    .await;
+    let edge = Edge::proxying_to(origin.addr).await;
 
     let mut stream = edge
         .client

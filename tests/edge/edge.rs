@@ -107,6 +107,24 @@ impl Edge {
         }
     }
 
+    /// One upstream route for every path to `origin`, with no read timeout (streams and
+    /// slow bodies may go quiet for as long as they like).
+    pub async fn proxying_to(origin: SocketAddr) -> Self {
+        Self::from_toml(&format!(
+            r#"
+[[routes]]
+name = "all"
+kind = "upstream"
+upstream = "origin"
+[upstreams.origin]
+peers = [{}]
+read_timeout_ms = 0
+"#,
+            peers(&[origin])
+        ))
+        .await
+    }
+
     /// The edge server over a hand-built `table`, running `health` checkers.
     pub fn from_table(table: RouteTable, health: Vec<Arc<dyn HealthChecker>>) -> Self {
         let settings = ServerSettings {

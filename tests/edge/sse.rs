@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::edge::{Edge, KEY, peers};
+use crate::edge::{Edge, KEY};
 use crate::origin::{Origin, channel_body, event_stream, sse_event};
 
 #[tokio::test]
@@ -29,19 +29,7 @@ async fn sse_through_an_upstream_route_is_unbuffered() {
         })
     })
     .await;
-    let edge = Edge::from_toml(&format!(
-        r#"
-[[routes]]
-name = "events"
-kind = "upstream"
-upstream = "sse"
-[upstreams.sse]
-peers = [{}]
-read_timeout_ms = 0
-"#,
-        peers(&[origin.addr])
-    ))
-    .await;
+    let edge = Edge::proxying_to(origin.addr).await;
 
     let mut stream = edge
         .client

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 use crate::client::within;
-use crate::edge::{Edge, eventually, peers};
+use crate::edge::{Edge, eventually};
 use crate::origin::{Origin, text};
 
 /// Size of the upload.
@@ -133,19 +133,7 @@ async fn a_100_mib_upload_streams_through_with_bounded_buffering() {
             })
         })
     };
-    let edge = Edge::from_toml(&format!(
-        r#"
-[[routes]]
-name = "upload"
-kind = "upstream"
-upstream = "sink"
-[upstreams.sink]
-peers = [{}]
-read_timeout_ms = 0
-"#,
-        peers(&[origin.addr])
-    ))
-    .await;
+    let edge = Edge::proxying_to(origin.addr).await;
 
     // A connection of our own, so the body's progress is ours to watch.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
