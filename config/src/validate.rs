@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
-use agentgate_middleware::rate_limit::{PolicyError, RateLimitLayer};
+use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
 
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
@@ -278,6 +278,12 @@ impl Config {
                 p.push(&key(&format!("priority_queue.{field}")), error.to_string());
             }
             if let Some(limit) = &route.rate_limit {
+                p.require(
+                    limit.store == LimitStore::Local || self.store.kind == StoreKind::Redis,
+                    &key("rate_limit.store"),
+                    "\"redis\" needs the Redis session store (store.kind = \"redis\"): the \
+                     buckets live in the same Redis",
+                );
                 // The layer's own constructor is the one source of truth for what is valid.
                 if let Err(error) = RateLimitLayer::from_policy(limit) {
                     let field = match &error {

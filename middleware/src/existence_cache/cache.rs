@@ -80,6 +80,14 @@ where
         self.lock().entries.remove(key);
     }
 
+    /// Forgets every key (the application may have missed changes, e.g. while its
+    /// notification connection was down).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.entries.clear();
+        state.order.clear();
+    }
+
     /// Cached keys now (expired ones included until they are looked up or evicted).
     pub fn len(&self) -> usize {
         self.lock().entries.len()

@@ -110,7 +110,10 @@ where
                 } => {
                     // A slot that arrived counts even if the deadline passed meanwhile.
                     let permit = match Pin::new(&mut waiter.rx).poll(cx) {
-                        Poll::Ready(Ok(permit)) => permit,
+                        Poll::Ready(Ok(permit)) => {
+                            waiter.admitted();
+                            permit
+                        }
                         Poll::Ready(Err(_)) => {
                             tracing::debug!("priority queue: evicted");
                             kind.set(Kind::Rejected {
@@ -121,6 +124,7 @@ where
                         Poll::Pending => {
                             ready!(deadline.poll(cx));
                             tracing::debug!("priority queue: waited too long");
+                            waiter.timed_out();
                             // Leaves the queue now (dropping the waiter).
                             kind.set(Kind::Rejected {
                                 reason: OverloadReason::TimedOut,

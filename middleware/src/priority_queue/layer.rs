@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use super::classify::{AcceptEventStream, HeaderPriority};
 use super::error::PolicyError;
+use super::observe::{NoObserver, QueueObserver};
 use super::policy::PriorityQueuePolicy;
 use super::queue::Queue;
 use super::service::PriorityQueueService;
@@ -16,6 +17,7 @@ use super::service::PriorityQueueService;
 /// Every service made by one layer (and its clones) shares the same slots and queue.
 pub struct PriorityQueueLayer<C> {
     classifier: C,
+    policy: PriorityQueuePolicy,
     queue: Arc<Queue>,
 }
 
@@ -23,6 +25,7 @@ impl<C: Clone> Clone for PriorityQueueLayer<C> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
+            policy: self.policy.clone(),
             queue: self.queue.clone(),
         }
     }
@@ -55,8 +58,17 @@ impl<C> PriorityQueueLayer<C> {
         policy.validate()?;
         Ok(Self {
             classifier,
-            queue: Arc::new(Queue::new(policy)),
+            policy: policy.clone(),
+            queue: Arc::new(Queue::new(policy, Arc::new(NoObserver))),
         })
+    }
+
+    /// Reports queue depth, waits and sheds to `observer`. This gives the layer a new,
+    /// empty queue: call it before making services (services made earlier keep the old
+    /// queue).
+    pub fn observed(mut self, observer: Arc<dyn QueueObserver>) -> Self {
+        self.queue = Arc::new(Queue::new(&self.policy, observer));
+        self
     }
 
     /// Requests running now (responses still streaming count), as (main, streams).

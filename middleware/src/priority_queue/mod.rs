@@ -27,6 +27,10 @@
 //!
 //! Memory is bounded by `max_queue` waiters per budget.
 //!
+//! **Observing**: [`PriorityQueueLayer::observed`] reports queue depth per priority, the
+//! time each queued request waited for its slot, and sheds by reason to a
+//! [`QueueObserver`] (the gateway feeds Prometheus with it).
+//!
 //! Readiness: capacity depends on the request (its priority), so it is **not** taken in
 //! `poll_ready`, which is the inner service's. The request is placed in `call`; a queued
 //! request waits in the response future, which then calls the inner service. To do so it
@@ -69,6 +73,7 @@ mod classify;
 pub mod error;
 mod future;
 mod layer;
+mod observe;
 mod policy;
 mod queue;
 mod service;
@@ -78,6 +83,7 @@ pub use classify::{AcceptEventStream, Fixed, HeaderPriority};
 pub use error::{OverloadReason, Overloaded, PolicyError};
 pub use future::ResponseFuture;
 pub use layer::PriorityQueueLayer;
+pub use observe::{NoObserver, QueueObserver};
 pub use policy::PriorityQueuePolicy;
 pub use service::PriorityQueueService;
 

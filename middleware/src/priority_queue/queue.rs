@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
+use super::error::OverloadReason;
+use super::observe::QueueObserver;
 use super::policy::PriorityQueuePolicy;
 
 /// Which budget a request draws from.
@@ -46,6 +49,13 @@ pub(crate) struct Queue {
     /// Streams draw from `Lane::Stream` only if it has slots.
     separate_streams: bool,
     state: Mutex<State>,
+    observer: Arc<dyn QueueObserver>,
+}
+
+impl std::fmt::Debug for dyn QueueObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueObserver")
+    }
 }
 
 /// What [`Queue::admit`] decided.
@@ -59,7 +69,7 @@ pub(crate) enum Admission {
 }
 
 impl Queue {
-    pub(crate) fn new(policy: &PriorityQueuePolicy) -> Self {
+    pub(crate) fn new(policy: &PriorityQueuePolicy, observer: Arc<dyn QueueObserver>) -> Self {
         let budget = |limit| Budget {
             limit,
             in_flight: 0,
@@ -73,6 +83,7 @@ impl Queue {
                 budgets: [budget(policy.max_in_flight), budget(policy.stream_budget)],
                 next_seq: 0,
             }),
+            observer,
         }
     }
 
@@ -101,22 +112,34 @@ impl Queue {
             budget.in_flight += 1;
             return Admission::Run(Permit::new(self.clone(), lane));
         }
+        let mut evicted = None;
         if budget.waiters.len() >= self.max_queue {
             match budget.waiters.last_key_value() {
                 Some((&(Reverse(lowest), _), _)) if priority > lowest => {
                     // Dropping the sender tells the evicted waiter.
                     budget.waiters.pop_last();
+                    evicted = Some(lowest);
                 }
-                _ => return Admission::Full,
+                _ => {
+                    drop(state);
+                    self.observer.shed(priority, OverloadReason::QueueFull);
+                    return Admission::Full;
+                }
             }
         }
         let (tx, rx) = oneshot::channel();
         let key = (Reverse(priority), seq);
         budget.waiters.insert(key, tx);
+        drop(state);
+        if let Some(lowest) = evicted {
+            self.observer.shed(lowest, OverloadReason::Evicted);
+        }
+        self.observer.depth(priority, 1);
         Admission::Wait(Waiter {
             queue: self.clone(),
             lane,
             key,
+            since: Instant::now(),
             rx,
         })
     }
@@ -197,6 +220,7 @@ pub(crate) struct Waiter {
     queue: Arc<Queue>,
     lane: Lane,
     key: WaitKey,
+    since: Instant,
     pub(crate) rx: oneshot::Receiver<Permit>,
 }
 
@@ -205,10 +229,30 @@ impl Waiter {
     pub(crate) fn max_wait(&self) -> Duration {
         self.queue.max_wait
     }
+
+    fn priority(&self) -> u8 {
+        let (Reverse(priority), _) = self.key;
+        priority
+    }
+
+    /// The request got its slot.
+    pub(crate) fn admitted(&self) {
+        self.queue
+            .observer
+            .waited(self.priority(), self.since.elapsed());
+    }
+
+    /// The request was turned away (evictions are reported when they happen).
+    pub(crate) fn timed_out(&self) {
+        self.queue
+            .observer
+            .shed(self.priority(), OverloadReason::TimedOut);
+    }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
         self.queue.leave(self.lane, self.key);
+        self.queue.observer.depth(self.priority(), -1);
     }
 }

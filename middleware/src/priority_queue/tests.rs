@@ -310,3 +310,82 @@ fn policy_defaults_and_validation() {
     assert_eq!(zero.validate(), Err(PolicyError::Zero("max_in_flight")));
     assert!(PriorityQueueLayer::from_policy(&zero).is_err());
 }
+
+/// Records what a [`QueueObserver`] is told.
+#[derive(Default)]
+struct Recorder {
+    depth: std::sync::Mutex<std::collections::BTreeMap<u8, i64>>,
+    waits: std::sync::Mutex<Vec<(u8, Duration)>>,
+    sheds: std::sync::Mutex<Vec<(u8, OverloadReason)>>,
+}
+
+impl QueueObserver for Recorder {
+    fn depth(&self, priority: u8, delta: i64) {
+        *self.depth.lock().unwrap().entry(priority).or_default() += delta;
+    }
+
+    fn waited(&self, priority: u8, waited: Duration) {
+        self.waits.lock().unwrap().push((priority, waited));
+    }
+
+    fn shed(&self, priority: u8, reason: OverloadReason) {
+        self.sheds.lock().unwrap().push((priority, reason));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn observer_sees_depth_by_priority_waits_and_sheds_by_reason() {
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut queue_policy = policy(1, 2);
+    queue_policy.max_wait_ms = 1000;
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let inner = service_fn(move |req: Request<()>| {
+        tx.send(req.headers()["x-id"].to_str().unwrap().to_owned())
+            .unwrap();
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+    });
+    let layer = PriorityQueueLayer::new(&queue_policy, header_priority())
+        .unwrap()
+        .observed(recorder.clone());
+    let mut svc = layer.layer(Inner::new(inner));
+
+    let running = spawn(&mut svc, req("running", 5)).await.await.unwrap();
+    started.recv().await.unwrap();
+    let low = spawn(&mut svc, req("low", 1)).await;
+    let mid = spawn(&mut svc, req("mid", 3)).await;
+    settle().await;
+    assert_eq!(*recorder.depth.lock().unwrap(), [(1, 1), (3, 1)].into());
+    // Queue full: a priority-1 arrival is turned away; a priority-7 one evicts "low".
+    let full = spawn(&mut svc, req("full", 1)).await.await.unwrap();
+    assert_eq!(reason(&full), OverloadReason::QueueFull);
+    let high = spawn(&mut svc, req("high", 7)).await;
+    assert_eq!(reason(&low.await.unwrap()), OverloadReason::Evicted);
+    settle().await;
+    assert_eq!(
+        *recorder.depth.lock().unwrap(),
+        [(1, 0), (3, 1), (7, 1)].into()
+    );
+
+    // "high" gets the slot after 300 ms; "mid" then waits past max_wait.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    drop(running);
+    assert_eq!(started.recv().await.unwrap(), "high");
+    let high = high.await.unwrap();
+    tokio::time::advance(Duration::from_millis(800)).await;
+    assert_eq!(reason(&mid.await.unwrap()), OverloadReason::TimedOut);
+    drop(high);
+
+    assert_eq!(
+        *recorder.waits.lock().unwrap(),
+        [(7, Duration::from_millis(300))]
+    );
+    assert_eq!(
+        *recorder.sheds.lock().unwrap(),
+        [
+            (1, OverloadReason::QueueFull),
+            (1, OverloadReason::Evicted),
+            (3, OverloadReason::TimedOut)
+        ]
+    );
+    assert!(recorder.depth.lock().unwrap().values().all(|d| *d == 0));
+}

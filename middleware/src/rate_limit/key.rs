@@ -191,3 +191,67 @@ impl KeyExtractor for PolicyKey {
         }
     }
 }
+
+/// A key as text, for limiters whose buckets live outside the process
+/// ([`SharedRateLimitLayer`](super::SharedRateLimitLayer)): distinct keys must give
+/// distinct names.
+pub trait KeyName {
+    /// Appends the key's name to `out`.
+    fn write_name(&self, out: &mut String);
+}
+
+impl KeyName for () {
+    fn write_name(&self, out: &mut String) {
+        out.push_str("global");
+    }
+}
+
+impl KeyName for IpAddr {
+    fn write_name(&self, out: &mut String) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl KeyName for String {
+    fn write_name(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl KeyName for HeaderValue {
+    /// Visible ASCII as is, every other byte (and `%`) as `%XX`: opaque header bytes
+    /// still give distinct names.
+    fn write_name(&self, out: &mut String) {
+        use std::fmt::Write;
+        for &byte in self.as_bytes() {
+            if byte.is_ascii_graphic() && byte != b'%' {
+                out.push(char::from(byte));
+            } else {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+}
+
+impl KeyName for LimitKey {
+    /// `global`, `ip:<addr>`, `h:<value>` or `s:<session id>`.
+    fn write_name(&self, out: &mut String) {
+        match self {
+            Self::Global => ().write_name(out),
+            Self::PeerIp(ip) => {
+                out.push_str("ip:");
+                ip.write_name(out);
+            }
+            Self::Header(value) => {
+                out.push_str("h:");
+                value.write_name(out);
+            }
+            Self::SessionId(id) => {
+                out.push_str("s:");
+                id.write_name(out);
+            }
+        }
+    }
+}

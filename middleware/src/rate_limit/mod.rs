@@ -5,7 +5,11 @@
 //! or whichever a [`RateLimitPolicy`] names ([`PolicyKey`]). Each key gets the same
 //! [`Quota`]: a bucket of `burst` requests refilled at `per_second`, one request every
 //! `1 / per_second` seconds (governor's GCRA, no timer per key). Requests without a key are
-//! not limited. Limits are per process: N gateway replicas allow N times the rate.
+//! not limited. [`RateLimitLayer`] keeps the buckets in the process: N gateway replicas allow
+//! N times the rate. [`SharedRateLimitLayer`] keeps them in a store all replicas share
+//! ([`SharedGcra`]; Redis with the `redis` feature: `RedisGcra`), with a local cache of
+//! keys known to be over their limit and a choice of failing open or closed; see
+//! [`shared`](self::shared).
 //!
 //! **Over the limit** the layer answers itself and the inner service is not called:
 //!
@@ -71,17 +75,28 @@ mod future;
 mod key;
 mod layer;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
+pub mod shared;
 
 pub use crate::json_error::ResponseBody;
 pub use error::{PolicyError, RateLimited};
 pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use governor::clock::{DefaultClock, FakeRelativeClock};
-pub use key::{GlobalKey, HeaderKey, LimitKey, PeerAddr, PeerIpKey, PolicyKey, SessionIdKey};
+pub use key::{
+    GlobalKey, HeaderKey, KeyName, LimitKey, PeerAddr, PeerIpKey, PolicyKey, SessionIdKey,
+};
 pub use layer::RateLimitLayer;
-pub use policy::{KeyKind, RateLimitPolicy};
+pub use policy::{FailMode, KeyKind, LimitStore, RateLimitPolicy};
+#[cfg(feature = "redis")]
+pub use redis::RedisGcra;
 pub use service::RateLimitService;
+pub use shared::{
+    CheckFuture, GcraQuota, SharedGcra, SharedRateLimitLayer, SharedRateLimitService,
+    SharedResponseFuture, StoreUnavailable, Verdict,
+};
 
 use std::hash::Hash;
 
@@ -98,3 +113,6 @@ pub trait KeyExtractor: Clone {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shared_tests;

@@ -29,13 +29,46 @@ pub enum KeyKind {
     SessionId,
 }
 
-/// Settings of a [`RateLimitLayer`](super::RateLimitLayer).
+/// Where the buckets live.
+///
+/// Written as a plain string in TOML: `store = "local"` or `"redis"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In this process ([`RateLimitLayer`](super::RateLimitLayer)): N replicas allow N times
+    /// the rate.
+    #[default]
+    Local,
+    /// In a store every replica shares, through a [`SharedGcra`](super::SharedGcra) (Redis
+    /// with the `redis` feature): one limit for the whole fleet
+    /// ([`SharedRateLimitLayer`](super::SharedRateLimitLayer)).
+    Redis,
+}
+
+/// What a shared limiter does when its store cannot answer.
+///
+/// Written as a plain string in TOML: `on_store_error = "open"` or `"closed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Let the request through (availability first): an outage of the store lifts the limit.
+    #[default]
+    Open,
+    /// Answer `503` with `Retry-After` (protection first): an outage of the store stops the
+    /// route.
+    Closed,
+}
+
+/// Settings of a [`RateLimitLayer`](super::RateLimitLayer) or, with `store = "redis"`, of a
+/// [`SharedRateLimitLayer`](super::SharedRateLimitLayer).
 ///
 /// ```toml
 /// per_second = 20       # sustained rate per key
 /// burst = 40            # requests a fresh key may make at once (default: per_second)
 /// key = "header"        # global | peer_ip | header | session_id
 /// key_header = "x-api-key"
+/// store = "redis"       # local (default) | redis: one limit across all gateways
+/// on_store_error = "open"   # open (default) | closed: 503 while Redis is down
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +86,14 @@ pub struct RateLimitPolicy {
     /// Peers whose `X-Forwarded-For` is believed when `key = "peer_ip"` (your load
     /// balancers). Ignored otherwise. Default none: the peer address is the key.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Where the buckets live. Default `local`.
+    pub store: LimitStore,
+    /// With `store = "redis"`: what to do when Redis does not answer. Default `open`.
+    pub on_store_error: FailMode,
+    /// With `store = "redis"`: how many keys known to be over their limit are remembered
+    /// locally, so a hot abuser's requests are refused without a Redis call until its
+    /// `Retry-After` has passed. 0 turns the cache off. Default 10000.
+    pub over_limit_cache: usize,
 }
 
 impl Default for RateLimitPolicy {
@@ -63,6 +104,9 @@ impl Default for RateLimitPolicy {
             key: KeyKind::Global,
             key_header: None,
             trusted_proxies: Vec::new(),
+            store: LimitStore::Local,
+            on_store_error: FailMode::Open,
+            over_limit_cache: 10_000,
         }
     }
 }

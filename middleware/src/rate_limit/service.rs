@@ -124,7 +124,10 @@ fn whole_seconds(wait: Duration) -> u64 {
 }
 
 /// The layer's `429`.
-fn too_many_requests<B>(retry_after: Duration, limit: HeaderValue) -> Response<ResponseBody<B>> {
+pub(crate) fn too_many_requests<B>(
+    retry_after: Duration,
+    limit: HeaderValue,
+) -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::error(Bytes::from_static(
         LIMITED_JSON.as_bytes(),
     )));
