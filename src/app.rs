@@ -10,7 +10,8 @@
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
 //!   to the group; the admission response, and the queue slot in it, lives until pingora
 //!   has sent the whole response
-//! - a route's policies, on either kind, outermost first: rate limit ─► priority queue
+//! - a route's policies, on either kind, outermost first: rate limit (in process, or in
+//!   Redis shared by every gateway: `store = "redis"`) ─► priority queue
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use agentgate_config::{
 };
 use agentgate_middleware::existence_cache::ExistenceCacheLayer;
 use agentgate_middleware::priority_queue::PriorityQueueLayer;
-use agentgate_middleware::rate_limit::{PeerAddr, RateLimitLayer};
+use agentgate_middleware::rate_limit::{
+    LimitStore, PeerAddr, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
+};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
@@ -40,7 +43,7 @@ use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
-use crate::store::{SessionStore, StoreError, StoreExistence};
+use crate::store::{Presence, SessionStore, StoreError, StoreExistence};
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +92,7 @@ impl App {
     /// serves (store connections and background tasks live there).
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
-        let store = build_store(config).await?;
+        let (store, shared_limits) = build_store(config).await?;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
             DispatchKind::None => None,
             DispatchKind::Demo => Some(Arc::new(DemoAgent::new(
@@ -99,8 +102,9 @@ impl App {
                 shutdown.clone(),
             ))),
         };
+        let metrics = Arc::new(Metrics::new(store.stats()));
         let state = ApiState {
-            metrics: Arc::new(Metrics::new(store.stats())),
+            metrics: Arc::clone(&metrics),
             store,
             keys: ApiKeys::new(config.auth.api_keys.iter().map(String::as_str)),
             tokens: StreamTokens::new(
@@ -120,8 +124,8 @@ impl App {
         let api = AgentApi::new(Arc::new(state));
         let groups = build_upstreams(&config.upstreams)?;
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
-        let agent = agent_stack(config, &api, store, tokens);
-        let routes = build_routes(config, agent, &groups)?;
+        let agent = agent_stack(config, &api, store, tokens, &shutdown);
+        let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
         Ok(Self {
             api,
             shutdown,
@@ -141,16 +145,22 @@ impl App {
     }
 }
 
-async fn build_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreError> {
+/// The session store and, with Redis, the shared rate limiter on its connection.
+async fn build_store(
+    config: &Config,
+) -> Result<(Arc<dyn SessionStore>, Option<Arc<dyn SharedGcra>>), StoreError> {
     let store = &config.store;
     Ok(match store.kind {
-        StoreKind::Memory => MemoryStore::new(MemoryLimits {
-            events_maxlen: usize::try_from(store.events_maxlen).unwrap_or(usize::MAX),
-            retention: store.retention(),
-            session_ttl: store.session_ttl(),
-        }),
+        StoreKind::Memory => (
+            MemoryStore::new(MemoryLimits {
+                events_maxlen: usize::try_from(store.events_maxlen).unwrap_or(usize::MAX),
+                retention: store.retention(),
+                session_ttl: store.session_ttl(),
+            }),
+            None,
+        ),
         StoreKind::Redis => {
-            RedisStore::connect(RedisSettings {
+            let redis = RedisStore::connect(RedisSettings {
                 urls: store.redis.urls.clone(),
                 cluster: store.redis.cluster,
                 timeout: store.redis.timeout(),
@@ -159,7 +169,9 @@ async fn build_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreErro
                 retention: store.retention(),
                 session_ttl: store.session_ttl(),
             })
-            .await?
+            .await?;
+            let limiter = redis.rate_limiter();
+            (redis, Some(limiter))
         }
     })
 }
@@ -211,21 +223,38 @@ fn agent_stack(
     api: &AgentApi,
     store: Arc<dyn SessionStore>,
     tokens: StreamTokens,
+    shutdown: &CancellationToken,
 ) -> RouteService {
     if !config.features.existence_cache {
         return route_service(api.clone());
     }
+    let mut presence = store.presence().subscribe();
+    let existence = ExistenceCacheLayer::new(
+        StreamSessionKey(tokens),
+        StoreExistence(store),
+        config.existence_cache.clone(),
+    )
+    .not_found(SESSION_NOT_FOUND);
+    // The store tells the cache which sessions appeared or expired.
+    let cache = existence.cache().clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                change = presence.next() => change,
+                () = shutdown.cancelled() => None,
+            };
+            match change {
+                Some(Presence::Changed(id)) => cache.invalidate(&id),
+                Some(Presence::Unknown) => cache.clear(),
+                None => return,
+            }
+        }
+    });
     route_service(
         ServiceBuilder::new()
             // existence cache: concurrent stream connects to one session share one lookup
-            .layer(
-                ExistenceCacheLayer::new(
-                    StreamSessionKey(tokens),
-                    StoreExistence(store),
-                    config.existence_cache.clone(),
-                )
-                .not_found(SESSION_NOT_FOUND),
-            )
+            .layer(existence)
             // the agent API
             .service(api.clone()),
     )
@@ -235,6 +264,8 @@ fn build_routes(
     config: &Config,
     agent: RouteService,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
+    metrics: &Metrics,
+    shared_limits: Option<&Arc<dyn SharedGcra>>,
 ) -> Result<RouteTable, AppError> {
     let mut table = RouteTable::new();
     if config.routes.is_empty() {
@@ -258,13 +289,13 @@ fn build_routes(
                 group: Arc::clone(group),
                 // admission: the route's policies around "admit"; none without policies
                 admission: if has_policies {
-                    Some(with_policies(route, admit_all())?)
+                    Some(with_policies(route, admit_all(), metrics, shared_limits)?)
                 } else {
                     None
                 },
             },
             // validate() guarantees an upstream route names an existing group.
-            _ => Target::Service(with_policies(route, agent.clone())?),
+            _ => Target::Service(with_policies(route, agent.clone(), metrics, shared_limits)?),
         };
         table.push(Route {
             name: route.name.clone(),
@@ -285,8 +316,13 @@ fn build_routes(
 const RATE_LIMIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Wraps `inner` in the route's policy layers. The stack, outermost first:
-/// rate limit ─► priority queue ─► `inner`.
-fn with_policies(route: &RouteConfig, inner: RouteService) -> Result<RouteService, AppError> {
+/// rate limit (local, or shared in Redis) ─► priority queue ─► `inner`.
+fn with_policies(
+    route: &RouteConfig,
+    inner: RouteService,
+    metrics: &Metrics,
+    shared_limits: Option<&Arc<dyn SharedGcra>>,
+) -> Result<RouteService, AppError> {
     let error = |reason: String| AppError::Route {
         name: route.name.clone(),
         reason,
@@ -294,21 +330,46 @@ fn with_policies(route: &RouteConfig, inner: RouteService) -> Result<RouteServic
     let mut service = inner;
     // priority queue: bounded, classed waiting; a slot is held until the body ends
     if let Some(policy) = &route.priority_queue {
-        let queue = PriorityQueueLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+        let queue = PriorityQueueLayer::from_policy(policy)
+            .map_err(|e| error(e.to_string()))?
+            .observed(Arc::new(metrics.queue_observer(&route.name)));
         service = route_service(ServiceBuilder::new().layer(queue).service(service));
     }
     // rate limit: per-key GCRA, 429 before anything else runs
     if let Some(policy) = &route.rate_limit {
-        let limit = RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
-        // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every minute.
-        // The task ends when the route's stack is dropped.
-        drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
-        service = route_service(
-            ServiceBuilder::new()
-                .map_request(peer_addr::<RequestBody>)
-                .layer(limit)
-                .service(service),
-        );
+        service = match (policy.store, shared_limits) {
+            (LimitStore::Local, _) => {
+                let limit =
+                    RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+                // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
+                // minute. The task ends when the route's stack is dropped.
+                drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
+                route_service(
+                    ServiceBuilder::new()
+                        .map_request(peer_addr::<RequestBody>)
+                        .layer(limit)
+                        .service(service),
+                )
+            }
+            (LimitStore::Redis, Some(gcra)) => {
+                // One bucket per route and key, shared by every gateway on this Redis.
+                let prefix = format!("agentgate:rl:{}:", route.name);
+                let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
+                    .map_err(|e| error(e.to_string()))?;
+                route_service(
+                    ServiceBuilder::new()
+                        .map_request(peer_addr::<RequestBody>)
+                        .layer(limit)
+                        .service(service),
+                )
+            }
+            // validate() rejects `store = "redis"` without a Redis session store.
+            (LimitStore::Redis, None) => {
+                return Err(error(
+                    "rate_limit.store = \"redis\" needs store.kind = \"redis\"".to_owned(),
+                ));
+            }
+        };
     }
     Ok(service)
 }

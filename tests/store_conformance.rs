@@ -11,7 +11,8 @@ use std::time::Duration;
 use agentgate::store::memory::{MemoryLimits, MemoryStore};
 use agentgate::store::redis::{RedisSettings, RedisStore};
 use agentgate::store::{
-    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, SessionId, SessionStore, StoreError,
+    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, Presence, SessionId, SessionStore,
+    StoreError,
 };
 use support::redis_cluster::RedisCluster;
 use support::redis_server::RedisServer;
@@ -33,6 +34,9 @@ const DEFAULT: Limits = Limits {
 /// An engine under test; holds its Redis process alive.
 struct Engine {
     store: Arc<dyn SessionStore>,
+    /// Whether every expiry reaches the presence feed (not on Cluster: keyspace events stay
+    /// on the node where the key lived).
+    expiry_events: bool,
     _redis: Option<Box<dyn std::any::Any>>,
 }
 
@@ -43,15 +47,18 @@ fn memory(limits: Limits) -> Engine {
             retention: limits.retention,
             session_ttl: limits.session_ttl,
         }),
+        expiry_events: true,
         _redis: None,
     }
 }
 
 async fn redis(limits: Limits) -> Engine {
-    let server = RedisServer::start();
+    // Expired-key events on, as docs/operations recommend for the existence cache.
+    let server = RedisServer::start_with(&["--notify-keyspace-events", "Ex"]);
     let store = redis_store(vec![server.url()], false, limits).await;
     Engine {
         store,
+        expiry_events: true,
         _redis: Some(Box::new(server)),
     }
 }
@@ -61,6 +68,7 @@ async fn redis_cluster(limits: Limits) -> Engine {
     let store = redis_store(cluster.urls(), true, limits).await;
     Engine {
         store,
+        expiry_events: false,
         _redis: Some(Box::new(cluster)),
     }
 }
@@ -326,6 +334,32 @@ async fn idle_sessions_expire(engine: Engine) {
     ));
 }
 
+/// The next change the feed reports about a session (skipping "may have missed changes",
+/// which a Redis notifier says whenever it (re)subscribes).
+async fn next_change(feed: &mut agentgate::store::presence::PresenceReceiver) -> SessionId {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(15), feed.next()).await;
+        match next.expect("no presence change within 15 s") {
+            Some(Presence::Changed(id)) => return id,
+            Some(Presence::Unknown) => continue,
+            None => panic!("presence feed closed"),
+        }
+    }
+}
+
+async fn presence_reports_creates_and_expiries(engine: Engine) {
+    let store = &*engine.store;
+    let mut feed = store.presence().subscribe();
+    let id = sid("present");
+    create(store, &id).await;
+    assert_eq!(next_change(&mut feed).await, id);
+    if engine.expiry_events {
+        // SHORT_TTL: the idle session expires and the feed says so.
+        assert_eq!(next_change(&mut feed).await, id);
+        assert!(!store.exists(&id).await.unwrap());
+    }
+}
+
 const CAPPED: Limits = Limits {
     maxlen: 50,
     ..DEFAULT
@@ -364,4 +398,5 @@ conformance! {
     watch_wakes_a_waiting_reader: DEFAULT;
     completed_sessions_expire_after_retention: SHORT_RETENTION;
     idle_sessions_expire: SHORT_TTL;
+    presence_reports_creates_and_expiries: SHORT_TTL;
 }

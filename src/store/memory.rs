@@ -14,8 +14,8 @@ use dashmap::DashMap;
 
 use super::watch::WatchRegistry;
 use super::{
-    COMPLETE_KIND, Completion, Event, EventId, NewEvent, NewSession, RUNNING, SessionId,
-    SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+    COMPLETE_KIND, Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING,
+    SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
 /// Limits the memory engine enforces (the same keys configure Redis).
@@ -50,6 +50,7 @@ pub struct MemoryStore {
     limits: MemoryLimits,
     watches: Arc<WatchRegistry>,
     stats: StoreStats,
+    presence: PresenceFeed,
 }
 
 impl MemoryStore {
@@ -61,6 +62,7 @@ impl MemoryStore {
             limits,
             watches: Arc::default(),
             stats: StoreStats::default(),
+            presence: PresenceFeed::default(),
         });
         tokio::spawn(sweep(Arc::downgrade(&store)));
         store
@@ -127,7 +129,13 @@ async fn sweep(store: Weak<MemoryStore>) {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };
         let now = Instant::now();
-        store.sessions.retain(|_, s| lock(s).is_live(now));
+        store.sessions.retain(|id, s| {
+            let live = lock(s).is_live(now);
+            if !live {
+                store.presence.changed(id);
+            }
+            live
+        });
     }
 }
 
@@ -152,6 +160,7 @@ impl SessionStore for MemoryStore {
         };
         self.sessions
             .insert(id.clone(), Arc::new(Mutex::new(fresh)));
+        self.presence.changed(id);
         Ok(())
     }
 
@@ -216,5 +225,9 @@ impl SessionStore for MemoryStore {
 
     fn stats(&self) -> &StoreStats {
         &self.stats
+    }
+
+    fn presence(&self) -> &PresenceFeed {
+        &self.presence
     }
 }

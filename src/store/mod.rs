@@ -15,6 +15,7 @@
 
 pub mod id;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 pub mod watch;
 
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
 
 pub use id::{EventId, SessionId};
+pub use presence::{Presence, PresenceFeed};
 pub use watch::Watch;
 
 /// The `kind` of the event that [`SessionStore::complete`] appends; agents may not append it.
@@ -199,6 +201,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Backend traffic counters.
     fn stats(&self) -> &StoreStats;
+
+    /// Sessions this store saw appear or disappear (created here, expired), for caches of
+    /// "does this session exist".
+    fn presence(&self) -> &PresenceFeed;
 }
 
 /// A store as the existence cache's backend: "does this session exist?" (one `EXISTS`).

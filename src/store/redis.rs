@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentgate_middleware::rate_limit::{RedisGcra, SharedGcra};
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -35,8 +36,8 @@ use redis::{
 
 use super::watch::WatchRegistry;
 use super::{
-    Completion, Event, EventId, NewEvent, NewSession, RUNNING, SessionId, SessionState,
-    SessionStore, StoreError, StoreStats, Watch, now_ms,
+    Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
+    SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
 /// Settings of the Redis engine.
@@ -60,6 +61,9 @@ pub struct RedisSettings {
 
 /// Pattern matching every session's notification channel.
 const NOTIFY_PATTERN: &str = "ag:*:notify";
+/// Keyspace events of expired keys, in every database (sent only if the server's
+/// `notify-keyspace-events` has `Ex`): a session's meta hash expiring ends the session.
+const EXPIRED_PATTERN: &str = "__keyevent@*__:expired";
 
 fn meta_key(id: &SessionId) -> String {
     format!("ag:{{{id}}}:meta")
@@ -74,6 +78,12 @@ fn notify_channel(id: &SessionId) -> String {
 }
 
 /// The session id inside a notification channel name, if it is one of ours.
+/// The session whose meta hash `key` is (`ag:{<sid>}:meta`).
+fn session_of_meta_key(key: &[u8]) -> Option<SessionId> {
+    let s = std::str::from_utf8(key).ok()?;
+    s.strip_prefix("ag:{")?.strip_suffix("}:meta")?.parse().ok()
+}
+
 fn session_of_channel(channel: &[u8]) -> Option<SessionId> {
     let s = std::str::from_utf8(channel).ok()?;
     s.strip_prefix("ag:{")?
@@ -186,6 +196,7 @@ pub struct RedisStore {
     complete: LuaScript,
     watches: Arc<WatchRegistry>,
     stats: StoreStats,
+    presence: PresenceFeed,
     notifier: tokio::task::JoinHandle<()>,
 }
 
@@ -212,7 +223,12 @@ impl RedisStore {
         let stats = StoreStats::default();
         let watches = Arc::new(WatchRegistry::default());
         let backend = open_backend(&settings).await?;
-        let notifier = tokio::spawn(run_notifier(settings.clone(), Arc::clone(&watches)));
+        let presence = PresenceFeed::default();
+        let notifier = tokio::spawn(run_notifier(
+            settings.clone(),
+            Arc::clone(&watches),
+            presence.clone(),
+        ));
         Ok(Arc::new(Self {
             conn: CountedConnection {
                 backend,
@@ -223,8 +239,15 @@ impl RedisStore {
             complete: LuaScript::new(COMPLETE_LUA),
             watches,
             stats,
+            presence,
             notifier,
         }))
+    }
+
+    /// A GCRA rate limiter over this store's connection (no extra connection; its calls
+    /// count as the store's round trips), for `[routes.rate_limit] store = "redis"`.
+    pub fn rate_limiter(&self) -> Arc<dyn SharedGcra> {
+        Arc::new(RedisGcra::new(self.conn.clone(), self.settings.timeout))
     }
 
     /// Runs one backend call under the configured timeout.
@@ -338,7 +361,11 @@ fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {
 /// channel and wakes local readers. Pings every second so a dropped connection is noticed
 /// and re-established even when no message flows; the subscription confirmation that
 /// follows every (re)subscribe wakes all readers to re-read what they may have missed.
-async fn run_notifier(settings: RedisSettings, watches: Arc<WatchRegistry>) {
+async fn run_notifier(
+    settings: RedisSettings,
+    watches: Arc<WatchRegistry>,
+    presence: PresenceFeed,
+) {
     let on_push = {
         let watches = Arc::clone(&watches);
         move |push: PushInfo| -> Result<(), redis::aio::SendError> {
@@ -349,9 +376,18 @@ async fn run_notifier(settings: RedisSettings, watches: Arc<WatchRegistry>) {
                         && let Some(id) = session_of_channel(channel)
                     {
                         watches.notify(&id);
+                    } else if let Some(Value::BulkString(key)) = push.data.get(2)
+                        && let Some(id) = session_of_meta_key(key)
+                    {
+                        // A keyspace event: the payload is the expired key.
+                        presence.changed(&id);
                     }
                 }
-                PushKind::PSubscribe => watches.notify_all(),
+                PushKind::PSubscribe => {
+                    // (Re)subscribed: whatever happened meanwhile was not heard.
+                    watches.notify_all();
+                    presence.unknown();
+                }
                 _ => {}
             }
             Ok(())
@@ -371,9 +407,11 @@ async fn run_notifier(settings: RedisSettings, watches: Arc<WatchRegistry>) {
             let result = if subscribed {
                 c.ping().await
             } else {
-                c.psubscribe(NOTIFY_PATTERN)
-                    .await
-                    .map(|()| subscribed = true)
+                match c.psubscribe(NOTIFY_PATTERN).await {
+                    Ok(()) => c.psubscribe(EXPIRED_PATTERN).await,
+                    Err(e) => Err(e),
+                }
+                .map(|()| subscribed = true)
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "redis notification connection not ready");
@@ -460,7 +498,9 @@ impl SessionStore for RedisStore {
             .arg(millis(self.settings.session_ttl))
             .ignore();
         let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
+        self.call(pipe.query_async::<()>(&mut conn)).await?;
+        self.presence.changed(id);
+        Ok(())
     }
 
     async fn append(
@@ -592,6 +632,10 @@ impl SessionStore for RedisStore {
 
     fn stats(&self) -> &StoreStats {
         &self.stats
+    }
+
+    fn presence(&self) -> &PresenceFeed {
+        &self.presence
     }
 }
 
