@@ -19,5 +19,6 @@ mod lifecycle;
 mod redis_outage;
 mod resume;
 mod round_trips;
+mod shared_rate_limit;
 mod shutdown;
 mod slow_client;

@@ -1,6 +1,7 @@
 //! A per-route priority queue through the gateway: under overload the important request
 //! waits and succeeds while the unimportant one is shed with 503 and `Retry-After`, and the
-//! queue slot is held until the proxied response has been sent.
+//! queue slot is held until the proxied response has been sent; `/metrics` shows the shed
+//! and the wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,10 @@ async fn under_overload_high_priority_waits_and_low_priority_is_shed() {
     .await;
     let edge = Edge::from_toml(&format!(
         r#"
+[[routes]]
+name = "ops"
+kind = "agent"
+path_prefix = "/metrics"
 [[routes]]
 name = "web"
 kind = "upstream"
@@ -83,5 +88,31 @@ peers = [{}]
     let high = high.await.expect("C's task");
     assert_eq!((high.status, high.text.as_str()), (StatusCode::OK, "done"));
     assert_eq!(origin.requests(), 2, "B never reached the origin");
+
+    // The queue's metrics: B shed (full or evicted), C waited once, nobody waits now.
+    let metrics = edge
+        .client
+        .send_call(edge.client.get("/metrics"))
+        .await
+        .text;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let shed = value(r#"agentgate_queue_shed_total{route="web",priority="1",reason="queue_full"}"#)
+        + value(r#"agentgate_queue_shed_total{route="web",priority="1",reason="evicted"}"#);
+    assert_eq!(shed, 1.0, "{metrics}");
+    assert_eq!(
+        value(r#"agentgate_queue_wait_seconds_count{route="web",priority="9"}"#),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"agentgate_queue_depth{route="web",priority="9"}"#),
+        0.0,
+        "{metrics}"
+    );
     edge.stop().await;
 }

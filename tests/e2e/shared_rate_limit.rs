@@ -1,0 +1,194 @@
+//! `store = "redis"` rate limits: two gateway *processes* on one private Redis enforce one
+//! limit; with Redis down, `on_store_error` decides between letting requests through and
+//! `503`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use http::StatusCode;
+
+use crate::client::Client;
+use crate::gateway::{Gateway, KEY, SECRET, blocking};
+use crate::support::redis_server::RedisServer;
+
+/// `[[routes]]` for every path with a global rate limit of `burst` at once, 1/s, in Redis.
+fn limited_routes(burst: u32, on_store_error: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "api"
+kind = "agent"
+path_prefix = "/"
+[routes.rate_limit]
+per_second = 1
+burst = {burst}
+key = "global"
+store = "redis"
+on_store_error = "{on_store_error}"
+"#
+    )
+}
+
+fn config_toml(redis: &RedisServer, routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+threads = 1
+[auth]
+api_keys = ["{KEY}"]
+stream_token_secret = "{SECRET}"
+[store]
+kind = "redis"
+[store.redis]
+urls = ["{}"]
+timeout_ms = 500
+[agent]
+dispatch = "none"
+{routes}
+"#,
+        redis.url()
+    )
+}
+
+/// `agentgate serve` as a child process; killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts the binary on `toml` and waits for its "listening" line to learn the port.
+    fn start(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agentgate.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agentgate starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("agentgate exited before listening")
+                .expect("read stdout");
+            if let Some(addr) = listening_addr(&line) {
+                break addr;
+            }
+        };
+        // Keep draining its output so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in `... agentgate listening addrs=[127.0.0.1:PORT] ...`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("agentgate listening") {
+        return None;
+    }
+    let rest = &line[line.find("addrs=[")? + "addrs=[".len()..];
+    rest[..rest.find(']')?]
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn status(client: &Client) -> StatusCode {
+    client.send_call(client.get("/healthz")).await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_share_one_limit() {
+    let redis = blocking(RedisServer::start);
+    let toml = config_toml(&redis, &limited_routes(4, "open"));
+    let (a, b) = blocking(|| (Process::start(&toml), Process::start(&toml)));
+    let (a, b) = (Client::new(a.addr), Client::new(b.addr));
+
+    // Exhaust the one bucket through A, then ask B: with per-process limits B would have a
+    // full bucket of its own. A cell comes back every second, so B may be allowed if the
+    // refill happens right between the two requests; with per-process buckets B is allowed
+    // every time, so three tries tell the two apart.
+    let mut b_refused = false;
+    for _ in 0..3 {
+        let mut passed_a = 0;
+        while status(&a).await == StatusCode::OK {
+            passed_a += 1;
+            assert!(passed_a <= 10, "A is not limited at all");
+        }
+        let reply = b.send_call(b.get("/healthz")).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(reply.error_code(), "rate_limited");
+            assert_eq!(reply.header("retry-after"), Some("1"));
+            b_refused = true;
+            break;
+        }
+    }
+    assert!(b_refused, "gateway B never saw the limit gateway A used up");
+    // Both processes wrote one bucket, in Redis.
+    let keys = blocking(|| redis.keys());
+    assert_eq!(keys, ["agentgate:rl:api:global"], "{keys:?}");
+}
+
+/// Kills Redis under a gateway whose route is limited in Redis with `on_store_error = mode`
+/// and returns what a request gets then.
+async fn with_redis_down(mode: &str) -> crate::client::Reply {
+    let mut redis = blocking(RedisServer::start);
+    let mut config = crate::gateway::redis_config(&redis);
+    config.routes =
+        agentgate_config::Config::from_toml_str(&config_toml(&redis, &limited_routes(100, mode)))
+            .expect("valid config")
+            .routes;
+    let gateway = Gateway::start(&config).await;
+    assert_eq!(status(&gateway.client).await, StatusCode::OK);
+    blocking(|| redis.kill());
+    let reply = gateway
+        .client
+        .send_call(gateway.client.get("/healthz"))
+        .await;
+    gateway.stop().await;
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_open_by_default() {
+    let reply = with_redis_down("open").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_when_configured() {
+    let reply = with_redis_down("closed").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.error_code(), "rate_limit_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
