@@ -5,6 +5,10 @@
 //! - `existence_cache`: a cache **hit** (the key is warmed first);
 //! - `rate_limit`: the **admit** path (a quota so large nothing is limited), with
 //!   [`GlobalKey`] and [`HeaderKey`];
+//! - `shared_rate_limit`: the layer's own cost around its store ([`SharedRateLimitLayer`]
+//!   over a [`SharedGcra`] that answers at once: key naming, boxing, the inner clone), on
+//!   the **admit** path and on the **refused from the over-limit cache** path (no store
+//!   call; a real deployment saves a Redis round trip there);
 //! - `priority_queue`: the **admit** path (free slots; the response, and with it the slot,
 //!   is dropped every iteration).
 //!
@@ -22,7 +26,10 @@ use agentgate_middleware::existence_cache::{
     ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, KeyExtractor,
 };
 use agentgate_middleware::priority_queue::{Fixed, PriorityQueueLayer, PriorityQueuePolicy};
-use agentgate_middleware::rate_limit::{GlobalKey, HeaderKey, Quota, RateLimitLayer};
+use agentgate_middleware::rate_limit::{
+    CheckFuture, GcraQuota, GlobalKey, HeaderKey, PolicyKey, Quota, RateLimitLayer,
+    RateLimitPolicy, SharedGcra, SharedRateLimitLayer, Verdict,
+};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use http::header::HeaderName;
@@ -161,6 +168,54 @@ fn rate_limit(c: &mut Criterion) {
     assert_eq!(header_after.expect("infallible").status(), StatusCode::OK);
 }
 
+/// A [`SharedGcra`] answering at once: always allows, or always refuses for a minute.
+struct Instant(Verdict, AtomicUsize);
+
+impl SharedGcra for Instant {
+    fn check<'a>(&'a self, _key: &'a str, _quota: GcraQuota) -> CheckFuture<'a> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        Box::pin(std::future::ready(Ok(self.0)))
+    }
+}
+
+fn shared_rate_limit(c: &mut Criterion) {
+    let rt = runtime();
+    let policy = RateLimitPolicy {
+        key: agentgate_middleware::rate_limit::KeyKind::Header,
+        key_header: Some("x-api-key".to_owned()),
+        ..RateLimitPolicy::default()
+    };
+    let layer = |verdict| {
+        let gcra = Arc::new(Instant(verdict, AtomicUsize::new(0)));
+        let layer: SharedRateLimitLayer<PolicyKey> =
+            SharedRateLimitLayer::from_policy(&policy, gcra.clone(), "rl:bench:")
+                .expect("valid policy");
+        (layer.layer(inner()), gcra)
+    };
+    let (admit, _) = layer(Verdict::Allowed { remaining: 99 });
+    let (refuse, refusing) = layer(Verdict::Limited {
+        retry_after: Duration::from_secs(60),
+    });
+    let warm = rt.block_on(admit.clone().oneshot(request()));
+    assert_eq!(warm.expect("infallible").status(), StatusCode::OK);
+    let warm = rt.block_on(refuse.clone().oneshot(request()));
+    assert_eq!(
+        warm.expect("infallible").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let mut group = group(c, "shared_rate_limit");
+    bench_oneshot(&mut group, &rt, "baseline", inner());
+    bench_oneshot(&mut group, &rt, "admit", admit);
+    bench_oneshot(&mut group, &rt, "refused_cached", refuse);
+    group.finish();
+    assert_eq!(
+        refusing.1.load(Ordering::Relaxed),
+        1,
+        "every measured refusal came from the over-limit cache"
+    );
+}
+
 fn priority_queue(c: &mut Criterion) {
     let rt = runtime();
     let policy = PriorityQueuePolicy {
@@ -191,6 +246,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     existence_cache(&mut c);
     rate_limit(&mut c);
+    shared_rate_limit(&mut c);
     priority_queue(&mut c);
     c.final_summary();
 }
