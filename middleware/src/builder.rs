@@ -37,6 +37,14 @@ pub trait ServiceBuilderExt<L> {
         E: crate::rate_limit::KeyExtractor,
         C: governor::clock::Clock;
 
+    /// Adds a [`SharedRateLimitLayer`](crate::rate_limit::SharedRateLimitLayer): buckets
+    /// in a store every replica shares (Redis).
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit<E>(
+        self,
+        layer: crate::rate_limit::SharedRateLimitLayer<E>,
+    ) -> ServiceBuilder<Stack<crate::rate_limit::SharedRateLimitLayer<E>, L>>;
+
     /// Adds a [`PriorityQueueLayer`](crate::priority_queue::PriorityQueueLayer).
     #[cfg(feature = "priority-queue")]
     fn priority_queue<C>(
@@ -63,6 +71,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         E: crate::rate_limit::KeyExtractor,
         C: governor::clock::Clock,
     {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit<E>(
+        self,
+        layer: crate::rate_limit::SharedRateLimitLayer<E>,
+    ) -> ServiceBuilder<Stack<crate::rate_limit::SharedRateLimitLayer<E>, L>> {
         self.layer(layer)
     }
 

@@ -1,6 +1,6 @@
 //! `store = "redis"` rate limits: two gateway *processes* on one private Redis enforce one
 //! limit; with Redis down, `on_store_error` decides between letting requests through and
-//! `503`.
+//! `503`; the GCRA script counts exactly on standalone Redis and on a 3-node Cluster.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -191,4 +191,65 @@ async fn redis_down_fails_closed_when_configured() {
     );
     assert_eq!(reply.error_code(), "rate_limit_unavailable");
     assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+/// The GCRA script's arithmetic on a real server: a fresh key gets `burst` requests at once,
+/// each reporting what is left, then a refusal whose `retry_after` is at most one interval;
+/// a refusal writes nothing.
+async fn script_counts_exactly(store: &agentgate::store::redis::RedisStore) {
+    use agentgate_middleware::rate_limit::{GcraQuota, Verdict};
+    let gcra = store.rate_limiter();
+    // One request per 10 s: no refill can happen while the test runs.
+    let quota = GcraQuota {
+        interval: std::time::Duration::from_secs(10),
+        burst: 3,
+    };
+    for remaining in [2, 1, 0] {
+        assert_eq!(
+            gcra.check("test:key", quota).await,
+            Ok(Verdict::Allowed { remaining })
+        );
+    }
+    for _ in 0..2 {
+        match gcra.check("test:key", quota).await {
+            Ok(Verdict::Limited { retry_after }) => {
+                assert!(retry_after <= quota.interval && !retry_after.is_zero());
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // Another key has its own bucket.
+    assert_eq!(
+        gcra.check("test:other", quota).await,
+        Ok(Verdict::Allowed { remaining: 2 })
+    );
+}
+
+async fn redis_store(
+    urls: Vec<String>,
+    cluster: bool,
+) -> std::sync::Arc<agentgate::store::redis::RedisStore> {
+    agentgate::store::redis::RedisStore::connect(agentgate::store::redis::RedisSettings {
+        urls,
+        cluster,
+        timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(2),
+        events_maxlen: 1000,
+        retention: std::time::Duration::from_secs(60),
+        session_ttl: std::time::Duration::from_secs(60),
+    })
+    .await
+    .expect("redis store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_script_counts_exactly_on_redis() {
+    let redis = blocking(RedisServer::start);
+    script_counts_exactly(&*redis_store(vec![redis.url()], false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_script_counts_exactly_on_redis_cluster() {
+    let cluster = blocking(crate::support::redis_cluster::RedisCluster::start);
+    script_counts_exactly(&*redis_store(cluster.urls(), true).await).await;
 }
