@@ -21,3 +21,4 @@ mod resume;
 mod round_trips;
 mod shutdown;
 mod slow_client;
+mod tools;
