@@ -1,8 +1,9 @@
 //! The one place where configuration becomes stores, handlers, layer stacks and routes.
 //!
 //! [`App::build`] reads a validated [`Config`] and wires, in order: the session store (memory
-//! or Redis), auth, metrics, the agent dispatcher, the [`AgentApi`] service, the upstream
-//! groups and the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
+//! or Redis), auth, metrics, the agent dispatcher, the upstream groups, the tool executor
+//! (configured and Rust-registered tools, the CPU worker pool), the [`AgentApi`] service and
+//! the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
 //!
 //! Per route, the stack is fixed here, outermost first:
 //! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use agentgate_config::{
     Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig, RouteKind,
-    StoreKind, UpstreamConfig,
+    StoreKind, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::ExistenceCacheLayer;
 use agentgate_middleware::priority_queue::PriorityQueueLayer;
@@ -44,6 +45,10 @@ use crate::metrics::Metrics;
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{Presence, SessionStore, StoreError, StoreExistence};
+use crate::tools::builtin::{JsonQueryTool, RegexExtractTool, Sha256Tool};
+use crate::tools::graph::PlanLimits;
+use crate::tools::http::HttpTool;
+use crate::tools::{DynTool, Executor, ExecutorSettings, ToolRegistry, WorkerPool};
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,9 @@ pub enum AppError {
         /// What went wrong.
         reason: String,
     },
+    /// The tools could not be registered (a Rust tool's name clashes with a configured one).
+    #[error("tools: {0}")]
+    Tools(String),
 }
 
 /// A wired gateway application.
@@ -91,6 +99,12 @@ impl App {
     /// Wires the application. Must run inside a runtime that lives as long as the process
     /// serves (store connections and background tasks live there).
     pub async fn build(config: &Config) -> Result<Self, AppError> {
+        Self::build_with_tools(config, ToolRegistry::new()).await
+    }
+
+    /// Like [`build`](Self::build), serving `tools` (written in Rust, see
+    /// [`crate::tools::Tool`]) next to the `[tools.NAME]` of the configuration.
+    pub async fn build_with_tools(config: &Config, tools: ToolRegistry) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
         let (store, shared_limits) = build_store(config).await?;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
@@ -103,6 +117,8 @@ impl App {
             ))),
         };
         let metrics = Arc::new(Metrics::new(store.stats()));
+        let groups = build_upstreams(&config.upstreams)?;
+        let tools = build_tools(config, &groups, tools, &metrics)?;
         let state = ApiState {
             metrics: Arc::clone(&metrics),
             store,
@@ -119,10 +135,10 @@ impl App {
                 retry_ms: config.sse.retry_ms,
             },
             shutdown: shutdown.clone(),
+            tools,
         };
         let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
         let api = AgentApi::new(Arc::new(state));
-        let groups = build_upstreams(&config.upstreams)?;
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
         let agent = agent_stack(config, &api, store, tokens, &shutdown);
         let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
@@ -215,6 +231,64 @@ fn build_upstreams(
             Ok((name.clone(), Arc::new(group)))
         })
         .collect()
+}
+
+/// The tool executor: the configured tools (built-ins on the CPU worker pool, `http` tools
+/// on the upstream groups, sharing their health checks) plus the Rust-registered `custom`.
+fn build_tools(
+    config: &Config,
+    groups: &BTreeMap<String, Arc<UpstreamGroup>>,
+    custom: ToolRegistry,
+    metrics: &Metrics,
+) -> Result<Arc<Executor>, AppError> {
+    let t = &config.tools;
+    let mut tools = ToolRegistry::new();
+    for (name, tool) in &t.tools {
+        let built: Arc<dyn DynTool> = match tool.kind {
+            ToolKind::Sha256 => Arc::new(Sha256Tool),
+            ToolKind::JsonQuery => Arc::new(JsonQueryTool),
+            ToolKind::RegexExtract => Arc::new(RegexExtractTool),
+            ToolKind::Http => {
+                // validate() guarantees an http tool names an existing group.
+                let group = tool
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| groups.get(u))
+                    .ok_or_else(|| AppError::Tools(format!("{name}: no such upstream")))?;
+                Arc::new(HttpTool::new(
+                    Arc::clone(group),
+                    tool.http_path(),
+                    t.max_output_bytes,
+                ))
+            }
+        };
+        tools
+            .insert(name.clone(), built, tool.timeout())
+            .map_err(|e| AppError::Tools(e.to_string()))?;
+    }
+    tools
+        .merge(custom)
+        .map_err(|e| AppError::Tools(e.to_string()))?;
+    let pool = WorkerPool::new(
+        t.worker_threads(),
+        t.queue_capacity,
+        metrics.tools().queue_depth(),
+    );
+    let settings = ExecutorSettings {
+        max_parallel: t.max_parallel,
+        parallel: config.features.parallel_tools,
+        timeout: t.timeout(),
+        limits: PlanLimits {
+            max_calls: t.max_calls,
+            max_input_bytes: t.max_input_bytes,
+        },
+    };
+    Ok(Arc::new(Executor::new(
+        tools,
+        settings,
+        pool,
+        metrics.tools().clone(),
+    )))
 }
 
 /// The agent routes' stack, outermost first.

@@ -6,6 +6,7 @@
 //!
 //! - [`api`]: the agent API as a tower service, one module per handler.
 //! - [`store`]: the `SessionStore` trait, the Redis engine and the embedded memory engine.
+//! - [`tools`]: tool registry, dependency-graph executor, CPU worker pool, HTTP tools.
 //! - [`agent`]: who runs a session (the demo agent, or external agents).
 //! - [`auth`]: API keys and per-session stream tokens.
 //! - [`metrics`]: Prometheus metrics.
@@ -18,3 +19,4 @@ pub mod auth;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod tools;

@@ -61,6 +61,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     active_streams: Gauge,
     queue: QueueFamilies,
+    tools: ToolMetrics,
 }
 
 /// The priority queues' metrics, shared by every route's observer.
@@ -117,11 +118,13 @@ impl Metrics {
             "Requests a priority queue turned away with 503, by route, priority and reason",
             queue.shed.clone(),
         );
+        let tools = ToolMetrics::register(&mut registry);
         Self {
             registry,
             requests,
             active_streams,
             queue,
+            tools,
         }
     }
 
@@ -144,6 +147,11 @@ impl Metrics {
     pub fn stream_opened(&self) -> ActiveStream {
         self.active_streams.inc();
         ActiveStream(self.active_streams.clone())
+    }
+
+    /// The tool executor's metrics.
+    pub fn tools(&self) -> &ToolMetrics {
+        &self.tools
     }
 
     /// The Prometheus text exposition of every metric.
@@ -209,5 +217,72 @@ impl QueueObserver for QueueMetrics {
             reason,
         };
         self.families.shed.get_or_create(&labels).inc();
+    }
+}
+
+/// Labels of the tool metrics: the tool's registered name and how the call ended
+/// (`succeeded`, `failed`, `timed_out`, `skipped`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    status: &'static str,
+}
+
+/// Metrics of tool execution. Cheap to clone: clones update the same series.
+#[derive(Debug, Clone)]
+pub struct ToolMetrics {
+    duration: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    executions: Family<ToolLabels, Counter>,
+    queue_depth: Gauge,
+}
+
+impl ToolMetrics {
+    /// Creates the tool metrics and registers them in `registry`.
+    fn register(registry: &mut Registry) -> Self {
+        let duration = Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            // 0.5 ms to about 16 s
+            || Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        );
+        let executions = Family::<ToolLabels, Counter>::default();
+        let queue_depth = Gauge::default();
+        registry.register(
+            "tool_duration_seconds",
+            "Duration of tool calls that ran, by tool and status",
+            duration.clone(),
+        );
+        registry.register(
+            "tool_executions",
+            "Tool calls settled, by tool and status (skipped: a dependency failed)",
+            executions.clone(),
+        );
+        registry.register(
+            "tool_pool_queue_depth",
+            "Jobs waiting for a thread of the CPU worker pool",
+            queue_depth.clone(),
+        );
+        Self {
+            duration,
+            executions,
+            queue_depth,
+        }
+    }
+
+    /// Counts a settled call; `duration` is `None` for a call that never ran (skipped).
+    pub fn record(&self, tool: &str, status: &'static str, duration: Option<std::time::Duration>) {
+        let labels = ToolLabels {
+            tool: tool.to_owned(),
+            status,
+        };
+        if let Some(duration) = duration {
+            self.duration
+                .get_or_create(&labels)
+                .observe(duration.as_secs_f64());
+        }
+        self.executions.get_or_create(&labels).inc();
+    }
+
+    /// The worker pool's queue depth gauge, for the pool to keep current.
+    pub fn queue_depth(&self) -> Gauge {
+        self.queue_depth.clone()
     }
 }

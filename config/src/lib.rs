@@ -15,6 +15,8 @@
 //! | `[agent]`            | `dispatch = "demo"` or `"none"`, and `[agent.demo]` pacing     |
 //! | `[[routes]]`         | request routing: host, path prefix, methods → agent API or an upstream; first match wins |
 //! | `[upstreams.NAME]`   | a peer pool: peers, balancing, timeouts, retries, `[upstreams.NAME.health_check]` |
+//! | `[tools]`            | tool-batch execution: parallelism, timeouts, CPU worker pool, size limits |
+//! | `[tools.NAME]`       | a tool agents may call: `kind = "http"` (an upstream), `"sha256"`, `"json_query"`, `"regex_extract"` |
 //!
 //! Without `[[routes]]` the agent API answers every path; with routes, a request that
 //! matches none gets a JSON 404.
@@ -73,7 +75,8 @@ pub use error::{ConfigError, ValidationError};
 pub use schema::{
     AgentConfig, AuthConfig, Balance, Config, DemoConfig, Dispatch, ExistenceCachePolicy,
     FeaturesConfig, HashOn, HealthCheckConfig, OnError, RedisConfig, RouteConfig, RouteKind,
-    ServerConfig, SseConfig, StoreConfig, StoreKind, UpstreamConfig,
+    ServerConfig, SseConfig, StoreConfig, StoreKind, ToolConfig, ToolKind, ToolsConfig,
+    UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -54,6 +54,10 @@ fn reference_file_loads_with_the_values_it_sets() {
         auth: config.auth.clone(),
         store: config.store.clone(),
         agent: config.agent.clone(),
+        tools: agentgate_config::ToolsConfig {
+            tools: config.tools.tools.clone(),
+            ..Default::default()
+        },
         ..Config::default()
     };
     assert_eq!(config, expected);

@@ -154,7 +154,13 @@ impl UpstreamGroup {
     /// A healthy peer for the request, avoiding `avoid` (a peer that just failed to connect)
     /// when another healthy one exists.
     pub fn select(&self, req: &RequestHeader, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
-        let key = self.hash_key(req);
+        self.select_by_key(self.hash_key(req), avoid)
+    }
+
+    /// A healthy peer for an explicit balancing `key` (ignored by round robin), avoiding
+    /// `avoid` when another healthy one exists. For callers that are not proxying a request,
+    /// such as the gateway's own HTTP tools.
+    pub fn select_by_key(&self, key: &[u8], avoid: Option<SocketAddr>) -> Option<SocketAddr> {
         let accept = |b: &Backend, healthy: bool| healthy && b.addr.as_inet().copied() != avoid;
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => lb

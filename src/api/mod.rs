@@ -42,6 +42,7 @@ use crate::agent::Dispatch;
 use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
 use crate::store::{SessionId, SessionStore};
+use crate::tools::Executor;
 
 /// Limits and timings the handlers apply.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +73,8 @@ pub struct ApiState {
     pub settings: ApiSettings,
     /// Cancelled at shutdown: open streams end cleanly.
     pub shutdown: CancellationToken,
+    /// Runs tool batches (`POST /v2/sessions/{id}/tools`).
+    pub tools: Arc<Executor>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -230,7 +233,7 @@ where
     match route {
         Route::Init => init::handle(state, req).await,
         Route::Append(id) => events::handle(state, &id, req).await,
-        Route::Tools(id) => tools::handle(state, &id, req.headers()),
+        Route::Tools(id) => tools::handle(state, &id, req).await,
         Route::Complete(id) => complete::handle(state, &id, req).await,
         Route::State(id) => session::handle(state, &id, req.headers()).await,
         Route::Stream(id) => stream::handle(state, id, &req.into_parts().0).await,

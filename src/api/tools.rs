@@ -1,20 +1,58 @@
-//! `POST /v2/sessions/{id}/tools`: tool execution arrives with its own issue; until then the
-//! endpoint authenticates and answers `501 not_implemented`.
+//! `POST /v2/sessions/{id}/tools`: run a batch of tool calls as a dependency graph.
+//!
+//! Body: `{"calls": [{"id": "a", "tool": "sha256", "input": {..}, "depends_on": []}, ..]}`.
+//! The batch is checked as a whole first; any problem is a 400 naming the field
+//! (`calls[1].depends_on[0]: ...`, `calls: dependency cycle: a → b → a`) and nothing runs
+//! or is written. Then [`Executor::run`](crate::tools::Executor::run) runs it, appending
+//! `tool_started` / `tool_finished` events to the session as it goes (404, 409 or 403 if the
+//! session is unknown, completed or another key's; then nothing has run).
+//!
+//! Answer `200`: `{"batch", "calls": [{"id", "tool", "status", "output" | "error",
+//! "cause", "duration_ms"}, ..], "succeeded", "failed", "skipped"}`, calls in request order;
+//! `status` is `succeeded`, `failed`, `timed_out` or `skipped`. A batch whose calls failed is
+//! still a 200: the failures are results. See [`crate::tools`] for references between calls.
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Response};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
 
-use super::body::Body;
+use super::body::{Body, json, read_json};
 use super::{ApiError, ApiState};
 use crate::store::SessionId;
+use crate::tools::executor::Progress;
 
-/// Handles a tool batch: not implemented yet.
-pub fn handle(
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolsBody {
+    calls: Vec<Value>,
+}
+
+/// Handles a tool batch.
+pub async fn handle<B>(
     state: &Arc<ApiState>,
-    _id: &SessionId,
-    headers: &HeaderMap,
-) -> Result<Response<Body>, ApiError> {
-    state.owner(headers)?;
-    Err(ApiError::not_implemented("POST /v2/sessions/{id}/tools"))
+    id: &SessionId,
+    req: Request<B>,
+) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let owner = state.owner(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let body: ToolsBody =
+        read_json(&parts.headers, body, state.settings.max_body_bytes, false).await?;
+    let plan = state
+        .tools
+        .plan(body.calls)
+        .map_err(|e| ApiError::invalid(&e.field, e.reason))?;
+    let progress = Progress {
+        store: state.store.as_ref(),
+        session: id,
+        owner: &owner,
+    };
+    let report = state.tools.run(plan, progress).await?;
+    Ok(json(StatusCode::OK, &report.to_json()))
 }

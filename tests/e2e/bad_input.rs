@@ -470,13 +470,13 @@ async fn bad_input_is_rejected_and_writes_nothing() {
             "no route for",
         ),
         row(
-            "tools: not implemented",
+            "tools: empty batch",
             c.post(&session.path("tools"))
                 .bearer(KEY)
                 .json(&json!({"calls": []})),
-            501,
-            "not_implemented",
-            "POST /v2/sessions/{id}/tools is not implemented",
+            400,
+            "invalid_field",
+            "calls: must hold at least one call",
         ),
     ];
     for (name, method, path, allow) in [

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use agentgate::server::Running;
 use agentgate::store::StoreStats;
+use agentgate::tools::ToolRegistry;
 use agentgate_config::Config;
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -21,6 +22,11 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-xx";
 
 /// A configuration for the memory engine.
 pub fn memory_config() -> Config {
+    memory_config_with("")
+}
+
+/// A configuration for the memory engine, plus the TOML `extra` (more tables).
+pub fn memory_config_with(extra: &str) -> Config {
     config_from(&format!(
         r#"
 [auth]
@@ -28,12 +34,18 @@ api_keys = ["{KEY}", "{OTHER_KEY}"]
 stream_token_secret = "{SECRET}"
 [store]
 kind = "memory"
+{extra}
 "#
     ))
 }
 
 /// A configuration for the Redis engine on `redis`.
 pub fn redis_config(redis: &RedisServer) -> Config {
+    redis_config_with(redis, "")
+}
+
+/// A configuration for the Redis engine on `redis`, plus the TOML `extra` (more tables).
+pub fn redis_config_with(redis: &RedisServer, extra: &str) -> Config {
     config_from(&format!(
         r#"
 [auth]
@@ -44,6 +56,7 @@ kind = "redis"
 [store.redis]
 urls = ["{}"]
 timeout_ms = 500
+{extra}
 "#,
         redis.url()
     ))
@@ -70,7 +83,16 @@ impl Gateway {
     /// Builds and starts a gateway from `config` (its listen address should be port 0),
     /// with a shutdown grace of `grace`.
     pub async fn start_with_grace(config: &Config, grace: Duration) -> Self {
-        let app = agentgate::app::App::build(config)
+        Self::start_full(config, grace, ToolRegistry::new()).await
+    }
+
+    /// Builds and starts a gateway from `config` that also serves the Rust `tools`.
+    pub async fn start_with_tools(config: &Config, tools: ToolRegistry) -> Self {
+        Self::start_full(config, Duration::from_secs(5), tools).await
+    }
+
+    async fn start_full(config: &Config, grace: Duration, tools: ToolRegistry) -> Self {
+        let app = agentgate::app::App::build_with_tools(config, tools)
             .await
             .expect("gateway builds");
         let stats = app.api.state().store.stats().clone();

@@ -22,3 +22,4 @@ mod round_trips;
 mod shared_rate_limit;
 mod shutdown;
 mod slow_client;
+mod tools;

@@ -9,12 +9,17 @@ pub struct FeaturesConfig {
     /// connects to one session share one store lookup. Off: every stream connection asks
     /// the store itself. Default true.
     pub existence_cache: bool,
+    /// Run the independent calls of a tool batch at once, up to `tools.max_parallel`.
+    /// Off: calls run one by one in dependency order (the baseline the benchmark compares
+    /// against). Default true.
+    pub parallel_tools: bool,
 }
 
 impl Default for FeaturesConfig {
     fn default() -> Self {
         Self {
             existence_cache: true,
+            parallel_tools: true,
         }
     }
 }

@@ -13,6 +13,7 @@ mod routes;
 mod server;
 mod sse;
 mod store;
+mod tools;
 mod upstreams;
 
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
@@ -25,6 +26,7 @@ pub use server::ServerConfig;
 pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
 pub use store::{RedisConfig, StoreConfig, StoreKind};
+pub use tools::{ToolConfig, ToolKind, ToolsConfig};
 pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
 
 use std::collections::BTreeMap;
@@ -61,4 +63,7 @@ pub struct Config {
     /// Default: none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// `[tools]`: tool-batch execution settings and the declared tools, `[tools.NAME]`
+    /// (see [`ToolsConfig`]). Default: the documented settings, no tools.
+    pub tools: ToolsConfig,
 }
