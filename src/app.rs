@@ -6,8 +6,10 @@
 //! the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
 //!
 //! Per route, the stack is fixed here, outermost first:
-//! - agent routes: bridge ─► existence cache (stream connects; `features.existence_cache`)
-//!   ─► `AgentApi` ─► `SessionStore`
+//! - agent routes: bridge ─► SSE multiplex (`GET /v2/stream`, each session through the
+//!   rest) ─► existence cache (stream connects; `features.existence_cache`) ─► SSE fan-out
+//!   (viewers of a session share one tail; `features.sse_fanout`) ─► `AgentApi` ─►
+//!   `SessionStore`
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
 //!   to the group; the admission response, and the queue slot in it, lives until pingora
 //!   has sent the whole response
@@ -21,11 +23,13 @@ use agentgate_config::{
     Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig, RouteKind,
     StoreKind, ToolKind, UpstreamConfig,
 };
-use agentgate_middleware::existence_cache::ExistenceCacheLayer;
+use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::PriorityQueueLayer;
 use agentgate_middleware::rate_limit::{
     LimitStore, PeerAddr, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
 };
+use agentgate_middleware::sse::fanout::SseFanoutLayer;
+use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
@@ -44,7 +48,7 @@ use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
-use crate::store::{Presence, SessionStore, StoreError, StoreExistence};
+use crate::store::{Presence, SessionId, SessionStore, StoreError, StoreExistence};
 use crate::tools::builtin::{JsonQueryTool, RegexExtractTool, Sha256Tool};
 use crate::tools::graph::PlanLimits;
 use crate::tools::http::HttpTool;
@@ -140,7 +144,7 @@ impl App {
         let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
         let api = AgentApi::new(Arc::new(state));
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
-        let agent = agent_stack(config, &api, store, tokens, &shutdown);
+        let agent = agent_stack(config, &api, store, tokens, &shutdown)?;
         let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
         Ok(Self {
             api,
@@ -298,20 +302,54 @@ fn agent_stack(
     store: Arc<dyn SessionStore>,
     tokens: StreamTokens,
     shutdown: &CancellationToken,
-) -> RouteService {
-    if !config.features.existence_cache {
-        return route_service(api.clone());
+) -> Result<RouteService, AppError> {
+    let error = |reason: String| AppError::Route {
+        name: "agent".to_owned(),
+        reason,
+    };
+    // Built inside out.
+    let mut service = route_service(api.clone());
+    // fan-out: every viewer of a session shares one store tail
+    if config.features.sse_fanout {
+        let fanout =
+            SseFanoutLayer::new(StreamSessionKey(tokens.clone()), config.sse.fanout.clone())
+                .map_err(|e| error(e.to_string()))?;
+        service = route_service(ServiceBuilder::new().layer(fanout).service(service));
     }
+    // existence cache: concurrent stream connects to one session share one lookup
+    if config.features.existence_cache {
+        let existence = ExistenceCacheLayer::new(
+            StreamSessionKey(tokens),
+            StoreExistence(Arc::clone(&store)),
+            config.existence_cache.clone(),
+        )
+        .not_found(SESSION_NOT_FOUND);
+        forget_on_presence_changes(&store, existence.cache().clone(), shutdown.clone());
+        service = route_service(ServiceBuilder::new().layer(existence).service(service));
+    }
+    // multiplex: GET /v2/stream?sessions=a,b&tokens=ta,tb, each session through the above
+    let multiplex = SseMultiplexLayer::new(
+        QueryDemux {
+            path: "/v2/stream".to_owned(),
+            streams_param: "sessions".to_owned(),
+            tokens_param: "tokens".to_owned(),
+            inner_path: "/v2/sessions/{}/stream".to_owned(),
+            inner_token_param: "token".to_owned(),
+        },
+        config.sse.multiplex.clone(),
+    );
+    Ok(route_service(
+        ServiceBuilder::new().layer(multiplex).service(service),
+    ))
+}
+
+/// The store tells the existence cache which sessions appeared or expired.
+fn forget_on_presence_changes(
+    store: &Arc<dyn SessionStore>,
+    cache: ExistenceCache<SessionId, StoreExistence>,
+    shutdown: CancellationToken,
+) {
     let mut presence = store.presence().subscribe();
-    let existence = ExistenceCacheLayer::new(
-        StreamSessionKey(tokens),
-        StoreExistence(store),
-        config.existence_cache.clone(),
-    )
-    .not_found(SESSION_NOT_FOUND);
-    // The store tells the cache which sessions appeared or expired.
-    let cache = existence.cache().clone();
-    let shutdown = shutdown.clone();
     tokio::spawn(async move {
         loop {
             let change = tokio::select! {
@@ -325,13 +363,6 @@ fn agent_stack(
             }
         }
     });
-    route_service(
-        ServiceBuilder::new()
-            // existence cache: concurrent stream connects to one session share one lookup
-            .layer(existence)
-            // the agent API
-            .service(api.clone()),
-    )
 }
 
 fn build_routes(

@@ -210,6 +210,21 @@ impl Config {
             "sse.replay_batch",
             "must be between 1 and 10000",
         );
+        if let Err(agentgate_middleware::sse::fanout::PolicyError::Zero(field)) =
+            s.fanout.validate()
+        {
+            p.push(&format!("sse.fanout.{field}"), "must be at least 1");
+        }
+        p.require(
+            (1..=256).contains(&s.multiplex.max_streams),
+            "sse.multiplex.max_streams",
+            "must be between 1 and 256",
+        );
+        p.require(
+            s.multiplex.heartbeat_ms >= 1,
+            "sse.multiplex.heartbeat_ms",
+            "must be at least 1",
+        );
     }
 
     fn check_existence_cache(&self, p: &mut Problems) {

@@ -1,12 +1,14 @@
 //! Tower layers and building blocks for streaming HTTP gateways.
 //!
-//! Nothing here knows about pingora, Redis or agentgate's API: the pieces work in any
-//! tower-based server (hyper, axum, tonic).
+//! Nothing here knows about pingora or agentgate's API: the pieces work in any tower-based
+//! server (hyper, axum, tonic). Redis appears only behind the `redis` feature, as one store
+//! for the shared rate limiter.
 //!
 //! - [`existence_cache`]: cached, single-flight "does this key exist?" in front of a service.
 //! - [`priority_queue`]: concurrency limit with a bounded priority queue answering `503`.
 //! - [`rate_limit`]: per-key GCRA rate limiting answering `429` with `Retry-After`.
-//! - [`sse`]: Server-Sent Events framing.
+//! - [`sse`]: Server-Sent Events encoding and parsing; with `sse-fanout` and `sse-multiplex`,
+//!   the fan-out and multiplexing layers.
 //! - [`ServiceBuilderExt`]: the layers as `ServiceBuilder` methods (feature `builder`).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

@@ -11,7 +11,7 @@
 //! | `POST /v2/sessions/{id}/complete` | [`complete`] |
 //! | `GET /v2/sessions/{id}` | [`session`] |
 //! | `GET /v2/sessions/{id}/stream` | [`stream`] |
-//! | `GET /v2/stream?sessions=a,b` | multiplexed stream (its own issue; 501 until then) |
+//! | `GET /v2/stream?sessions=a,b&tokens=ta,tb` | multiplexed stream: served by the `SseMultiplexLayer` the gateway puts in front of this service (`src/app.rs`); this service alone answers 501 |
 //! | `GET /metrics`, `GET /healthz` | Prometheus text, liveness |
 
 pub mod body;
@@ -237,7 +237,9 @@ where
         Route::Complete(id) => complete::handle(state, &id, req).await,
         Route::State(id) => session::handle(state, &id, req.headers()).await,
         Route::Stream(id) => stream::handle(state, id, &req.into_parts().0).await,
-        Route::Multiplex => Err(ApiError::not_implemented("GET /v2/stream (multiplexing)")),
+        Route::Multiplex => Err(ApiError::not_implemented(
+            "GET /v2/stream (served by the SSE multiplex layer in front of this service)",
+        )),
         Route::Metrics => {
             let mut response = Response::new(body::full(state.metrics.render()));
             response.headers_mut().insert(

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgate_middleware::existence_cache::{Exists, KeyExtractor};
+use agentgate_middleware::sse::fanout::StreamKey;
 use agentgate_middleware::sse::{self, Frame};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, header};
@@ -95,6 +96,23 @@ impl<B> KeyExtractor<B> for StreamSessionKey {
     type Key = SessionId;
 
     fn extract(&self, req: &http::Request<B>) -> Option<SessionId> {
+        self.session(req)
+    }
+}
+
+/// The SSE fan-out shares one stream per session among authenticated viewers: a joiner's
+/// token is checked here, since the handler never sees it.
+impl StreamKey for StreamSessionKey {
+    type Key = SessionId;
+
+    fn key<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
+        self.session(req)
+    }
+}
+
+impl StreamSessionKey {
+    /// The session of a `GET /v2/sessions/{id}/stream` with a valid token for it.
+    fn session<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
         if req.method() != Method::GET {
             return None;
         }

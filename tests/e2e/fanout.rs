@@ -1,4 +1,6 @@
-//! Many clients following one session all see every event, in order.
+//! Many clients following one session all see every event, in order — and with
+//! `features.sse_fanout` they share one store tail: 1000 viewers cost one stream handler
+//! and a handful of Redis reads, not 1000 of each.
 
 use serde_json::json;
 
@@ -6,18 +8,21 @@ use crate::client::within;
 use crate::gateway::{Gateway, blocking, deltas, ids, metric, redis_config};
 use crate::support::redis_server::RedisServer;
 
-const CLIENTS: usize = 50;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_clients_of_one_session_see_every_event_in_order() {
+/// Connects `clients` viewers to one session, appends 36 events in three batches and
+/// completes it; every viewer must get all of them in order. Returns the stream handlers
+/// running while all were connected (store tails) and the Redis `XRANGE` calls made from
+/// the first append to the end.
+async fn clients_of_one_session(clients: usize, fanout: bool) -> (f64, u64) {
     let redis = blocking(RedisServer::start);
-    let gateway = Gateway::start(&redis_config(&redis)).await;
+    let mut config = redis_config(&redis);
+    config.features.sse_fanout = fanout;
+    let gateway = Gateway::start(&config).await;
     let session = gateway.init().await;
 
     // Each reader reports once it holds the `retry:` frame (registered), then reads to the end.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(CLIENTS);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(clients);
     let mut readers = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..clients {
         let client = gateway.client.clone();
         let path = session.stream_path();
         let ready = ready_tx.clone();
@@ -32,18 +37,15 @@ async fn fifty_clients_of_one_session_see_every_event_in_order() {
         }));
     }
     drop(ready_tx);
-    for i in 0..CLIENTS {
+    for i in 0..clients {
         within(&format!("reader {i} to connect"), ready_rx.recv())
             .await
             .expect("reader panicked before connecting");
     }
-    let gauge = metric(&gateway.metrics().await, "agentgate_sse_active_streams");
-    assert_eq!(
-        gauge,
-        Some(CLIENTS as f64),
-        "active streams while all are connected"
-    );
+    let tails = metric(&gateway.metrics().await, "agentgate_sse_active_streams")
+        .expect("active streams metric");
 
+    let before = blocking(|| redis.command_calls("xrange"));
     let mut expected = gateway.append(&session, &deltas(0, 10)).await;
     expected.extend(gateway.append(&session, &deltas(10, 1)).await);
     expected.extend(gateway.append(&session, &deltas(11, 25)).await);
@@ -58,6 +60,31 @@ async fn fifty_clients_of_one_session_see_every_event_in_order() {
             assert_eq!(frame.json(), json!({"n": n}), "reader {i}");
         }
     }
+    let reads = blocking(|| redis.command_calls("xrange")) - before;
     let gauge = metric(&gateway.metrics().await, "agentgate_sse_active_streams");
     assert_eq!(gauge, Some(0.0), "active streams after every stream ended");
+    gateway.stop().await;
+    (tails, reads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_viewers_share_one_tail_with_fanout() {
+    let (tails, reads) = clients_of_one_session(1000, true).await;
+    assert_eq!(
+        tails, 1.0,
+        "one stream handler reads the store for all viewers"
+    );
+    // One tail wakes at most once per write (4 writes) and reads once per wake, plus the
+    // reads racing a wake; far below one per viewer.
+    assert!(
+        reads <= 12,
+        "{reads} XRANGE calls for 1000 viewers of one tail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fanout_every_viewer_tails_the_store() {
+    let (tails, reads) = clients_of_one_session(50, false).await;
+    assert_eq!(tails, 50.0);
+    assert!(reads >= 50, "each of 50 tails reads at least once: {reads}");
 }

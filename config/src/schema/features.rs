@@ -9,6 +9,9 @@ pub struct FeaturesConfig {
     /// connects to one session share one store lookup. Off: every stream connection asks
     /// the store itself. Default true.
     pub existence_cache: bool,
+    /// Concurrent viewers of one session share one store tail (`[sse.fanout]`). Off: every
+    /// stream connection reads the store itself. Default true.
+    pub sse_fanout: bool,
     /// Run the independent calls of a tool batch at once, up to `tools.max_parallel`.
     /// Off: calls run one by one in dependency order (the baseline the benchmark compares
     /// against). Default true.
@@ -19,6 +22,7 @@ impl Default for FeaturesConfig {
     fn default() -> Self {
         Self {
             existence_cache: true,
+            sse_fanout: true,
             parallel_tools: true,
         }
     }

@@ -1,9 +1,11 @@
 use std::time::Duration;
 
+use agentgate_middleware::sse::fanout::FanoutPolicy;
+use agentgate_middleware::sse::multiplex::MultiplexPolicy;
 use serde::{Deserialize, Serialize};
 
 /// `[sse]`: Server-Sent Events stream tuning.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SseConfig {
     /// Interval between heartbeat comments on an idle stream, in seconds; keeps proxies and
@@ -15,6 +17,11 @@ pub struct SseConfig {
     /// Events read per store call while replaying history to a (re)connecting client.
     /// 1..=10_000. Default 256.
     pub replay_batch: usize,
+    /// `[sse.fanout]`: how concurrent viewers of one session share one store tail (with
+    /// `features.sse_fanout`).
+    pub fanout: FanoutPolicy,
+    /// `[sse.multiplex]`: `GET /v2/stream?sessions=a,b,c`, many sessions on one connection.
+    pub multiplex: MultiplexPolicy,
 }
 
 impl Default for SseConfig {
@@ -23,6 +30,8 @@ impl Default for SseConfig {
             heartbeat_secs: 15,
             retry_ms: 2_000,
             replay_batch: 256,
+            fanout: FanoutPolicy::default(),
+            multiplex: MultiplexPolicy::default(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! N times the rate. [`SharedRateLimitLayer`] keeps them in a store all replicas share
 //! ([`SharedGcra`]; Redis with the `redis` feature: `RedisGcra`), with a local cache of
 //! keys known to be over their limit and a choice of failing open or closed; see
-//! [`shared`](self::shared).
+//! [`shared`].
 //!
 //! **Over the limit** the layer answers itself and the inner service is not called:
 //!

@@ -68,6 +68,14 @@ impl RequestBody {
     }
 }
 
+impl Default for RequestBody {
+    /// [`RequestBody::empty`]: layers that re-issue a bodyless request (SSE fan-out) build
+    /// it with `Default`.
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl http_body::Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;
