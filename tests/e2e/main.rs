@@ -16,6 +16,7 @@ mod bad_input;
 mod existence_cache;
 mod fanout;
 mod lifecycle;
+mod multiplex;
 mod redis_outage;
 mod resume;
 mod round_trips;
