@@ -144,7 +144,7 @@ impl App {
         let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
         let api = AgentApi::new(Arc::new(state));
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
-        let agent = agent_stack(config, &api, store, tokens, &shutdown)?;
+        let agent = agent_stack(config, &api, store, tokens, &metrics, &shutdown)?;
         let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
         Ok(Self {
             api,
@@ -301,6 +301,7 @@ fn agent_stack(
     api: &AgentApi,
     store: Arc<dyn SessionStore>,
     tokens: StreamTokens,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<RouteService, AppError> {
     let error = |reason: String| AppError::Route {
@@ -314,6 +315,7 @@ fn agent_stack(
         let fanout =
             SseFanoutLayer::new(StreamSessionKey(tokens.clone()), config.sse.fanout.clone())
                 .map_err(|e| error(e.to_string()))?;
+        metrics.watch_fanout(fanout.stats());
         service = route_service(ServiceBuilder::new().layer(fanout).service(service));
     }
     // existence cache: concurrent stream connects to one session share one lookup

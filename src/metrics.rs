@@ -3,9 +3,11 @@
 //! Each [`Metrics`] owns its registry (nothing global), so several gateways in one process,
 //! as in tests, keep separate figures.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agentgate_middleware::priority_queue::{OverloadReason, QueueObserver};
+use agentgate_middleware::sse::fanout::FanoutStats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +64,59 @@ pub struct Metrics {
     active_streams: Gauge,
     queue: QueueFamilies,
     tools: ToolMetrics,
+    fanout: FanoutGauges,
+}
+
+/// The SSE fan-out layer's counters, copied from its [`FanoutStats`] at every scrape.
+#[derive(Debug, Default)]
+struct FanoutGauges {
+    stats: OnceLock<Arc<FanoutStats>>,
+    streams: Gauge,
+    subscribers: Gauge,
+    inner_calls: Gauge,
+    detached: Gauge,
+}
+
+impl FanoutGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = Self::default();
+        registry.register(
+            "sse_fanout_streams",
+            "Shared SSE streams open (one store tail each)",
+            gauges.streams.clone(),
+        );
+        registry.register(
+            "sse_fanout_subscribers",
+            "Viewers attached to shared SSE streams",
+            gauges.subscribers.clone(),
+        );
+        registry.register(
+            "sse_fanout_inner_calls",
+            "Stream handler calls made by the fan-out layer so far (shared streams started, \
+             plus viewers reading alone: old cursors, detached slow viewers)",
+            gauges.inner_calls.clone(),
+        );
+        registry.register(
+            "sse_fanout_detached",
+            "Slow viewers detached from a shared stream so far (they continue alone)",
+            gauges.detached.clone(),
+        );
+        gauges
+    }
+
+    fn refresh(&self) {
+        let Some(stats) = self.stats.get() else {
+            return;
+        };
+        let (streams, subscribers, _joined, inner_calls, detached) = stats.snapshot();
+        let set = |gauge: &Gauge, value: u64| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.streams, streams);
+        set(&self.subscribers, subscribers);
+        set(&self.inner_calls, inner_calls);
+        set(&self.detached, detached);
+    }
 }
 
 /// The priority queues' metrics, shared by every route's observer.
@@ -119,12 +174,14 @@ impl Metrics {
             queue.shed.clone(),
         );
         let tools = ToolMetrics::register(&mut registry);
+        let fanout = FanoutGauges::register(&mut registry);
         Self {
             registry,
             requests,
             active_streams,
             queue,
             tools,
+            fanout,
         }
     }
 
@@ -154,8 +211,14 @@ impl Metrics {
         &self.tools
     }
 
+    /// Reports the SSE fan-out layer's counters (`agentgate_sse_fanout_*`) from now on.
+    pub fn watch_fanout(&self, stats: Arc<FanoutStats>) {
+        let _ = self.fanout.stats.set(stats);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.fanout.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -88,3 +88,62 @@ async fn without_fanout_every_viewer_tails_the_store() {
     assert_eq!(tails, 50.0);
     assert!(reads >= 50, "each of 50 tails reads at least once: {reads}");
 }
+
+/// A viewer that reads nothing does not hold the others back: they read all of ~19 MB of
+/// events (far more than socket buffers and its queue hold) and the end while it stalls —
+/// if the shared tail waited for it, they would wait too and time out. Afterwards it
+/// reads everything, in order, exactly once (detached, it continues from its own cursor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_does_not_delay_the_others_and_loses_nothing() {
+    let mut config = crate::gateway::memory_config();
+    config.sse.fanout.subscriber_queue = 8;
+    let gateway = Gateway::start(&config).await;
+    let session = gateway.init().await;
+    let mut stalled = gateway.stream(&session).await;
+
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(3);
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let client = gateway.client.clone();
+        let path = session.stream_path();
+        let ready = ready_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut stream = client.stream(client.get(&path)).await.expect("stream");
+            stream.expect_retry().await;
+            ready.send(()).await.expect("test alive");
+            stream.events_to_end().await
+        }));
+    }
+    for _ in 0..3 {
+        within("readers to connect", ready_rx.recv()).await;
+    }
+
+    let pad = "p".repeat(16_000);
+    let mut expected = Vec::new();
+    for batch in 0..60 {
+        let events: Vec<_> = (batch * 20..(batch + 1) * 20)
+            .map(|n| json!({"kind": "delta", "data": {"n": n, "pad": pad}}))
+            .collect();
+        expected.extend(gateway.append(&session, &events).await);
+    }
+    expected.push(gateway.complete(&session, &json!("end")).await);
+
+    for (i, reader) in readers.into_iter().enumerate() {
+        let frames = within(&format!("reader {i} to finish while one stalls"), reader)
+            .await
+            .expect("reader");
+        assert_eq!(ids(&frames), expected, "reader {i}");
+    }
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        metric(&metrics, "agentgate_sse_fanout_detached"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let frames = stalled.events_to_end().await;
+    assert_eq!(ids(&frames), expected, "the stalled viewer, afterwards");
+    for (n, frame) in frames[..frames.len() - 1].iter().enumerate() {
+        assert_eq!(frame.json()["n"], n, "stalled viewer, event {n}");
+    }
+    gateway.stop().await;
+}
