@@ -19,6 +19,7 @@ mod origin;
 mod admission;
 mod axum_route;
 mod balance;
+mod browser;
 mod cancel;
 mod health;
 mod priority_queue;
