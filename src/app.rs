@@ -13,7 +13,9 @@
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
 //!   to the group; the admission response, and the queue slot in it, lives until pingora
 //!   has sent the whole response
-//! - a route's policies, on either kind, outermost first: rate limit (in process, or in
+//! - sse routes: SSE fan-out (one upstream request per stream, whatever the viewers;
+//!   `features.sse_fanout`) ─► a pooled HTTP client to the group
+//! - a route's policies, on any kind, outermost first: rate limit (in process, or in
 //!   Redis shared by every gateway: `store = "redis"`) ─► priority queue
 
 use std::collections::BTreeMap;
@@ -28,13 +30,14 @@ use agentgate_middleware::priority_queue::PriorityQueueLayer;
 use agentgate_middleware::rate_limit::{
     LimitStore, PeerAddr, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
 };
-use agentgate_middleware::sse::fanout::SseFanoutLayer;
+use agentgate_middleware::sse::fanout::{PathAndAuth, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
     Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
-    ServerSettings, Target, UpstreamGroup, UpstreamSettings, admit_all, route_service,
+    ServerSettings, Target, UpstreamClient, UpstreamGroup, UpstreamSettings, admit_all,
+    route_service,
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -401,8 +404,20 @@ fn build_routes(
                     None
                 },
             },
-            // validate() guarantees an upstream route names an existing group.
-            _ => Target::Service(with_policies(route, agent.clone(), metrics, shared_limits)?),
+            (RouteKind::Sse, Some(group)) => {
+                let streams = sse_upstream_stack(config, route, group)?;
+                Target::Service(with_policies(route, streams, metrics, shared_limits)?)
+            }
+            (RouteKind::Agent, _) => {
+                Target::Service(with_policies(route, agent.clone(), metrics, shared_limits)?)
+            }
+            // validate() guarantees that upstream and sse routes name an existing group.
+            (RouteKind::Upstream | RouteKind::Sse, None) => {
+                return Err(AppError::Route {
+                    name: route.name.clone(),
+                    reason: "names no defined upstream group".to_owned(),
+                });
+            }
         };
         table.push(Route {
             name: route.name.clone(),
@@ -417,6 +432,29 @@ fn build_routes(
         });
     }
     Ok(table)
+}
+
+/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path,
+/// query and `Authorization` — share one upstream request; `features.sse_fanout`) ─► a
+/// pooled HTTP client to the group's peers.
+fn sse_upstream_stack(
+    config: &Config,
+    route: &RouteConfig,
+    group: &Arc<UpstreamGroup>,
+) -> Result<RouteService, AppError> {
+    let client = UpstreamClient::new(Arc::clone(group));
+    if !config.features.sse_fanout {
+        return Ok(route_service(client));
+    }
+    let fanout = SseFanoutLayer::new(PathAndAuth, config.sse.fanout.clone()).map_err(|e| {
+        AppError::Route {
+            name: route.name.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(route_service(
+        ServiceBuilder::new().layer(fanout).service(client),
+    ))
 }
 
 /// How often rate limiters forget idle keys.

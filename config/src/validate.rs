@@ -326,11 +326,14 @@ impl Config {
                 );
             }
             match (route.kind, &route.upstream) {
-                (RouteKind::Upstream, None) => p.push(
+                (RouteKind::Upstream | RouteKind::Sse, None) => p.push(
                     &key("upstream"),
-                    "is required when kind = \"upstream\": name an [upstreams.NAME] table",
+                    "is required when kind = \"upstream\" or \"sse\": name an \
+                     [upstreams.NAME] table",
                 ),
-                (RouteKind::Upstream, Some(name)) if !self.upstreams.contains_key(name) => {
+                (RouteKind::Upstream | RouteKind::Sse, Some(name))
+                    if !self.upstreams.contains_key(name) =>
+                {
                     p.push(
                         &key("upstream"),
                         format!("no [upstreams.{}] table is defined", key_name(name)),

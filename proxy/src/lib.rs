@@ -5,12 +5,15 @@
 //! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
 //! - [`route`]: the route table; service and upstream targets; admission stacks.
 //! - [`upstream`]: load-balanced, health-checked upstream groups.
+//! - [`client`]: a tower service sending requests to an upstream group (for layers that
+//!   need the whole exchange, like SSE fan-out).
 //! - [`gateway`]: the `ProxyHttp` implementation tying them together.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
 
 pub mod bridge;
+pub mod client;
 
 /// The body type of responses produced by routed services.
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
@@ -20,6 +23,7 @@ pub mod route;
 pub mod server;
 pub mod upstream;
 
+pub use client::UpstreamClient;
 pub use gateway::Gateway;
 pub use route::{
     AdmissionService, Admitted, Route, RouteService, RouteTable, Target, admit_all, route_service,

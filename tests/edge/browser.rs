@@ -87,7 +87,10 @@ impl Relay {
 }
 
 /// Headless Chromium on `url`; killed when dropped.
-struct Browser(Child, tempfile::TempDir);
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
 
 impl Browser {
     fn open(url: &str) -> Self {
@@ -106,14 +109,17 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromium starts (scripts/setup installs it)");
-        Self(child, profile)
+        Self {
+            child,
+            _profile: profile,
+        }
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

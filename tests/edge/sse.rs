@@ -1,6 +1,6 @@
 //! SSE is not buffered, through either route kind: the next event is produced only after
 //! the client has received the previous one, so a proxy that holds events back deadlocks
-//! into the test's bounded wait.
+//! into the test's bounded wait. An `sse` route shares one upstream stream among its viewers.
 
 use std::sync::Arc;
 
@@ -102,5 +102,77 @@ path_prefix = "/v2/"
     assert_eq!(last.event.as_deref(), Some("complete"));
     stream.expect_end().await;
     drop(stream);
+    edge.stop().await;
+}
+
+/// A `kind = "sse"` route: twenty viewers of one upstream stream cost one upstream request,
+/// each gets every event in order, and a viewer reconnecting with a `Last-Event-ID` still in
+/// the replay ring is served without another upstream request.
+#[tokio::test]
+async fn viewers_of_an_upstream_stream_share_one_upstream_request() {
+    let (feed_tx, mut feed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let origin = Origin::with_handler(move |_req| {
+        let feed_tx = feed_tx.clone();
+        Box::pin(async move {
+            let (tx, body, _dropped) = channel_body();
+            let _ = feed_tx.send(tx);
+            event_stream(body)
+        })
+    })
+    .await;
+    let edge = Edge::from_toml(&format!(
+        r#"
+[[routes]]
+name = "feeds"
+kind = "sse"
+path_prefix = "/feeds/"
+upstream = "news"
+[upstreams.news]
+peers = [{}]
+"#,
+        crate::edge::peers(&[origin.addr])
+    ))
+    .await;
+    let client = &edge.client;
+    let mut viewers = Vec::new();
+    for _ in 0..20 {
+        viewers.push(
+            client
+                .stream(client.get("/feeds/world"))
+                .await
+                .unwrap_or_else(|r| panic!("{} {}", r.status, r.text)),
+        );
+    }
+    assert_eq!(
+        origin.requests(),
+        1,
+        "one upstream request for twenty viewers"
+    );
+    let feed = feed_rx.recv().await.expect("the upstream stream");
+    for n in 1..=5 {
+        let event = format!("id: {n}\nevent: tick\ndata: {{\"n\":{n}}}\n\n");
+        feed.send(bytes::Bytes::from(event))
+            .await
+            .expect("origin body");
+    }
+    for (i, viewer) in viewers.iter_mut().enumerate() {
+        let ids: Vec<Option<String>> = viewer.events(5).await.into_iter().map(|f| f.id).collect();
+        let expected: Vec<Option<String>> = (1..=5).map(|n| Some(n.to_string())).collect();
+        assert_eq!(ids, expected, "viewer {i}");
+    }
+    // A reconnect after event 3 is served from the ring.
+    let mut back = client
+        .stream(client.get("/feeds/world").header("last-event-id", "3"))
+        .await
+        .unwrap_or_else(|r| panic!("{} {}", r.status, r.text));
+    let ids: Vec<Option<String>> = back.events(2).await.into_iter().map(|f| f.id).collect();
+    assert_eq!(ids, [Some("4".to_owned()), Some("5".to_owned())]);
+    assert_eq!(origin.requests(), 1);
+    // Another stream is another upstream request.
+    let _other = client
+        .stream(client.get("/feeds/sport"))
+        .await
+        .expect("stream");
+    assert_eq!(origin.requests(), 2);
     edge.stop().await;
 }

@@ -12,6 +12,10 @@ pub enum RouteKind {
     /// `"upstream"`: the request is proxied to the `[upstreams.NAME]` pool named by the
     /// route's `upstream` key.
     Upstream,
+    /// `"sse"`: Server-Sent Events streams of the `[upstreams.NAME]` pool, shared: every
+    /// viewer of one stream (same path, query and `Authorization`) reads one upstream
+    /// connection (`[sse.fanout]`, with `features.sse_fanout`); resumes use `Last-Event-ID`.
+    Sse,
 }
 
 /// One `[[routes]]` entry: which requests it matches and who answers them.
@@ -26,7 +30,7 @@ pub struct RouteConfig {
     /// Name used in logs and metrics. Required: non-empty, only ASCII letters, digits, `_` and
     /// `-`, unique among routes. Default `""` (fails validation).
     pub name: String,
-    /// `"agent"` or `"upstream"`. Default `"agent"`.
+    /// `"agent"`, `"upstream"` or `"sse"`. Default `"agent"`.
     pub kind: RouteKind,
     /// Host the request must be for: compared with the request's `Host` (or HTTP/2
     /// `:authority`) without its port, exactly and case-insensitively; no wildcards. A host
