@@ -42,6 +42,7 @@ use agentgate_proxy::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
+use crate::admin::Admin;
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
 use crate::api::error::SESSION_NOT_FOUND;
@@ -92,6 +93,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     routes: RouteTable,
     health: Vec<Arc<dyn HealthChecker>>,
+    /// The upstream groups routes send traffic to (what `/readyz` checks).
+    required: BTreeMap<String, Arc<UpstreamGroup>>,
 }
 
 impl std::fmt::Debug for App {
@@ -149,12 +152,34 @@ impl App {
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
         let agent = agent_stack(config, &api, store, tokens, &metrics, &shutdown)?;
         let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
+        let required = groups
+            .into_iter()
+            .filter(|(name, _)| {
+                config
+                    .routes
+                    .iter()
+                    .any(|r| r.kind != RouteKind::Agent && r.upstream.as_ref() == Some(name))
+            })
+            .collect();
         Ok(Self {
             api,
             shutdown,
             routes,
             health,
+            required,
         })
+    }
+
+    /// The admin endpoints (`server.admin_listen`) of this app, for `config` (the one it was
+    /// built from).
+    pub fn admin(&self, config: &Config) -> Admin {
+        let state = self.api.state();
+        Admin::new(
+            config,
+            Arc::clone(&state.metrics),
+            Arc::clone(&state.store),
+            self.required.clone(),
+        )
     }
 
     /// The pingora gateway over this app's routes.

@@ -10,8 +10,10 @@
 //! - [`agent`]: who runs a session (the demo agent, or external agents).
 //! - [`auth`]: API keys and per-session stream tokens.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`admin`]: the admin listener (metrics, health, readiness, effective config).
 //! - [`server`]: serving over HTTP.
 
+pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod app;

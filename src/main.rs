@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use agentgate::app::App;
 use agentgate_config::Config;
@@ -109,6 +110,11 @@ fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>
         upgrade,
     };
     let mut server = app.edge_server(settings)?;
+    if let Some(addr) = config.server.admin_listen {
+        let admin = Arc::new(app.admin(&config));
+        let bound = app_runtime.block_on(admin.start(addr, app.shutdown.clone()))?;
+        tracing::info!(%bound, "admin listener: /metrics /healthz /readyz /admin/config");
+    }
     let port = server.local_addrs().first().map_or(0, |a| a.port());
     let upgrade_sock = config.server.upgrade_sock_path(port);
     server.set_upgrade_sock(upgrade_sock.clone());

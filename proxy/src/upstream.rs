@@ -146,6 +146,17 @@ impl UpstreamGroup {
         &self.settings
     }
 
+    /// Peers healthy now, and peers in all (without health checks every peer is healthy).
+    pub fn peer_health(&self) -> (usize, usize) {
+        let backends = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends(),
+            Balancer::Consistent(lb) => lb.backends(),
+        };
+        let all = backends.get_backend();
+        let healthy = all.iter().filter(|b| backends.ready(b)).count();
+        (healthy, all.len())
+    }
+
     /// The group's health checker, to run in the server. `None` without checks.
     pub fn health_checker(&self) -> Option<Arc<dyn HealthChecker>> {
         self.health.clone()

@@ -76,6 +76,8 @@ pub struct Gateway {
     pub stats: StoreStats,
     /// The `retry:` every stream must start with.
     retry_ms: u64,
+    /// The admin listener, when `server.admin_listen` is set (use port 0).
+    pub admin: Option<Client>,
     running: Running,
 }
 
@@ -96,6 +98,17 @@ impl Gateway {
             .await
             .expect("gateway builds");
         let stats = app.api.state().store.stats().clone();
+        let admin = match config.server.admin_listen {
+            Some(addr) => {
+                let admin = std::sync::Arc::new(app.admin(config));
+                let bound = admin
+                    .start(addr, app.shutdown.clone())
+                    .await
+                    .expect("admin listens");
+                Some(Client::new(bound))
+            }
+            None => None,
+        };
         let running = Running::start(config.server.listen[0], app, grace)
             .await
             .expect("gateway listens");
@@ -103,6 +116,7 @@ impl Gateway {
             client: Client::new(running.addr),
             stats,
             retry_ms: config.sse.retry_ms,
+            admin,
             running,
         }
     }

@@ -11,6 +11,7 @@ mod support;
 mod client;
 mod gateway;
 
+mod admin;
 mod auth;
 mod bad_input;
 mod existence_cache;

@@ -41,6 +41,13 @@ pub struct ServerConfig {
     /// On shutdown, how long open requests and streams may run before they are cut, in seconds.
     /// At most 3600. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Address of the admin listener — operators' endpoints, kept off the public
+    /// listeners: `/metrics`, `/healthz`, `/readyz` (store reachable, a healthy peer in
+    /// every upstream group a route uses) and `/admin/config` (the effective configuration,
+    /// secrets redacted). An `IP:port`; port 0 picks a free port. Default unset: no admin
+    /// listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +59,7 @@ impl Default for ServerConfig {
             upgrade_sock: None,
             max_body_bytes: 1_048_576,
             shutdown_grace_secs: 10,
+            admin_listen: None,
         }
     }
 }
