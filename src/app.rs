@@ -95,6 +95,8 @@ pub struct App {
     health: Vec<Arc<dyn HealthChecker>>,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
+    /// `server.access_log`.
+    access_log: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -167,6 +169,7 @@ impl App {
             routes,
             health,
             required,
+            access_log: config.server.access_log,
         })
     }
 
@@ -184,7 +187,7 @@ impl App {
 
     /// The pingora gateway over this app's routes.
     pub fn gateway(&self) -> Gateway {
-        Gateway::new(self.routes.clone())
+        Gateway::new(self.routes.clone()).with_access_log(self.access_log)
     }
 
     /// Binds the edge server's listeners for this app.

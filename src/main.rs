@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentgate::app::App;
-use agentgate_config::Config;
+use agentgate_config::{Config, LogFormat};
 use agentgate_proxy::{ServerSettings, unix_signals};
 use clap::{Parser, Subcommand};
 
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             let Some(config) = load(&config) else {
                 return ExitCode::from(2);
             };
-            init_tracing();
+            init_tracing(config.server.log_format);
             match serve(config, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -87,10 +87,14 @@ fn load(path: &Path) -> Option<Config> {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>> {

@@ -74,8 +74,8 @@ mod validate;
 pub use error::{ConfigError, ValidationError};
 pub use schema::{
     AgentConfig, AuthConfig, Balance, Config, DemoConfig, Dispatch, ExistenceCachePolicy,
-    FeaturesConfig, HashOn, HealthCheckConfig, OnError, RedisConfig, RouteConfig, RouteKind,
-    ServerConfig, SseConfig, StoreConfig, StoreKind, ToolConfig, ToolKind, ToolsConfig,
+    FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError, RedisConfig, RouteConfig,
+    RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind, ToolConfig, ToolKind, ToolsConfig,
     UpstreamConfig,
 };
 

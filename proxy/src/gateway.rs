@@ -36,6 +36,7 @@ pub struct Gateway {
     routes: RouteTable,
     request_ids: RequestIds,
     in_flight: Arc<InFlight>,
+    access_log: bool,
 }
 
 impl Gateway {
@@ -45,7 +46,16 @@ impl Gateway {
             routes,
             request_ids: RequestIds::new(),
             in_flight: Arc::default(),
+            access_log: false,
         }
+    }
+
+    /// Logs one access line per request (target `agentgate::access`, level INFO) with the
+    /// method, path, status, duration, bytes in and out, route, upstream peer, session id
+    /// and request id as fields; a JSON log format makes them JSON fields.
+    pub fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 
     /// Requests in progress (the server waits for them when draining).
@@ -107,6 +117,10 @@ pub struct RequestCtx {
     attempts: usize,
     /// A peer that refused a connection, avoided on the retry.
     failed_peer: Option<SocketAddr>,
+    /// The last peer chosen for the request.
+    peer: Option<SocketAddr>,
+    /// When the request arrived.
+    started: std::time::Instant,
 }
 
 impl RequestCtx {
@@ -135,6 +149,8 @@ impl ProxyHttp for Gateway {
             admission: Mutex::new(None),
             attempts: 0,
             failed_peer: None,
+            peer: None,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -163,11 +179,13 @@ impl ProxyHttp for Gateway {
         };
         match &route.target {
             Target::Service(service) => {
+                let service = service.clone();
+                ctx.route = Some(route);
                 let mut extra = http::HeaderMap::new();
                 if let Some(id) = &ctx.request_id {
                     extra.insert(REQUEST_ID, id.clone());
                 }
-                bridge::serve_with_headers(session, service.clone(), &extra).await?;
+                bridge::serve_with_headers(session, service, &extra).await?;
                 Ok(true)
             }
             Target::Upstream {
@@ -233,6 +251,7 @@ impl ProxyHttp for Gateway {
         };
         let peer = group.peer(addr);
         ctx.attempts += 1;
+        ctx.peer = Some(addr);
         Ok(Box::new(peer))
     }
 
@@ -289,10 +308,54 @@ impl ProxyHttp for Gateway {
             )
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         // The response has been sent (or failed): release what admission held.
         drop(ctx.admission.lock().map(|mut a| a.take()));
+        if self.access_log {
+            access_log(session, ctx);
+        }
     }
+}
+
+/// One access log line for the finished request.
+fn access_log(session: &Session, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let path = req.uri.path();
+    // The session a request is about: `/v2/sessions/{id}/...`, else `x-session-id`.
+    let session_id = path
+        .strip_prefix("/v2/sessions/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            req.headers
+                .get("x-session-id")
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or("");
+    let status = session
+        .response_written()
+        .map_or(0, |response| response.status.as_u16());
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    let route = ctx.route.as_ref().map_or("", |r| r.name.as_str());
+    let upstream = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::info!(
+        target: "agentgate::access",
+        method = %req.method,
+        path,
+        status,
+        duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        bytes_in = session.body_bytes_read(),
+        bytes_out = session.body_bytes_sent(),
+        route,
+        upstream = %upstream,
+        session = session_id,
+        request_id,
+        "access"
+    );
 }
 
 /// `X-Forwarded-For` with the client's address appended to what earlier proxies put there.

@@ -55,7 +55,7 @@ stream_token_secret = "{SECRET}"
 kind = "redis"
 [store.redis]
 urls = ["{}"]
-timeout_ms = 500
+timeout_ms = 2000
 {extra}
 "#,
         redis.url()

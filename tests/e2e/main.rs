@@ -11,6 +11,7 @@ mod support;
 mod client;
 mod gateway;
 
+mod access_log;
 mod admin;
 mod auth;
 mod bad_input;
@@ -18,6 +19,7 @@ mod existence_cache;
 mod fanout;
 mod lifecycle;
 mod multiplex;
+mod process;
 mod redis_outage;
 mod resume;
 mod round_trips;

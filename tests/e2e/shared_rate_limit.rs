@@ -2,14 +2,11 @@
 //! limit; with Redis down, `on_store_error` decides between letting requests through and
 //! `503`; the GCRA script counts exactly on standalone Redis and on a 3-node Cluster.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use http::StatusCode;
 
 use crate::client::Client;
 use crate::gateway::{Gateway, KEY, SECRET, blocking};
+use crate::process::Process;
 use crate::support::redis_server::RedisServer;
 
 /// `[[routes]]` for every path with a global rate limit of `burst` at once, 1/s, in Redis.
@@ -50,72 +47,6 @@ dispatch = "none"
 "#,
         redis.url()
     )
-}
-
-/// `agentgate serve` as a child process; killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    /// Starts the binary on `toml` and waits for its "listening" line to learn the port.
-    fn start(toml: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("agentgate.toml");
-        std::fs::write(&path, toml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("agentgate starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("agentgate exited before listening")
-                .expect("read stdout");
-            if let Some(addr) = listening_addr(&line) {
-                break addr;
-            }
-        };
-        // Keep draining its output so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address in `... agentgate listening addrs=[127.0.0.1:PORT] ...`.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    if !line.contains("agentgate listening") {
-        return None;
-    }
-    let rest = &line[line.find("addrs=[")? + "addrs=[".len()..];
-    rest[..rest.find(']')?]
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 async fn status(client: &Client) -> StatusCode {

@@ -20,7 +20,7 @@ pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
 pub use features::FeaturesConfig;
 pub use routes::{RouteConfig, RouteKind};
-pub use server::ServerConfig;
+pub use server::{LogFormat, ServerConfig};
 
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
 pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};

@@ -48,6 +48,24 @@ pub struct ServerConfig {
     /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
+    /// Log line format on standard output: `"text"` (for people) or `"json"` (one JSON
+    /// object per line, for log pipelines). `RUST_LOG` sets the levels. Default `"text"`.
+    pub log_format: LogFormat,
+    /// One access log line per request (target `agentgate::access`): method, path, status,
+    /// duration, bytes in and out, route, upstream peer, session id and request id. Default
+    /// false (it costs a formatted line per request).
+    pub access_log: bool,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +78,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1_048_576,
             shutdown_grace_secs: 10,
             admin_listen: None,
+            log_format: LogFormat::Text,
+            access_log: false,
         }
     }
 }

@@ -1,0 +1,85 @@
+//! [`Process`]: the real `agentgate serve` binary as a child process on a generated config,
+//! its stdout read line by line (the port it bound, log lines).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `agentgate serve` on a config file; killed when dropped.
+pub struct Process {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts the binary on `toml` and waits for its "listening" line to learn the port.
+    pub fn start(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agentgate.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agentgate starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // A thread keeps draining stdout, so the child never blocks on a full pipe.
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines,
+            _dir: dir,
+        };
+        let line = process.line_where(|l| l.contains("agentgate listening"));
+        process.addr = listening_addr(&line)
+            .unwrap_or_else(|| panic!("no address in the listening line: {line}"));
+        process
+    }
+
+    /// The next stdout line for which `matches` holds; panics after 20 s or at exit.
+    pub fn line_where(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no matching line from agentgate: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first `127.0.0.1:PORT` of the "agentgate listening" line (text or JSON logs).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let start = line.find("127.0.0.1:")?;
+    let rest = &line[start..];
+    let end = rest["127.0.0.1:".len()..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(rest.len(), |i| i + "127.0.0.1:".len());
+    rest[..end].parse().ok()
+}
