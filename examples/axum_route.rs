@@ -80,6 +80,7 @@ fn main() -> std::io::Result<()> {
         grace: Duration::from_secs(5),
         upgrade_sock: std::env::temp_dir().join("agentgate-axum-route-example.upgrade.sock"),
         upgrade: false,
+        read_buffer: None,
     };
     let server = EdgeServer::bind(settings, Gateway::new(routes), Vec::new())?;
     tracing::info!(addr = %server.local_addrs()[0], "listening; Ctrl-C stops");

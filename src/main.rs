@@ -112,6 +112,7 @@ fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>
         grace: config.server.shutdown_grace(),
         upgrade_sock: PathBuf::new(), // set below, once the real port is known
         upgrade,
+        read_buffer: Some(config.server.read_buffer_bytes),
     };
     let mut server = app.edge_server(settings)?;
     if let Some(addr) = config.server.admin_listen {

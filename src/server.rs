@@ -34,6 +34,7 @@ impl Running {
             grace,
             upgrade_sock: unique_upgrade_sock(),
             upgrade: false,
+            read_buffer: None,
         };
         let server = app.edge_server(settings)?;
         let addr = server.local_addrs()[0];

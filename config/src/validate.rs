@@ -51,6 +51,11 @@ impl Config {
     fn check_server(&self, p: &mut Problems) {
         let s = &self.server;
         p.require(
+            s.read_buffer_bytes <= 1_048_576,
+            "server.read_buffer_bytes",
+            "must be at most 1048576",
+        );
+        p.require(
             !s.listen.is_empty(),
             "server.listen",
             "at least one address is required",

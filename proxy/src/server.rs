@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -42,6 +43,10 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// Take the listening sockets over from a running instance instead of binding.
     pub upgrade: bool,
+    /// Read buffer of each client connection, in bytes (pingora allocates it whole when
+    /// the connection is accepted: it is most of an idle connection's memory). `None`:
+    /// pingora's default, 64 KiB.
+    pub read_buffer: Option<usize>,
 }
 
 /// How to stop.
@@ -141,7 +146,11 @@ impl EdgeServer {
         let in_flight = self.gateway.in_flight();
         let mut proxy = http_proxy_service(&conf, self.gateway);
         for addr in &self.addrs {
-            proxy.add_tcp(&addr.to_string());
+            let mut buffers = L4BufferSettings::default();
+            if let Some(read) = self.settings.read_buffer {
+                buffers = buffers.read(read);
+            }
+            proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
         }
         let grace = self.settings.grace;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

@@ -133,6 +133,7 @@ read_timeout_ms = 0
             grace: GRACE,
             upgrade_sock: unique_upgrade_sock(),
             upgrade: false,
+            read_buffer: None,
         };
         let server = EdgeServer::bind(settings, Gateway::new(table), health).expect("binds");
         let addr = server.local_addrs()[0];

@@ -55,6 +55,11 @@ pub struct ServerConfig {
     /// duration, bytes in and out, route, upstream peer, session id and request id. Default
     /// false (it costs a formatted line per request).
     pub access_log: bool,
+    /// Read buffer of each client connection, in bytes. It is allocated whole when a
+    /// connection is accepted, so it is most of what an idle connection (an SSE viewer)
+    /// costs; request headers larger than it still work. 0 reads unbuffered. At most
+    /// 1048576. Default 16384 (pingora's own default is 65536).
+    pub read_buffer_bytes: usize,
 }
 
 /// `server.log_format`.
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             log_format: LogFormat::Text,
             access_log: false,
+            read_buffer_bytes: 16_384,
         }
     }
 }
