@@ -23,6 +23,7 @@ CLIENTS_PER_SESSION=${CLIENTS_PER_SESSION:-100}
 RATE=${RATE:-1000}                        # events/s appended, over all sessions
 FANOUT=${FANOUT:-"on off"}                # builds to measure, in this order
 GATEWAY_THREADS=${GATEWAY_THREADS:-2}     # [server] threads
+READ_BUFFER=${READ_BUFFER:-16384}         # [server] read_buffer_bytes
 LOAD_THREADS=${LOAD_THREADS:-2}           # tokio workers of the load program
 LOAD_CPUS=${LOAD_CPUS:-}                  # optional taskset CPU list for the load program
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-256}
@@ -89,6 +90,7 @@ write_conf() {
 [server]
 listen = ["127.0.0.1:$port"]
 threads = $GATEWAY_THREADS
+read_buffer_bytes = $READ_BUFFER
 
 [auth]
 api_keys = ["$API_KEY"]
