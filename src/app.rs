@@ -28,7 +28,7 @@ use agentgate_config::{
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::PriorityQueueLayer;
 use agentgate_middleware::rate_limit::{
-    LimitStore, PeerAddr, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
+    LimitStore, PeerAddr, RateLimitLayer, RateLimited, SharedGcra, SharedRateLimitLayer,
 };
 use agentgate_middleware::sse::fanout::{PathAndAuth, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
@@ -510,6 +510,7 @@ fn with_policies(
     }
     // rate limit: per-key GCRA, 429 before anything else runs
     if let Some(policy) = &route.rate_limit {
+        let rejected = metrics.rate_limit_rejections(&route.name);
         service = match (policy.store, shared_limits) {
             (LimitStore::Local, _) => {
                 let limit =
@@ -519,6 +520,7 @@ fn with_policies(
                 drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
                 route_service(
                     ServiceBuilder::new()
+                        .map_response(count_rejections(rejected.clone()))
                         .map_request(peer_addr::<RequestBody>)
                         .layer(limit)
                         .service(service),
@@ -531,6 +533,7 @@ fn with_policies(
                     .map_err(|e| error(e.to_string()))?;
                 route_service(
                     ServiceBuilder::new()
+                        .map_response(count_rejections(rejected.clone()))
                         .map_request(peer_addr::<RequestBody>)
                         .layer(limit)
                         .service(service),
@@ -545,6 +548,18 @@ fn with_policies(
         };
     }
     Ok(service)
+}
+
+/// Counts the rate limiter's own 429s (marked [`RateLimited`]), not the service's.
+fn count_rejections<B>(
+    rejected: prometheus_client::metrics::counter::Counter,
+) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
+    move |response| {
+        if response.extensions().get::<RateLimited>().is_some() {
+            rejected.inc();
+        }
+        response
+    }
 }
 
 /// Hands the bridge's client address to the rate limiter's peer-IP key.

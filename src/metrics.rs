@@ -65,6 +65,13 @@ pub struct Metrics {
     queue: QueueFamilies,
     tools: ToolMetrics,
     fanout: FanoutGauges,
+    rate_limited: Family<RouteLabel, Counter>,
+}
+
+/// Labels of per-route counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
 }
 
 /// The SSE fan-out layer's counters, copied from its [`FanoutStats`] at every scrape.
@@ -175,6 +182,12 @@ impl Metrics {
         );
         let tools = ToolMetrics::register(&mut registry);
         let fanout = FanoutGauges::register(&mut registry);
+        let rate_limited = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests a route's rate limit answered with 429, by route",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             requests,
@@ -182,7 +195,17 @@ impl Metrics {
             queue,
             tools,
             fanout,
+            rate_limited,
         }
+    }
+
+    /// The counter of `route`'s rate-limit rejections (`agentgate_rate_limited_total`).
+    pub fn rate_limit_rejections(&self, route: &str) -> Counter {
+        self.rate_limited
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone()
     }
 
     /// The observer of `route`'s priority queue, feeding `agentgate_queue_*`.

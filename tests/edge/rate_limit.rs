@@ -1,6 +1,6 @@
 //! Per-route rate limits from TOML, through the gateway: a limited key gets 429 with
 //! `Retry-After` and `RateLimit-*` headers, other keys are untouched, and a limited upstream
-//! request never reaches the origin.
+//! request never reaches the origin; `/metrics` counts the rejections per route.
 
 use http::StatusCode;
 
@@ -12,6 +12,10 @@ async fn a_limited_key_gets_429_with_retry_after_and_others_pass() {
     let origin = Origin::start("origin").await;
     let edge = Edge::from_toml(&format!(
         r#"
+[[routes]]
+name = "ops"
+kind = "agent"
+path_prefix = "/metrics"
 [[routes]]
 name = "agent"
 kind = "agent"
@@ -81,5 +85,15 @@ peers = [{}]
     );
     assert_eq!(limited.header("retry-after"), Some("1"));
     assert_eq!(origin.requests(), 2);
+
+    // Each route counted its own rejection.
+    let metrics = client.send_call(client.get("/metrics")).await.text;
+    for route in ["agent", "web"] {
+        let series = format!("agentgate_rate_limited_total{{route=\"{route}\"}} 1");
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in\n{metrics}"
+        );
+    }
     edge.stop().await;
 }
