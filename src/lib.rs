@@ -10,12 +10,14 @@
 //! - [`agent`]: who runs a session (the demo agent, or external agents).
 //! - [`auth`]: API keys and per-session stream tokens.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
 
 pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod store;
