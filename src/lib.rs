@@ -11,6 +11,7 @@
 //! - [`auth`]: API keys and per-session stream tokens.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener (metrics, health, readiness, effective config).
+//! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The `agentgate` command: `serve` the gateway, `check-config` a file.
+//! The `agentgate` command: `serve` the gateway, `check-config` a file, `loadtest` a gateway.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +39,35 @@ enum Command {
         /// Configuration file to check.
         file: PathBuf,
     },
+    /// Load a running gateway with agent sessions and report latencies and errors.
+    ///
+    /// Exit status: 0 when every threshold of the scenario holds, 3 when one is breached
+    /// (each is listed), 2 for a bad scenario or argument, 1 when a report file cannot be
+    /// written.
+    Loadtest {
+        /// Base URL of the gateway, e.g. http://127.0.0.1:8080 (loopback unless
+        /// --allow-remote).
+        #[arg(long)]
+        target: http::Uri,
+        /// API key the simulated agents use (one of the gateway's `auth.api_keys`).
+        #[arg(long, env = "AGENTGATE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Scenario file (see bench/scenarios/smoke.toml for every key).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write SVG charts of latency percentiles over time into this directory.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// No progress bar and no table (the exit status and files still tell).
+        #[arg(long)]
+        quiet: bool,
+        /// Allow a target that is not a loopback address.
+        #[arg(long)]
+        allow_remote: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +79,23 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
+        Command::Loadtest {
+            target,
+            api_key,
+            scenario,
+            json,
+            plot,
+            quiet,
+            allow_remote,
+        } => loadtest(&LoadtestArgs {
+            target,
+            api_key,
+            scenario,
+            json,
+            plot,
+            quiet,
+            allow_remote,
+        }),
         Command::Serve { config, upgrade } => {
             let Some(config) = load(&config) else {
                 return ExitCode::from(2);
@@ -142,6 +188,96 @@ fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>
     })?;
     drop(pid_file);
     Ok(())
+}
+
+/// Arguments of `agentgate loadtest`.
+struct LoadtestArgs {
+    target: http::Uri,
+    api_key: String,
+    scenario: PathBuf,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    quiet: bool,
+    allow_remote: bool,
+}
+
+fn loadtest(args: &LoadtestArgs) -> ExitCode {
+    use agentgate::loadtest::{self, Scenario};
+
+    let scenario = match Scenario::load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            eprintln!("{}:{e}", args.scenario.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = loadtest::check_target(&args.target, args.allow_remote) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("agentgate-loadtest")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let finished = match runtime.block_on(loadtest::run(
+        &args.target,
+        &args.api_key,
+        &scenario,
+        !args.quiet,
+    )) {
+        Ok(finished) => finished,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = &finished.report;
+    if !args.quiet {
+        print!("{report}");
+    }
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(report)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(dir) = &args.plot {
+        match loadtest::plot::write_charts(dir, &finished.collected) {
+            Ok(files) if !args.quiet => {
+                for file in files {
+                    println!("chart: {}", file.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if report.passed {
+        return ExitCode::SUCCESS;
+    }
+    for t in report.breached() {
+        let value = t
+            .value
+            .map_or_else(|| "no samples".to_owned(), |v| v.to_string());
+        eprintln!(
+            "threshold breached: {} = {value} (limit {})",
+            t.name, t.limit
+        );
+    }
+    ExitCode::from(3)
 }
 
 /// This process's pid file; removed on drop unless another process (a graceful upgrade's
