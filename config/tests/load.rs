@@ -49,8 +49,13 @@ fn reference_file_loads_with_the_values_it_sets() {
     assert!(config.auth.stream_token_secret.len() >= 32);
     assert_eq!(config.store.kind, StoreKind::Memory);
     assert_eq!(config.agent.dispatch, Dispatch::Demo);
+    assert_eq!(config.server.admin_listen, Some(addr("127.0.0.1:9901")));
     // Every other value it sets is the default.
     let expected = Config {
+        server: agentgate_config::ServerConfig {
+            admin_listen: config.server.admin_listen,
+            ..Default::default()
+        },
         auth: config.auth.clone(),
         store: config.store.clone(),
         agent: config.agent.clone(),
