@@ -51,6 +51,11 @@ struct ShedLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// 0.25 ms to ~8 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
 /// 1 ms to ~16 s, doubling.
 fn wait_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -66,6 +71,73 @@ pub struct Metrics {
     tools: ToolMetrics,
     fanout: FanoutGauges,
     rate_limited: Family<RouteLabel, Counter>,
+    durations: HistogramFamily<HandlerLabel>,
+    process: ProcessMetrics,
+}
+
+/// Labels of `agentgate_http_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabel {
+    route: &'static str,
+}
+
+/// The process's CPU time and resident memory, read from `/proc/self` at each scrape.
+#[derive(Debug, Default)]
+struct ProcessMetrics {
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    resident: Gauge,
+    /// CPU seconds already counted, so the counter only moves forward.
+    counted: std::sync::Mutex<f64>,
+}
+
+impl ProcessMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let process = Self::default();
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the gateway process (Linux /proc/self/stat)",
+            process.cpu.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the gateway process (Linux /proc/self/status VmRSS)",
+            process.resident.clone(),
+        );
+        process
+    }
+
+    fn refresh(&self) {
+        if let Some(seconds) = cpu_seconds() {
+            let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+            if seconds > *counted {
+                self.cpu.inc_by(seconds - *counted);
+                *counted = seconds;
+            }
+        }
+        if let Some(bytes) = resident_bytes() {
+            self.resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// utime + stime of this process, in seconds (fields 14 and 15 of `/proc/self/stat`, in
+/// clock ticks of 1/100 s, the fixed USER_HZ of Linux's proc interface).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// VmRSS of this process, in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Labels of per-route counters.
@@ -182,6 +254,15 @@ impl Metrics {
         );
         let tools = ToolMetrics::register(&mut registry);
         let fanout = FanoutGauges::register(&mut registry);
+        let durations =
+            HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response head, by agent API handler (init: time to first \
+             byte; stream: SSE connection establishment)",
+            durations.clone(),
+        );
+        let process = ProcessMetrics::register(&mut registry);
         let rate_limited = Family::<RouteLabel, Counter>::default();
         registry.register(
             "rate_limited",
@@ -196,6 +277,8 @@ impl Metrics {
             tools,
             fanout,
             rate_limited,
+            durations,
+            process,
         }
     }
 
@@ -214,6 +297,13 @@ impl Metrics {
             route: route.to_owned(),
             families: self.queue.clone(),
         }
+    }
+
+    /// Records how long a handler took to produce its response head.
+    pub fn record_duration(&self, route: &'static str, took: Duration) {
+        self.durations
+            .get_or_create(&HandlerLabel { route })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one answered request.
@@ -242,6 +332,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.fanout.refresh();
+        self.process.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -208,11 +208,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = Arc::clone(&self.state);
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let (label, result) = match Route::resolve(req.method(), req.uri().path()) {
                 Ok(route) => (route.label(), handle(&state, route, req).await),
                 Err(e) => ("unknown", Err(e)),
             };
             let response = result.unwrap_or_else(ApiError::into_response);
+            state.metrics.record_duration(label, started.elapsed());
             state
                 .metrics
                 .record_request(label, response.status().as_u16());

@@ -94,3 +94,38 @@ async fn ready_when_the_store_answers_and_no_upstream_is_required() {
     assert_eq!(ready.json["ready"], true);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_latencies_and_process_figures_move() {
+    let mut config = crate::gateway::memory_config();
+    config.server.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let gateway = Gateway::start(&config).await;
+    let admin = gateway.admin.clone().expect("admin listener");
+    let count = |text: &str, route: &str| {
+        crate::gateway::metric(
+            text,
+            &format!("agentgate_http_request_duration_seconds_count{{route=\"{route}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let before = admin.send_call(admin.get("/metrics")).await.text;
+    let session = gateway.init().await;
+    drop(gateway.stream(&session).await);
+    let after = admin.send_call(admin.get("/metrics")).await.text;
+    // Init's time to first byte and the stream's connection establishment were observed.
+    assert_eq!(
+        count(&after, "init") - count(&before, "init"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, "stream") - count(&before, "stream"),
+        1.0,
+        "{after}"
+    );
+    let cpu = crate::gateway::metric(&after, "agentgate_process_cpu_seconds_total");
+    assert!(cpu > Some(0.0), "{after}");
+    let rss = crate::gateway::metric(&after, "agentgate_process_resident_memory_bytes");
+    assert!(rss > Some(1_000_000.0), "{after}");
+    gateway.stop().await;
+}
