@@ -152,6 +152,7 @@ impl App {
         let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
         let api = AgentApi::new(Arc::new(state));
         let health = groups.values().filter_map(|g| g.health_checker()).collect();
+        metrics.watch_upstreams(groups.values().cloned().collect());
         let agent = agent_stack(config, &api, store, tokens, &metrics, &shutdown)?;
         let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
         let required = groups

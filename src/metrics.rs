@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use agentgate_middleware::priority_queue::{OverloadReason, QueueObserver};
 use agentgate_middleware::sse::fanout::FanoutStats;
+use agentgate_proxy::UpstreamGroup;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -73,6 +74,50 @@ pub struct Metrics {
     rate_limited: Family<RouteLabel, Counter>,
     durations: HistogramFamily<HandlerLabel>,
     process: ProcessMetrics,
+    upstreams: UpstreamGauges,
+}
+
+/// Healthy and total peers per upstream group, read from the groups at each scrape.
+#[derive(Debug, Default)]
+struct UpstreamGauges {
+    groups: OnceLock<Vec<Arc<UpstreamGroup>>>,
+    healthy: Family<UpstreamLabel, Gauge>,
+    peers: Family<UpstreamLabel, Gauge>,
+}
+
+/// Labels of the upstream gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+impl UpstreamGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = Self::default();
+        registry.register(
+            "upstream_healthy_peers",
+            "Peers of an upstream group that pass their health check, by group",
+            gauges.healthy.clone(),
+        );
+        registry.register(
+            "upstream_peers",
+            "Peers of an upstream group, by group",
+            gauges.peers.clone(),
+        );
+        gauges
+    }
+
+    fn refresh(&self) {
+        for group in self.groups.get().into_iter().flatten() {
+            let (healthy, peers) = group.peer_health();
+            let label = UpstreamLabel {
+                upstream: group.name().to_owned(),
+            };
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.healthy.get_or_create(&label).set(count(healthy));
+            self.peers.get_or_create(&label).set(count(peers));
+        }
+    }
 }
 
 /// Labels of `agentgate_http_request_duration_seconds`.
@@ -263,6 +308,7 @@ impl Metrics {
             durations.clone(),
         );
         let process = ProcessMetrics::register(&mut registry);
+        let upstreams = UpstreamGauges::register(&mut registry);
         let rate_limited = Family::<RouteLabel, Counter>::default();
         registry.register(
             "rate_limited",
@@ -279,6 +325,7 @@ impl Metrics {
             rate_limited,
             durations,
             process,
+            upstreams,
         }
     }
 
@@ -324,6 +371,12 @@ impl Metrics {
         &self.tools
     }
 
+    /// Reports the health of `groups` (`agentgate_upstream_healthy_peers`,
+    /// `agentgate_upstream_peers`) from now on.
+    pub fn watch_upstreams(&self, groups: Vec<Arc<UpstreamGroup>>) {
+        let _ = self.upstreams.groups.set(groups);
+    }
+
     /// Reports the SSE fan-out layer's counters (`agentgate_sse_fanout_*`) from now on.
     pub fn watch_fanout(&self, stats: Arc<FanoutStats>) {
         let _ = self.fanout.stats.set(stats);
@@ -333,6 +386,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.fanout.refresh();
         self.process.refresh();
+        self.upstreams.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
