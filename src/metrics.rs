@@ -277,6 +277,11 @@ impl Metrics {
             "Commands sent to the session store backend",
             store.commands.clone(),
         );
+        registry.register(
+            "store_commands_by_name",
+            "Commands sent to the session store backend, by command",
+            store.by_command.clone(),
+        );
         let queue = QueueFamilies {
             depth: Family::default(),
             wait: HistogramFamily::new_with_constructor(wait_histogram),

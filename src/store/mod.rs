@@ -22,7 +22,9 @@ pub mod watch;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 pub use id::{EventId, SessionId};
 pub use presence::{Presence, PresenceFeed};
@@ -140,13 +142,52 @@ pub struct StoreStats {
     pub round_trips: Counter,
     /// Commands sent (a pipeline of n commands counts n).
     pub commands: Counter,
+    /// Commands sent, by command name (`EVALSHA`, `XRANGE`, ...; unknown ones as `other`).
+    pub by_command: Family<CommandLabel, Counter>,
 }
+
+/// The label of [`StoreStats::by_command`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabel {
+    /// Upper-case command name.
+    pub command: &'static str,
+}
+
+/// Names of the commands the Redis engine sends, for the `command` label without allocating.
+const COMMANDS: [&str; 14] = [
+    "EVALSHA",
+    "EVAL",
+    "SCRIPT",
+    "HSET",
+    "HGETALL",
+    "PEXPIRE",
+    "XRANGE",
+    "EXISTS",
+    "MULTI",
+    "EXEC",
+    "PING",
+    "GET",
+    "SET",
+    "PSUBSCRIBE",
+];
 
 impl StoreStats {
     /// Records one round trip carrying `commands` commands.
     pub fn record(&self, commands: usize) {
         self.round_trips.inc();
         self.commands.inc_by(commands as u64);
+    }
+
+    /// Counts one command named `name` (case-insensitive).
+    pub fn record_command(&self, name: &[u8]) {
+        let command = COMMANDS
+            .iter()
+            .find(|c| c.as_bytes().eq_ignore_ascii_case(name))
+            .copied()
+            .unwrap_or("other");
+        self.by_command
+            .get_or_create(&CommandLabel { command })
+            .inc();
     }
 
     /// `(round_trips, commands)` so far.

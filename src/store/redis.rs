@@ -161,6 +161,7 @@ enum Backend {
 impl ConnectionLike for CountedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.stats.record(1);
+        record_name(&self.stats, cmd);
         match &mut self.backend {
             Backend::Standalone(c) => c.req_packed_command(cmd),
             Backend::Cluster(c) => c.req_packed_command(cmd),
@@ -174,6 +175,9 @@ impl ConnectionLike for CountedConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         self.stats.record(pipeline.len());
+        for cmd in pipeline.cmd_iter() {
+            record_name(&self.stats, cmd);
+        }
         match &mut self.backend {
             Backend::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Backend::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
@@ -185,6 +189,13 @@ impl ConnectionLike for CountedConnection {
             Backend::Standalone(c) => c.get_db(),
             Backend::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+/// Counts `cmd` under its name (its first argument).
+fn record_name(stats: &StoreStats, cmd: &Cmd) {
+    if let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() {
+        stats.record_command(name);
     }
 }
 

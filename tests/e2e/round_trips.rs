@@ -111,4 +111,14 @@ async fn init_append_and_complete_take_one_round_trip_each() {
             format!(r#"agentgate_http_requests_total{{route="{route}",status="{status}"}}"#);
         assert_eq!(metric(&text, &series), Some(n), "{series} in\n{text}");
     }
+    // Commands by name agree with Redis's own statistics.
+    for command in ["evalsha", "eval", "hgetall"] {
+        let series = format!(
+            r#"agentgate_store_commands_by_name_total{{command="{}"}}"#,
+            command.to_uppercase()
+        );
+        let ours = metric(&text, &series).unwrap_or(0.0);
+        let redis_says = blocking(|| redis.command_calls(command)) as f64;
+        assert_eq!(ours, redis_says, "{series} vs Redis commandstats\n{text}");
+    }
 }
