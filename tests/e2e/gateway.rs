@@ -293,3 +293,26 @@ pub fn ids(frames: &[crate::client::SseFrame]) -> Vec<String> {
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
+
+/// A tiny deterministic PRNG (xorshift64*), so "random" cut points repeat run to run.
+pub struct Prng(pub u64);
+
+impl Prng {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform-ish in `1..=n`.
+    pub fn between_1_and(&mut self, n: usize) -> usize {
+        1 + self.below(n)
+    }
+}

@@ -7,24 +7,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::client::SseStream;
-use crate::gateway::{Gateway, Session, blocking, deltas, redis_config};
+use crate::gateway::{Gateway, Prng, Session, blocking, deltas, redis_config};
 use crate::support::redis_server::RedisServer;
-
-/// A tiny deterministic PRNG (xorshift64*), so the "random" cut points repeat run to run.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn mux_path(sessions: &[Session]) -> String {
     let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();

@@ -2,25 +2,8 @@
 
 use serde_json::json;
 
-use crate::gateway::{Gateway, blocking, deltas, ids, redis_config};
+use crate::gateway::{Gateway, Prng, blocking, deltas, ids, redis_config};
 use crate::support::redis_server::RedisServer;
-
-/// A tiny deterministic PRNG (xorshift64*), so the "random" cut points repeat run to run.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `1..=n`.
-    fn between_1_and(&mut self, n: usize) -> usize {
-        1 + (self.next() % n as u64) as usize
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_any_event_is_exact() {
