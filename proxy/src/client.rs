@@ -26,7 +26,7 @@ use tower::BoxError;
 
 use crate::ResponseBody;
 use crate::bridge::{ClientAddr, RequestBody};
-use crate::upstream::UpstreamGroup;
+use crate::upstream::{UpstreamGroup, UpstreamSettings};
 
 /// Sends requests to a peer of one upstream group; see the [module docs](self).
 #[derive(Clone)]
@@ -73,17 +73,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// A pooled HTTP/1.1 client for the peers of a group with `settings`: connects within the
+/// group's connect timeout (`TCP_NODELAY`), keeps idle connections for its idle timeout.
+/// Shared by [`UpstreamClient`] and the gateway's HTTP tools.
+pub fn pooled_client<B>(settings: &UpstreamSettings) -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(settings.idle_timeout)
+        .build(connector)
+}
+
 impl UpstreamClient {
-    /// A client of `group`'s peers, connecting within the group's connect timeout and
-    /// keeping idle connections for its idle timeout.
+    /// A client of `group`'s peers (see [`pooled_client`]).
     pub fn new(group: Arc<UpstreamGroup>) -> Self {
-        let settings = group.settings();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .build(connector);
+        let client = pooled_client(group.settings());
         Self { group, client }
     }
 

@@ -21,7 +21,6 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use agentgate_proxy::UpstreamGroup;
@@ -65,13 +64,7 @@ impl HttpTool {
         path: impl Into<String>,
         max_output_bytes: usize,
     ) -> Self {
-        let settings = group.settings();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .build(connector);
+        let client = agentgate_proxy::client::pooled_client(group.settings());
         Self {
             group,
             path: path.into(),
