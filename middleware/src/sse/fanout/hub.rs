@@ -264,6 +264,8 @@ impl Channel {
         }
         if state.subscribers.is_empty() && state.idle_since.is_none() {
             state.idle_since = Some(Instant::now());
+            drop(state);
+            self.idle.notify_one();
         }
     }
 
@@ -360,10 +362,14 @@ where
     tokio::spawn(async move {
         let mut body = Box::pin(body);
         let mut parser = Parser::new();
+        // One watcher for the whole stream (it re-reads the idle state whenever woken),
+        // not a new one (and a lock) per frame.
+        let abandoned = channel.abandoned();
+        tokio::pin!(abandoned);
         loop {
             let frame = tokio::select! {
                 frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
-                () = channel.abandoned() => break,
+                () = &mut abandoned => break,
             };
             let data = match frame {
                 None => break,
