@@ -326,22 +326,7 @@ mod tests {
     #[tokio::test]
     async fn builtins_run_on_the_worker_pool() {
         let pool = WorkerPool::new(1, 4, Gauge::default());
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move || {
-                    started_tx.send(()).expect("test waits");
-                    release_rx.recv().expect("released");
-                })
-                .await
-            }
-        });
-        tokio::task::spawn_blocking(move || started_rx.recv())
-            .await
-            .expect("joined")
-            .expect("holder started");
+        let (holder, release_tx) = crate::tools::pool::hold_only_thread(&pool).await;
         let hash = tokio::spawn({
             let cx = cx(&pool);
             async move { Sha256Tool.call_json(json!({"text": ""}), &cx).await }

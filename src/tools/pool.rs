@@ -171,6 +171,32 @@ fn work(receiver: &Mutex<mpsc::Receiver<Job>>, shared: &std::sync::Weak<Shared>)
     }
 }
 
+/// Test helper: occupies a thread of `pool` until the returned sender is used (or dropped),
+/// and returns once the job is running.
+#[cfg(test)]
+pub(crate) async fn hold_only_thread(
+    pool: &WorkerPool,
+) -> (
+    tokio::task::JoinHandle<Result<(), PoolError>>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            pool.run(move || {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+            })
+            .await
+        }
+    });
+    let started = tokio::task::spawn_blocking(move || started_rx.recv()).await;
+    assert!(matches!(started, Ok(Ok(()))), "the holder started");
+    (holder, release_tx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,22 +224,7 @@ mod tests {
         let depth = Gauge::default();
         let pool = WorkerPool::new(1, 1, depth.clone());
         // Hold the only thread.
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move || {
-                    started_tx.send(()).expect("test waits");
-                    release_rx.recv().expect("released");
-                })
-                .await
-            }
-        });
-        tokio::task::spawn_blocking(move || started_rx.recv())
-            .await
-            .expect("joined")
-            .expect("the holder started");
+        let (holder, release_tx) = hold_only_thread(&pool).await;
         // One job may wait; it is queued, not run.
         let queued = tokio::spawn({
             let pool = pool.clone();
@@ -234,22 +245,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_whose_caller_left_is_skipped() {
         let pool = WorkerPool::new(1, 4, Gauge::default());
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move || {
-                    started_tx.send(()).expect("test waits");
-                    release_rx.recv().expect("released");
-                })
-                .await
-            }
-        });
-        tokio::task::spawn_blocking(move || started_rx.recv())
-            .await
-            .expect("joined")
-            .expect("the holder started");
+        let (holder, release_tx) = hold_only_thread(&pool).await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let abandoned = tokio::spawn({
             let (pool, ran) = (pool.clone(), Arc::clone(&ran));
