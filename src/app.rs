@@ -41,6 +41,7 @@ use agentgate_proxy::{
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::util::Either;
 
 use crate::admin::Admin;
 use crate::agent::Dispatch;
@@ -511,34 +512,21 @@ fn with_policies(
     }
     // rate limit: per-key GCRA, 429 before anything else runs
     if let Some(policy) = &route.rate_limit {
-        let rejected = metrics.rate_limit_rejections(&route.name);
-        service = match (policy.store, shared_limits) {
+        let limit = match (policy.store, shared_limits) {
             (LimitStore::Local, _) => {
                 let limit =
                     RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
                 // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
                 // minute. The task ends when the route's stack is dropped.
                 drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
-                route_service(
-                    ServiceBuilder::new()
-                        .map_response(count_rejections(rejected.clone()))
-                        .map_request(peer_addr::<RequestBody>)
-                        .layer(limit)
-                        .service(service),
-                )
+                Either::Left(limit)
             }
             (LimitStore::Redis, Some(gcra)) => {
                 // One bucket per route and key, shared by every gateway on this Redis.
                 let prefix = format!("agentgate:rl:{}:", route.name);
                 let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
                     .map_err(|e| error(e.to_string()))?;
-                route_service(
-                    ServiceBuilder::new()
-                        .map_response(count_rejections(rejected.clone()))
-                        .map_request(peer_addr::<RequestBody>)
-                        .layer(limit)
-                        .service(service),
-                )
+                Either::Right(limit)
             }
             // validate() rejects `store = "redis"` without a Redis session store.
             (LimitStore::Redis, None) => {
@@ -547,6 +535,14 @@ fn with_policies(
                 ));
             }
         };
+        let rejected = metrics.rate_limit_rejections(&route.name);
+        service = route_service(
+            ServiceBuilder::new()
+                .map_response(count_rejections(rejected))
+                .map_request(peer_addr::<RequestBody>)
+                .layer(limit)
+                .service(service),
+        );
     }
     Ok(service)
 }
