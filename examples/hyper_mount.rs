@@ -46,7 +46,7 @@ async fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.api.clone());
+        let service = TowerToHyperService::new(app.api());
         tokio::spawn(async move {
             let conn = auto::Builder::new(TokioExecutor::new());
             let _ = conn.serve_connection(TokioIo::new(stream), service).await;

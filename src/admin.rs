@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use agentgate_config::Config;
 use agentgate_proxy::UpstreamGroup;
@@ -37,16 +37,22 @@ const REDACTED: &str = "<redacted>";
 pub struct Admin {
     metrics: Arc<Metrics>,
     store: Arc<dyn SessionStore>,
+    /// What the running configuration says; replaced by [`Admin::update`] on reload.
+    view: Mutex<Arc<View>>,
+}
+
+/// The configuration-dependent part of the admin endpoints.
+struct View {
     /// The upstream groups routes send traffic to, by name.
     required: BTreeMap<String, Arc<UpstreamGroup>>,
-    /// `/admin/config`, rendered once.
+    /// `/admin/config`, rendered once per configuration.
     config: String,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("required", &self.required.keys().collect::<Vec<_>>())
+            .field("required", &self.view().required.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -63,9 +69,24 @@ impl Admin {
         Self {
             metrics,
             store,
+            view: Mutex::new(Arc::new(View {
+                required,
+                config: redacted(config).to_string(),
+            })),
+        }
+    }
+
+    /// Answers for a reloaded configuration from now on.
+    pub fn update(&self, config: &Config, required: BTreeMap<String, Arc<UpstreamGroup>>) {
+        let view = Arc::new(View {
             required,
             config: redacted(config).to_string(),
-        }
+        });
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Answers one admin request.
@@ -102,7 +123,7 @@ impl Admin {
                     json!({"ready": ready, "checks": checks}).to_string(),
                 )
             }
-            "/admin/config" => reply(StatusCode::OK, "application/json", self.config.clone()),
+            "/admin/config" => reply(StatusCode::OK, "application/json", self.view().config.clone()),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "application/json",
@@ -128,7 +149,7 @@ impl Admin {
             None => json!("ok"),
         };
         let mut upstreams = serde_json::Map::new();
-        for (name, group) in &self.required {
+        for (name, group) in &self.view().required {
             let (healthy, peers) = group.peer_health();
             ready &= healthy > 0;
             upstreams.insert(name.clone(), json!({"healthy": healthy, "peers": peers}));

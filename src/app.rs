@@ -19,11 +19,11 @@
 //!   Redis shared by every gateway: `store = "redis"`) ─► priority queue
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use agentgate_config::{
-    Balance as BalanceConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig, RouteKind,
-    StoreKind, ToolKind, UpstreamConfig,
+    Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
+    RouteKind, StoreKind, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::PriorityQueueLayer;
@@ -33,12 +33,12 @@ use agentgate_middleware::rate_limit::{
 use agentgate_middleware::sse::fanout::{PathAndAuth, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
-use agentgate_proxy::upstream::HealthChecker;
 use agentgate_proxy::{
-    Balance, EdgeServer, Gateway, HashKey, HealthCheck, Route, RouteService, RouteTable,
-    ServerSettings, Target, UpstreamClient, UpstreamGroup, UpstreamSettings, admit_all,
+    Balance, Canary, EdgeServer, Gateway, HashKey, HealthCheck, LiveRoutes, Route, RouteService,
+    RouteTable, ServerSettings, Target, UpstreamClient, UpstreamGroup, UpstreamSettings, admit_all,
     route_service,
 };
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower::util::Either;
@@ -87,17 +87,54 @@ pub enum AppError {
 }
 
 /// A wired gateway application.
+///
+/// It has two parts. The core lives as long as the process: the session store (and the
+/// shared rate limiter on its connection), the metrics, the tool worker pool. A generation
+/// is everything else the configuration describes — routes, upstream groups and their
+/// health checks, policies, auth, tools, feature flags, the agent stacks — and
+/// [`App::reload`] replaces it while the gateway serves: new requests are routed by the new
+/// generation, requests and SSE streams already running finish on the old one.
 pub struct App {
-    /// The agent API service.
-    pub api: AgentApi,
     /// Cancelled at shutdown: streams end, demo runs stop.
     pub shutdown: CancellationToken,
-    routes: RouteTable,
-    health: Vec<Arc<dyn HealthChecker>>,
+    core: Core,
+    routes: LiveRoutes,
+    current: Mutex<Arc<Generation>>,
+    /// Serialises reloads: one generation is built at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What every generation shares.
+struct Core {
+    store: Arc<dyn SessionStore>,
+    shared_limits: Option<Arc<dyn SharedGcra>>,
+    metrics: Arc<Metrics>,
+    /// Tools registered in Rust, served by every generation.
+    custom_tools: ToolRegistry,
+    pool: WorkerPool,
+}
+
+/// What one configuration built.
+struct Generation {
+    config: Config,
+    api: AgentApi,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
-    /// `server.access_log`.
-    access_log: bool,
+    /// Cancelled when a newer generation replaces this one: its health checks and
+    /// background watchers stop (its requests and streams are not cut).
+    retired: CancellationToken,
+}
+
+/// The keys a reload cannot change while the process runs: listeners, threads and buffers,
+/// the session store, the tool worker pool. A reload keeps their running values and names
+/// each changed one in [`Reloaded::needs_restart`].
+const RESTART_ONLY: [&str; 4] = ["server", "store", "tools.workers", "tools.queue_capacity"];
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Changed keys that keep their running value until a restart (e.g. `server.listen`).
+    pub needs_restart: Vec<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -120,21 +157,115 @@ impl App {
     pub async fn build_with_tools(config: &Config, tools: ToolRegistry) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
         let (store, shared_limits) = build_store(config).await?;
+        let metrics = Arc::new(Metrics::new(store.stats()));
+        let pool = WorkerPool::new(
+            config.tools.worker_threads(),
+            config.tools.queue_capacity,
+            metrics.tools().queue_depth(),
+        );
+        let core = Core {
+            store,
+            shared_limits,
+            metrics,
+            custom_tools: tools,
+            pool,
+        };
+        let (generation, routes) = Generation::build(&core, config, &shutdown).await?;
+        Ok(Self {
+            shutdown,
+            core,
+            routes: LiveRoutes::new(routes),
+            current: Mutex::new(Arc::new(generation)),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Rebuilds everything but the core from `config` and serves it from the next request
+    /// on. On error nothing changes: the running generation keeps serving. Must run on the
+    /// runtime the app was built on.
+    pub async fn reload(&self, config: &Config) -> Result<Reloaded, AppError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let running = self.generation();
+        let (config, needs_restart) = keep_restart_only(&running.config, config);
+        let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown).await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
+        self.routes.replace(routes);
+        running.retired.cancel();
+        Ok(Reloaded { needs_restart })
+    }
+
+    /// The agent API service of the running generation.
+    pub fn api(&self) -> AgentApi {
+        self.generation().api.clone()
+    }
+
+    /// The configuration the running generation was built from.
+    pub fn config(&self) -> Config {
+        self.generation().config.clone()
+    }
+
+    /// The upstream groups the running generation's routes send traffic to, by name.
+    pub fn required_upstreams(&self) -> BTreeMap<String, Arc<UpstreamGroup>> {
+        self.generation().required.clone()
+    }
+
+    /// The admin endpoints (`server.admin_listen`) of this app.
+    pub fn admin(&self) -> Admin {
+        let generation = self.generation();
+        Admin::new(
+            &generation.config,
+            Arc::clone(&self.core.metrics),
+            Arc::clone(&self.core.store),
+            generation.required.clone(),
+        )
+    }
+
+    /// The application's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
+    }
+
+    /// The pingora gateway over this app's routes (which [`reload`](Self::reload) replaces).
+    pub fn gateway(&self) -> Gateway {
+        let access_log = self.generation().config.server.access_log;
+        Gateway::new(self.routes.clone()).with_access_log(access_log)
+    }
+
+    /// Binds the edge server's listeners for this app.
+    pub fn edge_server(&self, settings: ServerSettings) -> std::io::Result<EdgeServer> {
+        // Health checks run with their generation (see `Generation::build`), not the server.
+        EdgeServer::bind(settings, self.gateway(), Vec::new())
+    }
+
+    fn generation(&self) -> Arc<Generation> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Generation {
+    /// Builds a generation and its route table; starts its health checks and watchers.
+    async fn build(
+        core: &Core,
+        config: &Config,
+        shutdown: &CancellationToken,
+    ) -> Result<(Self, RouteTable), AppError> {
+        let retired = CancellationToken::new();
+        let store = &core.store;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
             DispatchKind::None => None,
             DispatchKind::Demo => Some(Arc::new(DemoAgent::new(
-                Arc::clone(&store),
+                Arc::clone(store),
                 config.agent.demo.pace(),
                 config.agent.demo.deltas as usize,
                 shutdown.clone(),
             ))),
         };
-        let metrics = Arc::new(Metrics::new(store.stats()));
+        let metrics = &core.metrics;
         let groups = build_upstreams(&config.upstreams)?;
-        let tools = build_tools(config, &groups, tools, &metrics)?;
+        let tools = build_tools(config, &groups, core)?;
         let state = ApiState {
-            metrics: Arc::clone(&metrics),
-            store,
+            metrics: Arc::clone(metrics),
+            store: Arc::clone(store),
             keys: ApiKeys::new(config.auth.api_keys.iter().map(String::as_str)),
             tokens: StreamTokens::new(
                 config.auth.stream_token_secret.as_bytes(),
@@ -150,51 +281,96 @@ impl App {
             shutdown: shutdown.clone(),
             tools,
         };
-        let (store, tokens) = (Arc::clone(&state.store), state.tokens.clone());
+        let tokens = state.tokens.clone();
         let api = AgentApi::new(Arc::new(state));
-        let health = groups.values().filter_map(|g| g.health_checker()).collect();
+        let stopping = stop_with(shutdown, &retired);
+        let agent = agent_stack(config, &api, store, tokens, metrics, &stopping)?;
+        let routes = build_routes(config, agent, &groups, metrics, core.shared_limits.as_ref())?;
+        // Built without error: from here on this generation runs.
+        run_health_checks(&groups, &stopping);
         metrics.watch_upstreams(groups.values().cloned().collect());
-        let agent = agent_stack(config, &api, store, tokens, &metrics, &shutdown)?;
-        let routes = build_routes(config, agent, &groups, &metrics, shared_limits.as_ref())?;
         let required = groups
             .into_iter()
             .filter(|(name, _)| {
-                config
-                    .routes
-                    .iter()
-                    .any(|r| r.kind != RouteKind::Agent && r.upstream.as_ref() == Some(name))
+                config.routes.iter().any(|r| {
+                    r.kind != RouteKind::Agent
+                        && (r.upstream.as_ref() == Some(name)
+                            || r.canary.as_ref().is_some_and(|c| &c.upstream == name))
+                })
             })
             .collect();
-        Ok(Self {
+        let generation = Self {
+            config: config.clone(),
             api,
-            shutdown,
-            routes,
-            health,
             required,
-            access_log: config.server.access_log,
-        })
+            retired,
+        };
+        Ok((generation, routes))
     }
+}
 
-    /// The admin endpoints (`server.admin_listen`) of this app, for `config` (the one it was
-    /// built from).
-    pub fn admin(&self, config: &Config) -> Admin {
-        let state = self.api.state();
-        Admin::new(
-            config,
-            Arc::clone(&state.metrics),
-            Arc::clone(&state.store),
-            self.required.clone(),
-        )
+/// A token cancelled at shutdown or when the generation retires, whichever comes first.
+fn stop_with(shutdown: &CancellationToken, retired: &CancellationToken) -> CancellationToken {
+    let stop = shutdown.child_token();
+    let (retired, link) = (retired.clone(), stop.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = retired.cancelled() => link.cancel(),
+            () = link.cancelled() => {}
+        }
+    });
+    stop
+}
+
+/// Runs the groups' active health checks until `stop`.
+fn run_health_checks(groups: &BTreeMap<String, Arc<UpstreamGroup>>, stop: &CancellationToken) {
+    let (stopped, watch) = tokio::sync::watch::channel(false);
+    for checker in groups.values().filter_map(|g| g.health_checker()) {
+        let watch = watch.clone();
+        tokio::spawn(async move { checker.run(watch).await });
     }
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        let _ = stopped.send(true);
+    });
+}
 
-    /// The pingora gateway over this app's routes.
-    pub fn gateway(&self) -> Gateway {
-        Gateway::new(self.routes.clone()).with_access_log(self.access_log)
+/// `new` with the running values of the [`RESTART_ONLY`] keys, and the keys that differed.
+fn keep_restart_only(running: &Config, new: &Config) -> (Config, Vec<String>) {
+    let mut kept = new.clone();
+    kept.server = running.server.clone();
+    kept.store = running.store.clone();
+    kept.tools.workers = running.tools.workers;
+    kept.tools.queue_capacity = running.tools.queue_capacity;
+    let (old, new) = (
+        serde_json::to_value(running).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let mut changed = Vec::new();
+    for key in RESTART_ONLY {
+        let pointer = format!("/{}", key.replace('.', "/"));
+        diff_keys(
+            key,
+            old.pointer(&pointer),
+            new.pointer(&pointer),
+            &mut changed,
+        );
     }
+    (kept, changed)
+}
 
-    /// Binds the edge server's listeners for this app.
-    pub fn edge_server(&self, settings: ServerSettings) -> std::io::Result<EdgeServer> {
-        EdgeServer::bind(settings, self.gateway(), self.health.clone())
+/// Pushes the dotted keys under `key` whose values differ between `old` and `new`.
+fn diff_keys(key: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                diff_keys(&format!("{key}.{k}"), a.get(k), b.get(k), out);
+            }
+        }
+        (a, b) if a != b => out.push(key.to_owned()),
+        _ => {}
     }
 }
 
@@ -275,8 +451,7 @@ fn build_upstreams(
 fn build_tools(
     config: &Config,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
-    custom: ToolRegistry,
-    metrics: &Metrics,
+    core: &Core,
 ) -> Result<Arc<Executor>, AppError> {
     let t = &config.tools;
     let mut tools = ToolRegistry::new();
@@ -304,13 +479,8 @@ fn build_tools(
             .map_err(|e| AppError::Tools(e.to_string()))?;
     }
     tools
-        .merge(custom)
+        .merge(core.custom_tools.clone())
         .map_err(|e| AppError::Tools(e.to_string()))?;
-    let pool = WorkerPool::new(
-        t.worker_threads(),
-        t.queue_capacity,
-        metrics.tools().queue_depth(),
-    );
     let settings = ExecutorSettings {
         max_parallel: t.max_parallel,
         parallel: config.features.parallel_tools,
@@ -323,8 +493,8 @@ fn build_tools(
     Ok(Arc::new(Executor::new(
         tools,
         settings,
-        pool,
-        metrics.tools().clone(),
+        core.pool.clone(),
+        core.metrics.tools().clone(),
     )))
 }
 
@@ -332,10 +502,10 @@ fn build_tools(
 fn agent_stack(
     config: &Config,
     api: &AgentApi,
-    store: Arc<dyn SessionStore>,
+    store: &Arc<dyn SessionStore>,
     tokens: StreamTokens,
     metrics: &Metrics,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Result<RouteService, AppError> {
     let error = |reason: String| AppError::Route {
         name: "agent".to_owned(),
@@ -348,18 +518,18 @@ fn agent_stack(
         let fanout =
             SseFanoutLayer::new(StreamSessionKey(tokens.clone()), config.sse.fanout.clone())
                 .map_err(|e| error(e.to_string()))?;
-        metrics.watch_fanout(fanout.stats());
+        metrics.watch_fanout(&fanout.stats());
         service = route_service(ServiceBuilder::new().layer(fanout).service(service));
     }
     // existence cache: concurrent stream connects to one session share one lookup
     if config.features.existence_cache {
         let existence = ExistenceCacheLayer::new(
             StreamSessionKey(tokens),
-            StoreExistence(Arc::clone(&store)),
+            StoreExistence(Arc::clone(store)),
             config.existence_cache.clone(),
         )
         .not_found(SESSION_NOT_FOUND);
-        forget_on_presence_changes(&store, existence.cache().clone(), shutdown.clone());
+        forget_on_presence_changes(store, existence.cache().clone(), stop.clone());
         service = route_service(ServiceBuilder::new().layer(existence).service(service));
     }
     // multiplex: GET /v2/stream?sessions=a,b&tokens=ta,tb, each session through the above
@@ -427,6 +597,7 @@ fn build_routes(
         ) {
             (RouteKind::Upstream, Some(group)) => Target::Upstream {
                 group: Arc::clone(group),
+                canary: route.canary.as_ref().and_then(|c| canary(c, groups)),
                 // admission: the route's policies around "admit"; none without policies
                 admission: if has_policies {
                     Some(with_policies(route, admit_all(), metrics, shared_limits)?)
@@ -462,6 +633,24 @@ fn build_routes(
         });
     }
     Ok(table)
+}
+
+/// A route's canary over its group (validate() guarantees the group exists).
+fn canary(
+    config: &CanaryConfig,
+    groups: &BTreeMap<String, Arc<UpstreamGroup>>,
+) -> Option<Arc<Canary>> {
+    let group = groups.get(&config.upstream)?;
+    let header = (!config.header.is_empty())
+        .then(|| http::HeaderName::from_bytes(config.header.as_bytes()).ok())
+        .flatten();
+    let cookie = (!config.cookie.is_empty()).then(|| config.cookie.clone());
+    Some(Arc::new(Canary::new(
+        Arc::clone(group),
+        config.weight,
+        header,
+        cookie,
+    )))
 }
 
 /// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path,

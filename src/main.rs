@@ -96,12 +96,15 @@ fn main() -> ExitCode {
             quiet,
             allow_remote,
         }),
-        Command::Serve { config, upgrade } => {
-            let Some(config) = load(&config) else {
+        Command::Serve {
+            config: path,
+            upgrade,
+        } => {
+            let Some(config) = load(&path) else {
                 return ExitCode::from(2);
             };
             init_tracing(config.server.log_format);
-            match serve(config, upgrade) {
+            match serve(config, &path, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -118,17 +121,65 @@ fn load(path: &Path) -> Option<Config> {
         Ok(config) => Some(config),
         Err(errors) => {
             for e in &errors {
-                match (e.line, e.column) {
-                    (Some(line), Some(col)) => eprint!("{}:{line}:{col}: ", path.display()),
-                    _ => eprint!("{}: ", path.display()),
-                }
-                match &e.key {
-                    Some(key) => eprintln!("{key}: {}", e.message),
-                    None => eprintln!("{}", e.message),
-                }
+                eprintln!("{}", located(path, e));
             }
             eprintln!("{}: {} error(s)", path.display(), errors.len());
             None
+        }
+    }
+}
+
+/// `FILE:LINE:COL: KEY: message`, as much of it as is known.
+fn located(path: &Path, e: &agentgate_config::ConfigError) -> String {
+    let at = match (e.line, e.column) {
+        (Some(line), Some(col)) => format!("{}:{line}:{col}", path.display()),
+        _ => path.display().to_string(),
+    };
+    match &e.key {
+        Some(key) => format!("{at}: {key}: {}", e.message),
+        None => format!("{at}: {}", e.message),
+    }
+}
+
+/// On every SIGHUP: re-reads `path` and reloads `app` (and the admin view) from it. A file
+/// that does not load or build is rejected with its errors logged; the running
+/// configuration keeps serving.
+async fn reload_on_sighup(
+    app: Arc<App>,
+    path: PathBuf,
+    admin: Option<Arc<agentgate::admin::Admin>>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reloading is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let config = match Config::load(&path) {
+            Ok(config) => config,
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %located(&path, e), "reload rejected");
+                }
+                app.metrics().config_reload(false);
+                continue;
+            }
+        };
+        match app.reload(&config).await {
+            Ok(reloaded) => {
+                for key in &reloaded.needs_restart {
+                    tracing::warn!(key, "changed; keeps its running value until a restart");
+                }
+                if let Some(admin) = &admin {
+                    admin.update(&app.config(), app.required_upstreams());
+                }
+                app.metrics().config_reload(true);
+                tracing::info!(file = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected");
+                app.metrics().config_reload(false);
+            }
         }
     }
 }
@@ -143,7 +194,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(config: Config, path: &Path, upgrade: bool) -> Result<(), Box<dyn std::error::Error>> {
     // Store connections and background tasks live on this runtime for the whole process;
     // requests are served on the edge server's own runtime.
     let app_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,7 +202,7 @@ fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>
         .thread_name("agentgate-app")
         .enable_all()
         .build()?;
-    let app = app_runtime.block_on(App::build(&config))?;
+    let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),
         threads: config.server.worker_threads(),
@@ -161,11 +212,17 @@ fn serve(config: Config, upgrade: bool) -> Result<(), Box<dyn std::error::Error>
         read_buffer: Some(config.server.read_buffer_bytes),
     };
     let mut server = app.edge_server(settings)?;
-    if let Some(addr) = config.server.admin_listen {
-        let admin = Arc::new(app.admin(&config));
-        let bound = app_runtime.block_on(admin.start(addr, app.shutdown.clone()))?;
-        tracing::info!(%bound, "admin listener: /metrics /healthz /readyz /admin/config");
-    }
+    let admin = match config.server.admin_listen {
+        Some(addr) => {
+            let admin = Arc::new(app.admin());
+            let bound =
+                app_runtime.block_on(Arc::clone(&admin).start(addr, app.shutdown.clone()))?;
+            tracing::info!(%bound, "admin listener: /metrics /healthz /readyz /admin/config");
+            Some(admin)
+        }
+        None => None,
+    };
+    app_runtime.spawn(reload_on_sighup(Arc::clone(&app), path.to_owned(), admin));
     let port = server.local_addrs().first().map_or(0, |a| a.port());
     let upgrade_sock = config.server.upgrade_sock_path(port);
     server.set_upgrade_sock(upgrade_sock.clone());

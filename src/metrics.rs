@@ -3,7 +3,7 @@
 //! Each [`Metrics`] owns its registry (nothing global), so several gateways in one process,
 //! as in tests, keep separate figures.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use agentgate_middleware::priority_queue::{OverloadReason, QueueObserver};
@@ -75,12 +75,19 @@ pub struct Metrics {
     durations: HistogramFamily<HandlerLabel>,
     process: ProcessMetrics,
     upstreams: UpstreamGauges,
+    reloads: Family<ReloadLabel, Counter>,
+}
+
+/// Labels of `agentgate_config_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    result: &'static str,
 }
 
 /// Healthy and total peers per upstream group, read from the groups at each scrape.
 #[derive(Debug, Default)]
 struct UpstreamGauges {
-    groups: OnceLock<Vec<Arc<UpstreamGroup>>>,
+    groups: Mutex<Vec<Arc<UpstreamGroup>>>,
     healthy: Family<UpstreamLabel, Gauge>,
     peers: Family<UpstreamLabel, Gauge>,
 }
@@ -108,7 +115,8 @@ impl UpstreamGauges {
     }
 
     fn refresh(&self) {
-        for group in self.groups.get().into_iter().flatten() {
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for group in groups.iter() {
             let (healthy, peers) = group.peer_health();
             let label = UpstreamLabel {
                 upstream: group.name().to_owned(),
@@ -194,7 +202,9 @@ struct RouteLabel {
 /// The SSE fan-out layer's counters, copied from its [`FanoutStats`] at every scrape.
 #[derive(Debug, Default)]
 struct FanoutGauges {
-    stats: OnceLock<Arc<FanoutStats>>,
+    /// The fan-out layers of every generation still serving (a reload leaves the old
+    /// one running for its open streams), summed.
+    stats: Mutex<Vec<Weak<FanoutStats>>>,
     streams: Gauge,
     subscribers: Gauge,
     inner_calls: Gauge,
@@ -229,10 +239,18 @@ impl FanoutGauges {
     }
 
     fn refresh(&self) {
-        let Some(stats) = self.stats.get() else {
-            return;
-        };
-        let (streams, subscribers, _joined, inner_calls, detached) = stats.snapshot();
+        let (mut streams, mut subscribers, mut inner_calls, mut detached) = (0, 0, 0, 0);
+        for stats in self
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+        {
+            let (s, v, _joined, i, d) = stats.snapshot();
+            (streams, subscribers, inner_calls, detached) =
+                (streams + s, subscribers + v, inner_calls + i, detached + d);
+        }
         let set = |gauge: &Gauge, value: u64| {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         };
@@ -320,6 +338,13 @@ impl Metrics {
             "Requests a route's rate limit answered with 429, by route",
             rate_limited.clone(),
         );
+        let reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: applied, or rejected (the running \
+             configuration kept serving)",
+            reloads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -331,7 +356,14 @@ impl Metrics {
             durations,
             process,
             upstreams,
+            reloads,
         }
+    }
+
+    /// Counts a configuration reload, `applied` or rejected.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
     /// The counter of `route`'s rate-limit rejections (`agentgate_rate_limited_total`).
@@ -379,12 +411,21 @@ impl Metrics {
     /// Reports the health of `groups` (`agentgate_upstream_healthy_peers`,
     /// `agentgate_upstream_peers`) from now on.
     pub fn watch_upstreams(&self, groups: Vec<Arc<UpstreamGroup>>) {
-        let _ = self.upstreams.groups.set(groups);
+        // A reload replaces the groups: drop the series of groups that are gone.
+        self.upstreams.healthy.clear();
+        self.upstreams.peers.clear();
+        *self
+            .upstreams
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = groups;
     }
 
     /// Reports the SSE fan-out layer's counters (`agentgate_sse_fanout_*`) from now on.
-    pub fn watch_fanout(&self, stats: Arc<FanoutStats>) {
-        let _ = self.fanout.stats.set(stats);
+    pub fn watch_fanout(&self, stats: &Arc<FanoutStats>) {
+        let mut watched = self.fanout.stats.lock().unwrap_or_else(|e| e.into_inner());
+        watched.retain(|s| s.strong_count() > 0);
+        watched.push(Arc::downgrade(stats));
     }
 
     /// The Prometheus text exposition of every metric.

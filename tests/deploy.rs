@@ -69,7 +69,7 @@ peers = ["127.0.0.1:9"]
     let app = agentgate::app::App::build(&config)
         .await
         .expect("app builds");
-    let exported = app.api.state().metrics.render();
+    let exported = app.metrics().render();
     // Metric families, from `# TYPE <name> <kind>` lines.
     let families: Vec<(String, String)> = exported
         .lines()

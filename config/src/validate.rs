@@ -350,6 +350,9 @@ impl Config {
                 ),
                 _ => {}
             }
+            if let Some(canary) = &route.canary {
+                self.check_canary(p, i, route, canary);
+            }
         }
         let named = self
             .routes
@@ -363,6 +366,60 @@ impl Config {
                 format!("duplicates routes[{first}].name"),
             );
         }
+    }
+
+    fn check_canary(
+        &self,
+        p: &mut Problems,
+        i: usize,
+        route: &crate::schema::RouteConfig,
+        canary: &crate::schema::CanaryConfig,
+    ) {
+        let key = |field: &str| format!("routes[{i}].canary.{field}");
+        if route.kind != RouteKind::Upstream {
+            p.push(
+                &format!("routes[{i}].canary"),
+                "only kind = \"upstream\" routes take a canary",
+            );
+        }
+        if canary.upstream.is_empty() {
+            p.push(
+                &key("upstream"),
+                "is required: name an [upstreams.NAME] table",
+            );
+        } else if !self.upstreams.contains_key(&canary.upstream) {
+            p.push(
+                &key("upstream"),
+                format!(
+                    "no [upstreams.{}] table is defined",
+                    key_name(&canary.upstream)
+                ),
+            );
+        } else if route.upstream.as_ref() == Some(&canary.upstream) {
+            p.push(
+                &key("upstream"),
+                format!("must differ from routes[{i}].upstream"),
+            );
+        }
+        p.require(
+            (0.0..=100.0).contains(&canary.weight),
+            &key("weight"),
+            "must be a percentage from 0 to 100",
+        );
+        p.require(
+            canary.header.is_empty()
+                || canary
+                    .header
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            &key("header"),
+            "must be a lower-case header name (letters, digits, '-'), or \"\" for none",
+        );
+        p.require(
+            canary.cookie.is_empty() || is_bare_key(&canary.cookie),
+            &key("cookie"),
+            "must contain only ASCII letters, digits, '_' and '-', or be \"\" for none",
+        );
     }
 
     fn check_upstreams(&self, p: &mut Problems) {

@@ -624,6 +624,7 @@ fn routes_and_upstreams_load_with_their_values() {
                 upstream: None,
                 rate_limit: None,
                 priority_queue: None,
+                canary: None,
             },
             RouteConfig {
                 name: "users".into(),
@@ -984,4 +985,62 @@ fn route_priority_queues_load_and_bad_ones_name_the_key() {
         Some("routes[0].priority_queue.max_in_flight")
     );
     assert_eq!(errors[0].line, Some(7));
+}
+
+#[test]
+fn canary_is_parsed_with_defaults_and_each_broken_key_is_named_with_its_line() {
+    let ok = format!(
+        r#"{AUTH}
+[upstreams.stable]
+peers = ["127.0.0.1:9001"]
+[upstreams.next]
+peers = ["127.0.0.1:9002"]
+[[routes]]
+name = "api"
+kind = "upstream"
+upstream = "stable"
+canary = {{ upstream = "next", weight = 5 }}
+"#
+    );
+    let config = Config::from_toml_str(&ok).expect("valid canary");
+    let canary = config.routes[0].canary.as_ref().expect("canary set");
+    assert_eq!(canary.upstream, "next");
+    assert!((canary.weight - 5.0).abs() < f64::EPSILON);
+    assert_eq!(canary.header, "x-agentgate-canary");
+    assert_eq!(canary.cookie, "agentgate_canary");
+
+    let bad = format!(
+        r#"{AUTH}
+[upstreams.stable]
+peers = ["127.0.0.1:9001"]
+[[routes]]
+name = "api"
+kind = "upstream"
+upstream = "stable"
+[routes.canary]
+upstream = "stable"
+weight = 101
+header = "X-Canary"
+cookie = "a;b"
+[[routes]]
+name = "agent"
+canary = {{ upstream = "missing" }}
+"#
+    );
+    let errors = errors(&bad);
+    let line = |key: &str| error_for(&errors, key).line;
+    assert_eq!(line("routes[0].canary.upstream"), Some(13));
+    assert_eq!(line("routes[0].canary.weight"), Some(14));
+    assert_eq!(line("routes[0].canary.header"), Some(15));
+    assert_eq!(line("routes[0].canary.cookie"), Some(16));
+    assert!(
+        error_for(&errors, "routes[1].canary")
+            .message
+            .contains("upstream")
+    );
+    assert!(
+        error_for(&errors, "routes[1].canary.upstream")
+            .message
+            .contains("[upstreams.missing]")
+    );
 }

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 
 use crate::ResponseBody;
 use crate::bridge::{self, RequestBody};
-use crate::route::{Admitted, Route, RouteTable, Target};
+use crate::route::{Admitted, LiveRoutes, Route, Target};
+use crate::upstream::{UpstreamGroup, session_id};
 
 /// Name of the request id header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -33,17 +34,18 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Routes requests to in-process services or upstream groups.
 #[derive(Debug)]
 pub struct Gateway {
-    routes: RouteTable,
+    routes: LiveRoutes,
     request_ids: RequestIds,
     in_flight: Arc<InFlight>,
     access_log: bool,
 }
 
 impl Gateway {
-    /// A gateway over `routes`.
-    pub fn new(routes: RouteTable) -> Self {
+    /// A gateway over `routes`: a [`RouteTable`](crate::RouteTable), or [`LiveRoutes`] to
+    /// replace the table while the gateway serves.
+    pub fn new(routes: impl Into<LiveRoutes>) -> Self {
         Self {
-            routes,
+            routes: routes.into(),
             request_ids: RequestIds::new(),
             in_flight: Arc::default(),
             access_log: false,
@@ -110,6 +112,10 @@ impl Drop for InFlightGuard {
 pub struct RequestCtx {
     _in_flight: InFlightGuard,
     route: Option<Arc<Route>>,
+    /// The upstream group serving the request (the route's, or its canary).
+    group: Option<Arc<UpstreamGroup>>,
+    /// A canary pin cookie to set on the response.
+    pin_cookie: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
     /// The admission response, held (with whatever its layers attached) until `logging`.
     admission: Mutex<Option<Response<ResponseBody>>>,
@@ -121,15 +127,6 @@ pub struct RequestCtx {
     peer: Option<SocketAddr>,
     /// When the request arrived.
     started: std::time::Instant,
-}
-
-impl RequestCtx {
-    fn group(&self) -> Option<&crate::UpstreamGroup> {
-        match &self.route.as_ref()?.target {
-            Target::Upstream { group, .. } => Some(group),
-            Target::Service(_) => None,
-        }
-    }
 }
 
 #[async_trait]
@@ -145,6 +142,8 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
             route: None,
+            group: None,
+            pin_cookie: None,
             request_id: None,
             admission: Mutex::new(None),
             attempts: 0,
@@ -166,7 +165,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.request_id = Some(request_id);
-        let Some(route) = self.routes.find(session.req_header()).cloned() else {
+        let Some(route) = self.routes.find(session.req_header()) else {
             let path = session.req_header().uri.path().to_owned();
             bridge::write_error(
                 session,
@@ -189,15 +188,26 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Target::Upstream {
-                admission: None, ..
+                group,
+                canary,
+                admission,
             } => {
-                ctx.route = Some(route);
-                Ok(false)
-            }
-            Target::Upstream {
-                admission: Some(admission),
-                ..
-            } => {
+                ctx.group = Some(match canary {
+                    Some(canary) => {
+                        let pick = canary.pick(session.req_header());
+                        ctx.pin_cookie = canary.set_cookie(pick);
+                        if pick.is_canary() {
+                            Arc::clone(canary.group())
+                        } else {
+                            Arc::clone(group)
+                        }
+                    }
+                    None => Arc::clone(group),
+                });
+                let Some(admission) = admission else {
+                    ctx.route = Some(route);
+                    return Ok(false);
+                };
                 let parts = session.req_header().as_owned_parts();
                 let mut request = Request::from_parts(parts, RequestBody::empty());
                 if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
@@ -240,7 +250,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(group) = ctx.group() else {
+        let Some(group) = ctx.group.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer on a service route");
         };
         let Some(addr) = group.select(session.req_header(), ctx.failed_peer) else {
@@ -262,7 +272,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = ctx.group().is_some_and(|g| g.settings().retry_connect);
+        let retry = ctx
+            .group
+            .as_ref()
+            .is_some_and(|g| g.settings().retry_connect);
         if retry && ctx.attempts < 2 {
             ctx.failed_peer = peer._address.as_inet().copied();
             e.set_retry(true);
@@ -295,6 +308,9 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(REQUEST_ID, id.clone())?;
         }
+        if let Some(cookie) = ctx.pin_cookie.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         Ok(())
     }
 
@@ -322,15 +338,8 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
     let req = session.req_header();
     let path = req.uri.path();
     // The session a request is about: `/v2/sessions/{id}/...`, else `x-session-id`.
-    let session_id = path
-        .strip_prefix("/v2/sessions/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|id| !id.is_empty())
-        .or_else(|| {
-            req.headers
-                .get("x-session-id")
-                .and_then(|v| v.to_str().ok())
-        })
+    let session_id = session_id(req)
+        .and_then(|id| std::str::from_utf8(id).ok())
         .unwrap_or("");
     let status = session
         .response_written()
@@ -342,6 +351,7 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
         .unwrap_or("");
     let route = ctx.route.as_ref().map_or("", |r| r.name.as_str());
     let upstream = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
+    let group = ctx.group.as_ref().map_or("", |g| g.name());
     tracing::info!(
         target: "agentgate::access",
         method = %req.method,
@@ -352,6 +362,7 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
         bytes_out = session.body_bytes_sent(),
         route,
         upstream = %upstream,
+        group,
         session = session_id,
         request_id,
         "access"

@@ -5,6 +5,8 @@
 //! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
 //! - [`route`]: the route table; service and upstream targets; admission stacks.
 //! - [`upstream`]: load-balanced, health-checked upstream groups.
+//! - [`canary`]: a share of an upstream route's traffic to a second group, sticky per
+//!   session, pinnable by header or cookie.
 //! - [`client`]: a tower service sending requests to an upstream group (for layers that
 //!   need the whole exchange, like SSE fan-out).
 //! - [`gateway`]: the `ProxyHttp` implementation tying them together.
@@ -13,6 +15,7 @@
 //! This crate knows nothing of the agent API: the application hands it boxed services.
 
 pub mod bridge;
+pub mod canary;
 pub mod client;
 
 /// The body type of responses produced by routed services.
@@ -23,10 +26,12 @@ pub mod route;
 pub mod server;
 pub mod upstream;
 
+pub use canary::Canary;
 pub use client::UpstreamClient;
 pub use gateway::Gateway;
 pub use route::{
-    AdmissionService, Admitted, Route, RouteService, RouteTable, Target, admit_all, route_service,
+    AdmissionService, Admitted, LiveRoutes, Route, RouteService, RouteTable, Target, admit_all,
+    route_service,
 };
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
 pub use upstream::{Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};

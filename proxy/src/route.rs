@@ -12,6 +12,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::ResponseBody;
 use crate::bridge::RequestBody;
+use crate::canary::Canary;
 use crate::upstream::UpstreamGroup;
 
 /// A tower service that answers requests in-process through the [bridge](crate::bridge).
@@ -46,6 +47,8 @@ pub enum Target {
     Upstream {
         /// Where requests go.
         group: Arc<UpstreamGroup>,
+        /// A second group taking a share of the traffic, if any.
+        canary: Option<Arc<Canary>>,
         /// Policy layers run before proxying; `None` admits every request at no cost.
         admission: Option<AdmissionService>,
     },
@@ -110,6 +113,37 @@ impl RouteTable {
         self.routes
             .iter()
             .find(|r| r.matches(host, req.uri.path(), &req.method))
+    }
+}
+
+/// The route table the gateway serves from, replaceable while it serves (hot reload).
+///
+/// Each request reads the table once, when it is routed, and keeps its [`Route`] (and the
+/// stacks and groups in it) until it ends: a replaced table serves no new requests, while
+/// requests and streams already running on it finish undisturbed.
+#[derive(Debug, Clone, Default)]
+pub struct LiveRoutes(Arc<arc_swap::ArcSwap<RouteTable>>);
+
+impl LiveRoutes {
+    /// Serving `table`.
+    pub fn new(table: RouteTable) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(table)))
+    }
+
+    /// The route for `req` in the current table.
+    pub fn find(&self, req: &RequestHeader) -> Option<Arc<Route>> {
+        self.0.load().find(req).cloned()
+    }
+
+    /// Serves `table` from the next request on.
+    pub fn replace(&self, table: RouteTable) {
+        self.0.store(Arc::new(table));
+    }
+}
+
+impl From<RouteTable> for LiveRoutes {
+    fn from(table: RouteTable) -> Self {
+        Self::new(table)
     }
 }
 

@@ -207,7 +207,7 @@ impl UpstreamGroup {
 }
 
 /// The `{id}` of `/v2/sessions/{id}[/...]`, else the `x-session-id` header.
-fn session_id(req: &RequestHeader) -> Option<&[u8]> {
+pub(crate) fn session_id(req: &RequestHeader) -> Option<&[u8]> {
     let from_path = req
         .uri
         .path()

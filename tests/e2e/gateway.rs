@@ -97,10 +97,10 @@ impl Gateway {
         let app = agentgate::app::App::build_with_tools(config, tools)
             .await
             .expect("gateway builds");
-        let stats = app.api.state().store.stats().clone();
+        let stats = app.api().state().store.stats().clone();
         let admin = match config.server.admin_listen {
             Some(addr) => {
-                let admin = std::sync::Arc::new(app.admin(config));
+                let admin = std::sync::Arc::new(app.admin());
                 let bound = admin
                     .start(addr, app.shutdown.clone())
                     .await

@@ -98,6 +98,7 @@ fn gateway(origin: &Origin, permits: &Arc<Semaphore>) -> Edge {
         methods: Vec::new(),
         target: Target::Upstream {
             group: group("limited", &[origin.addr]),
+            canary: None,
             admission: Some(admission),
         },
     });

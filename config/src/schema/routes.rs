@@ -63,6 +63,48 @@ pub struct RouteConfig {
     /// gives SSE streams slots of their own. Default unset: no queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority_queue: Option<PriorityQueuePolicy>,
+    /// `[routes.canary]`: send a share of this route's traffic to a second upstream group
+    /// (`kind = "upstream"` only). Sticky per session; pinnable by header or cookie. Default
+    /// unset: every request goes to `upstream`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `[routes.canary]`: a weighted second upstream group for safe rollouts (e.g. 95/5).
+///
+/// Which group serves a request, first rule that applies: the pin `header`, else the pin
+/// `cookie`, says `canary` or `stable`; a request naming a session (`/v2/sessions/{id}/…`
+/// or `x-session-id`) goes where the session's hash falls, so a session stays on one group
+/// on every gateway node, and raising `weight` only moves sessions to the canary; any other
+/// request is drawn by weight, and the response sets the pin cookie so the client stays
+/// where it was drawn.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Name of the `[upstreams.NAME]` group taking the canary share. Required.
+    pub upstream: String,
+    /// Percent of sessions (and of unpinned requests without a session) sent to the
+    /// canary: 0 to 100, up to two decimals (`0.5` is one in two hundred). Default 0: only
+    /// pinned requests reach the canary.
+    pub weight: f64,
+    /// Request header pinning a group: value `canary` or `stable` (case-insensitive; other
+    /// values are ignored). `""` turns header pinning off. Default `"x-agentgate-canary"`.
+    pub header: String,
+    /// Cookie pinning a group, with the same values; set by the gateway after a weighted
+    /// draw (`Path=/`, one day, `HttpOnly`). `""` turns cookie pinning off. Default
+    /// `"agentgate_canary"`.
+    pub cookie: String,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            upstream: String::new(),
+            weight: 0.0,
+            header: "x-agentgate-canary".to_owned(),
+            cookie: "agentgate_canary".to_owned(),
+        }
+    }
 }
 
 impl Default for RouteConfig {
@@ -76,6 +118,7 @@ impl Default for RouteConfig {
             upstream: None,
             rate_limit: None,
             priority_queue: None,
+            canary: None,
         }
     }
 }
