@@ -20,6 +20,7 @@ mod admission;
 mod axum_route;
 mod balance;
 mod browser;
+mod canary;
 mod cancel;
 mod health;
 mod priority_queue;
