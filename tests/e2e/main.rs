@@ -21,6 +21,7 @@ mod lifecycle;
 mod multiplex;
 mod process;
 mod redis_outage;
+mod reload;
 mod resume;
 mod round_trips;
 mod shared_rate_limit;

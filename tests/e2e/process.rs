@@ -13,6 +13,7 @@ pub struct Process {
     /// Where it listens.
     pub addr: SocketAddr,
     lines: mpsc::Receiver<String>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -47,6 +48,7 @@ impl Process {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             lines,
+            config: path,
             _dir: dir,
         };
         let line = process.line_where(|l| l.contains("agentgate listening"));
@@ -64,6 +66,22 @@ impl Process {
                 Err(e) => panic!("no matching line from agentgate: {e}"),
             }
         }
+    }
+}
+
+impl Process {
+    /// Replaces the config file (the running process sees it on [`hangup`](Self::hangup)).
+    pub fn rewrite_config(&self, toml: &str) {
+        std::fs::write(&self.config, toml).expect("rewrite config");
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP failed");
     }
 }
 

@@ -827,7 +827,7 @@ async fn origin() -> SocketAddr {
 
 /// A tiny origin: `/echo` answers what it got (and `name`), `/fail` 503, `/slow` never,
 /// `/text` not JSON, `/healthz` 200 if `healthy`, else 500.
-async fn origin_named(name: &'static str, healthy: bool) -> SocketAddr {
+pub(crate) async fn origin_named(name: &'static str, healthy: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

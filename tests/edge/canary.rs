@@ -62,7 +62,10 @@ async fn sessions_stick_to_one_group_and_the_weight_sets_the_share() {
         on_canary += usize::from(first == "next");
     }
     // A fixed hash over fixed ids: the share is exact for these ids, near 20 of 100.
-    assert!((8..=35).contains(&on_canary), "{on_canary} of 100 on the canary");
+    assert!(
+        (8..=35).contains(&on_canary),
+        "{on_canary} of 100 on the canary"
+    );
     edge.stop().await;
 }
 
