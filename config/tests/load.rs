@@ -496,6 +496,14 @@ fn reference_file_routes_example_is_valid() {
             ("backend", RouteKind::Upstream, "/", Some("backend")),
         ]
     );
+    let canary = config.routes[2]
+        .canary
+        .as_ref()
+        .expect("the example's canary");
+    assert_eq!(
+        (canary.upstream.as_str(), canary.weight),
+        ("backend-next", 5.0)
+    );
     let backend = &config.upstreams["backend"];
     assert_eq!(
         backend.peer_addrs(),
