@@ -22,6 +22,7 @@ mod balance;
 mod browser;
 mod canary;
 mod cancel;
+mod coalesce;
 mod health;
 mod priority_queue;
 mod rate_limit;

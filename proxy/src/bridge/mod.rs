@@ -23,10 +23,12 @@ mod body;
 pub use body::{BodyError, RequestBody};
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -146,26 +148,86 @@ where
                     return Ok(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => session.write_response_body(Some(data), false).await?,
+                    Ok(data) => {
+                        let (data, after) = ready_data(body.as_mut(), data);
+                        let end = matches!(after, Some(After::End));
+                        session.write_response_body(Some(data), end).await?;
+                        match after {
+                            None => {}
+                            Some(After::End) => return Ok(()),
+                            Some(After::Trailers(trailers)) => {
+                                session.downstream_session.write_response_trailers(trailers).await?;
+                            }
+                            Some(After::Failed(e)) => return body_failed(e, chunked),
+                        }
+                    }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             session.downstream_session.write_response_trailers(trailers).await?;
                         }
                     }
                 },
-                Some(Err(e)) => {
-                    // The head is out: the only honest signal left is to cut the response.
-                    let e: BoxError = e.into();
-                    tracing::warn!(error = %e, chunked, "response body failed mid-stream");
-                    return pingora::Error::e_explain(
-                        pingora::ErrorType::InternalError,
-                        "response body failed mid-stream",
-                    );
-                }
+                Some(Err(e)) => return body_failed(e.into(), chunked),
             },
             step = pump.step(session) => step?,
         }
     }
+}
+
+/// Most bytes of ready frames joined into one write.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// What ended a run of ready data frames, other than "nothing more is ready".
+enum After {
+    /// The body ended.
+    End,
+    /// Trailers came.
+    Trailers(HeaderMap),
+    /// The body failed.
+    Failed(BoxError),
+}
+
+/// `first` joined with the data frames `body` has ready right now (up to [`COALESCE_MAX`]
+/// bytes), and what stopped the run. A stream that keeps up has every frame written as it
+/// comes; one that fell behind (a slow client, a burst) writes what queued up as one chunk —
+/// one syscall instead of one per frame — and so catches up. Never waits for a frame.
+fn ready_data<B>(mut body: Pin<&mut B>, first: Bytes) -> (Bytes, Option<After>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut joined: Option<BytesMut> = None;
+    let mut after = None;
+    while joined.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_MAX {
+        // A pending poll leaves the no-op waker behind; the caller's next poll replaces it.
+        let Poll::Ready(frame) = body.as_mut().poll_frame(&mut cx) else {
+            break;
+        };
+        match frame.map(|f| f.map(Frame::into_data)) {
+            None => after = Some(After::End),
+            Some(Ok(Ok(data))) => {
+                let joined = joined.get_or_insert_with(|| BytesMut::from(&first[..]));
+                joined.extend_from_slice(&data);
+                continue;
+            }
+            Some(Ok(Err(frame))) => {
+                after = frame.into_trailers().ok().map(After::Trailers);
+            }
+            Some(Err(e)) => after = Some(After::Failed(e.into())),
+        }
+        break;
+    }
+    (joined.map_or(first, BytesMut::freeze), after)
+}
+
+/// Cuts a response whose body failed after its head went out: the only honest signal left.
+fn body_failed(e: BoxError, chunked: bool) -> pingora::Result<()> {
+    tracing::warn!(error = %e, chunked, "response body failed mid-stream");
+    pingora::Error::e_explain(
+        pingora::ErrorType::InternalError,
+        "response body failed mid-stream",
+    )
 }
 
 /// The `http::Request` for the session, and the pump that will feed its body.

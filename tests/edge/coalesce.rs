@@ -1,0 +1,120 @@
+//! The bridge writes response frames that are ready together as one chunk (one write), and
+//! never waits for a frame to join: a stream that keeps up gets every frame on its own.
+//! Read on a raw connection, so the chunk boundaries the gateway wrote are visible.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use agentgate_proxy::{Route, RouteTable, Target, route_service};
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::client::within;
+use crate::edge::Edge;
+use crate::origin::{OriginBody, channel_body};
+
+/// A gateway whose one route answers with the next body handed to `bodies`.
+fn gateway() -> (Edge, mpsc::UnboundedSender<OriginBody>) {
+    let (tx, rx) = mpsc::unbounded_channel::<OriginBody>();
+    let rx = Arc::new(Mutex::new(rx));
+    let service = tower::service_fn(move |_req: Request<_>| {
+        let body = rx
+            .lock()
+            .unwrap()
+            .try_recv()
+            .expect("a body for the request");
+        async move { Ok::<_, Infallible>(Response::new(body)) }
+    });
+    let mut table = RouteTable::new();
+    table.push(Route {
+        name: "frames".to_owned(),
+        host: None,
+        path_prefix: "/".to_owned(),
+        methods: Vec::new(),
+        target: Target::Service(route_service(service)),
+    });
+    (Edge::from_table(table, Vec::new()), tx)
+}
+
+/// A raw HTTP/1.1 response read chunk by chunk.
+struct Chunks {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    async fn get(edge: &Edge) -> Self {
+        let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+        stream
+            .write_all(b"GET /frames HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut chunks = Self {
+            stream,
+            buf: Vec::new(),
+        };
+        let head = chunks.until(b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        chunks
+    }
+
+    /// Bytes up to and including `end`, reading as needed.
+    async fn until(&mut self, end: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(i) = self.buf.windows(end.len()).position(|w| w == end) {
+                return self.buf.drain(..i + end.len()).collect();
+            }
+            let mut more = [0u8; 4096];
+            let n = self.stream.read(&mut more).await.unwrap();
+            assert!(n > 0, "connection closed mid-response");
+            self.buf.extend_from_slice(&more[..n]);
+        }
+    }
+
+    /// The next chunk's data; empty for the last chunk.
+    async fn next(&mut self) -> Bytes {
+        let size = self.until(b"\r\n").await;
+        let size = usize::from_str_radix(std::str::from_utf8(&size).unwrap().trim(), 16).unwrap();
+        let data = self.until(b"\r\n").await;
+        assert_eq!(data.len(), size + 2, "chunk of {size} bytes");
+        Bytes::copy_from_slice(&data[..size])
+    }
+}
+
+#[tokio::test]
+async fn frames_ready_together_go_out_as_one_chunk() {
+    let (edge, bodies) = gateway();
+    let (tx, body, _dropped) = channel_body();
+    for frame in ["a\n", "b\n", "c\n"] {
+        tx.send(Bytes::from(frame)).await.unwrap();
+    }
+    drop(tx); // the body ends after the three
+    bodies.send(body).unwrap();
+    let mut chunks = Chunks::get(&edge).await;
+    let first = within("the first chunk", chunks.next()).await;
+    assert_eq!(first, "a\nb\nc\n", "the three ready frames as one chunk");
+    assert_eq!(within("the last chunk", chunks.next()).await, "");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_keeps_up_gets_each_frame_as_it_comes() {
+    let (edge, bodies) = gateway();
+    let (tx, body, _dropped) = channel_body();
+    bodies.send(body).unwrap();
+    let mut chunks = Chunks::get(&edge).await;
+    for n in 0..5 {
+        let frame = format!("frame {n}\n");
+        tx.send(Bytes::from(frame.clone())).await.unwrap();
+        // The next frame is sent only once this one has arrived: a bridge that waited for
+        // more before writing would stall here until `within` fails.
+        assert_eq!(within("the frame", chunks.next()).await, frame);
+    }
+    drop(tx);
+    assert_eq!(within("the last chunk", chunks.next()).await, "");
+    edge.stop().await;
+}
