@@ -8,36 +8,20 @@ use http::Request;
 pub(crate) fn last_event_id<B>(req: &Request<B>) -> Option<String> {
     let cursor = match req.headers().get("last-event-id") {
         Some(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        None => req.uri().query().and_then(|q| {
-            q.split('&').find_map(|pair| {
-                let value = pair.strip_prefix("last_event_id=")?;
-                Some(percent_decode(value))
-            })
-        }),
+        None => req
+            .uri()
+            .query()
+            .and_then(|q| query_value(q, "last_event_id")),
     };
     cursor.filter(|c| !c.is_empty())
 }
 
-/// `%XX` and `+` decoding of a query value (invalid escapes are kept as they are).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'+' => Some((b' ', 1)),
-            b'%' => bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .map(|byte| (byte, 3)),
-            _ => None,
-        };
-        let (byte, used) = decoded.unwrap_or((bytes[i], 1));
-        out.push(byte);
-        i += used;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The first value of the query parameter `name`, `application/x-www-form-urlencoded`
+/// decoded (`%XX` and `+`; invalid escapes are kept as they are).
+pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 #[cfg(test)]

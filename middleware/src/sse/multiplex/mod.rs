@@ -35,6 +35,7 @@ mod body;
 pub mod cursor;
 mod service;
 
+use crate::sse::request::query_value;
 use http::{HeaderMap, Request, Uri};
 use serde::{Deserialize, Serialize};
 
@@ -95,13 +96,6 @@ pub struct QueryDemux {
     pub inner_path: String,
     /// Query parameter of the inner request carrying the credential.
     pub inner_token_param: String,
-}
-
-fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| value.replace("%2C", ",").replace("%2c", ","))
-    })
 }
 
 fn is_name(name: &str) -> bool {
