@@ -170,7 +170,7 @@ impl App {
             custom_tools: tools,
             pool,
         };
-        let (generation, routes) = Generation::build(&core, config, &shutdown).await?;
+        let (generation, routes) = Generation::build(&core, config, &shutdown)?;
         Ok(Self {
             shutdown,
             core,
@@ -187,7 +187,7 @@ impl App {
         let _one_at_a_time = self.reloading.lock().await;
         let running = self.generation();
         let (config, needs_restart) = keep_restart_only(&running.config, config);
-        let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown).await?;
+        let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
         self.routes.replace(routes);
         running.retired.cancel();
@@ -244,12 +244,27 @@ impl App {
 
 impl Generation {
     /// Builds a generation and its route table; starts its health checks and watchers.
-    async fn build(
+    /// Must run inside the runtime its background tasks belong on.
+    fn build(
         core: &Core,
         config: &Config,
         shutdown: &CancellationToken,
     ) -> Result<(Self, RouteTable), AppError> {
         let retired = CancellationToken::new();
+        let built = Self::wire(core, config, shutdown, &retired);
+        if built.is_err() {
+            // Stop what was started before the error (the existence cache's watcher).
+            retired.cancel();
+        }
+        built
+    }
+
+    fn wire(
+        core: &Core,
+        config: &Config,
+        shutdown: &CancellationToken,
+        retired: &CancellationToken,
+    ) -> Result<(Self, RouteTable), AppError> {
         let store = &core.store;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
             DispatchKind::None => None,
@@ -283,7 +298,7 @@ impl Generation {
         };
         let tokens = state.tokens.clone();
         let api = AgentApi::new(Arc::new(state));
-        let stopping = stop_with(shutdown, &retired);
+        let stopping = stop_with(shutdown, retired);
         let agent = agent_stack(config, &api, store, tokens, metrics, &stopping)?;
         let routes = build_routes(config, agent, &groups, metrics, core.shared_limits.as_ref())?;
         // Built without error: from here on this generation runs.
@@ -303,7 +318,7 @@ impl Generation {
             config: config.clone(),
             api,
             required,
-            retired,
+            retired: retired.clone(),
         };
         Ok((generation, routes))
     }
