@@ -178,13 +178,7 @@ impl App {
     /// The admin endpoints (`server.admin_listen`) of this app, for `config` (the one it was
     /// built from).
     pub fn admin(&self, config: &Config) -> Admin {
-        let state = self.api.state();
-        Admin::new(
-            config,
-            Arc::clone(&state.metrics),
-            Arc::clone(&state.store),
-            self.required.clone(),
-        )
+        Admin::new(config, self.api.clone(), self.required.clone())
     }
 
     /// The pingora gateway over this app's routes.
