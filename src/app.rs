@@ -214,8 +214,7 @@ impl App {
         let generation = self.generation();
         Admin::new(
             &generation.config,
-            Arc::clone(&self.core.metrics),
-            Arc::clone(&self.core.store),
+            generation.api.clone(),
             generation.required.clone(),
         )
     }

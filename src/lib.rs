@@ -10,7 +10,8 @@
 //! - [`agent`]: who runs a session (the demo agent, or external agents).
 //! - [`auth`]: API keys and per-session stream tokens.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`admin`]: the admin listener (metrics, health, readiness, effective config).
+//! - [`admin`]: the admin listener (metrics, health, readiness, effective config, the live
+//!   status page and its feeds).
 //! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
 

@@ -171,7 +171,7 @@ async fn reload_on_sighup(
                     tracing::warn!(key, "changed; keeps its running value until a restart");
                 }
                 if let Some(admin) = &admin {
-                    admin.update(&app.config(), app.required_upstreams());
+                    admin.update(&app.config(), app.api(), app.required_upstreams());
                 }
                 app.metrics().config_reload(true);
                 tracing::info!(file = %path.display(), "configuration reloaded");

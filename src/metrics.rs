@@ -2,6 +2,9 @@
 //!
 //! Each [`Metrics`] owns its registry (nothing global), so several gateways in one process,
 //! as in tests, keep separate figures.
+//!
+//! Besides the registry, [`Metrics::live`] gives running totals and a latency window for the
+//! admin listener's live status page (`crate::admin::live`).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -76,12 +79,72 @@ pub struct Metrics {
     process: ProcessMetrics,
     upstreams: UpstreamGauges,
     reloads: Family<ReloadLabel, Counter>,
+    store: StoreStats,
+    totals: LiveTotals,
 }
 
 /// Labels of `agentgate_config_reloads_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabel {
     result: &'static str,
+}
+
+/// Running totals the registry's labelled families cannot sum cheaply, and the latency
+/// window, for the live status page.
+#[derive(Debug)]
+struct LiveTotals {
+    /// Agent API requests answered.
+    requests: Counter,
+    /// Requests shed by any priority queue.
+    shed: Counter,
+    /// Every route's rate-limit rejection counter.
+    rejections: Mutex<Vec<Counter>>,
+    /// Handler latencies (time to response head) since the last [`Metrics::take_latencies`],
+    /// in microseconds.
+    /// (`None` only if the histogram could not be set up: the window then stays empty.)
+    latencies: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Whether latencies go to the window: only while someone watches the live feed, so the
+    /// request path pays for it (a lock and a record) only then.
+    windowing: std::sync::atomic::AtomicBool,
+}
+
+/// Latencies up to an hour, three significant digits.
+fn latency_window() -> Option<hdrhistogram::Histogram<u64>> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()
+}
+
+/// What [`Metrics::live`] reports: totals since start and gauges now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveFigures {
+    /// Agent API requests answered so far.
+    pub requests: u64,
+    /// Commands sent to the session store backend so far.
+    pub store_commands: u64,
+    /// Round trips to the session store backend so far.
+    pub store_round_trips: u64,
+    /// Requests shed by priority queues so far.
+    pub shed: u64,
+    /// Requests rejected by rate limits so far.
+    pub rate_limited: u64,
+    /// Live sessions now (`agentgate_sessions_active`).
+    pub sessions: i64,
+    /// SSE streams clients hold open now (`agentgate_sse_client_streams`).
+    pub client_streams: i64,
+    /// Store tails open now (`agentgate_sse_active_streams`).
+    pub tails: i64,
+    /// Resident memory of the process, in bytes (0 where `/proc` is unavailable).
+    pub resident_bytes: u64,
+}
+
+/// Percentiles of the handler latencies in a window, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyWindow {
+    /// Latencies recorded.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
 }
 
 /// Healthy and total peers per upstream group, read from the groups at each scrape.
@@ -209,6 +272,8 @@ struct FanoutGauges {
     subscribers: Gauge,
     inner_calls: Gauge,
     detached: Gauge,
+    client_streams: Gauge,
+    ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl FanoutGauges {
@@ -235,10 +300,24 @@ impl FanoutGauges {
             "Slow viewers detached from a shared stream so far (they continue alone)",
             gauges.detached.clone(),
         );
+        registry.register(
+            "sse_client_streams",
+            "SSE streams clients hold open to the agent API: viewers of shared streams plus \
+             streams reading alone (each session of a multiplexed connection counts once)",
+            gauges.client_streams.clone(),
+        );
+        registry.register(
+            "sse_fanout_ratio",
+            "SSE client streams per store tail (sse_client_streams / sse_active_streams; 1 \
+             without fan-out, 0 when no stream is open)",
+            gauges.ratio.clone(),
+        );
         gauges
     }
 
-    fn refresh(&self) {
+    /// Copies the fan-out counters and derives client streams and the fan-out ratio from
+    /// them and `tails`, the streams reading the store now (`agentgate_sse_active_streams`).
+    fn refresh(&self, tails: i64) {
         let (mut streams, mut subscribers, mut inner_calls, mut detached) = (0, 0, 0, 0);
         for stats in self
             .stats
@@ -251,13 +330,22 @@ impl FanoutGauges {
             (streams, subscribers, inner_calls, detached) =
                 (streams + s, subscribers + v, inner_calls + i, detached + d);
         }
-        let set = |gauge: &Gauge, value: u64| {
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
-        set(&self.streams, streams);
-        set(&self.subscribers, subscribers);
-        set(&self.inner_calls, inner_calls);
-        set(&self.detached, detached);
+        let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.streams.set(count(streams));
+        self.subscribers.set(count(subscribers));
+        self.inner_calls.set(count(inner_calls));
+        self.detached.set(count(detached));
+        // A shared stream is one tail serving its subscribers; every other tail (fan-out
+        // off, old cursors, detached viewers) serves one client stream.
+        let alone = (tails - count(streams)).max(0);
+        let clients = count(subscribers).saturating_add(alone);
+        self.client_streams.set(clients);
+        #[allow(clippy::cast_precision_loss)] // stream counts are far below 2^52
+        self.ratio.set(if tails > 0 {
+            clients as f64 / tails as f64
+        } else {
+            0.0
+        });
     }
 }
 
@@ -299,6 +387,35 @@ impl Metrics {
             "store_commands_by_name",
             "Commands sent to the session store backend, by command",
             store.by_command.clone(),
+        );
+        registry.register(
+            "store_connections",
+            "Connections the session store holds to its backend (Redis: the multiplexed \
+             command connection plus the notification connection while subscribed, however \
+             many streams are open; on Cluster each is a handle with a socket per node; \
+             memory: 0)",
+            store.connections.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Sessions created and neither completed nor expired. Memory store: every session, \
+             exactly. Redis: this node's view, the sessions created through this node until \
+             completed through it or idle past the session TTL (sum over nodes for a total)",
+            store.live_sessions.clone(),
+        );
+        registry.register(
+            "session_memory_bytes",
+            "Estimated bytes the store spends per session. Memory store: the data each held \
+             session keeps (strings, events) plus fixed structure sizes, averaged, a lower \
+             bound. Redis: MEMORY USAGE of the meta hash plus the event stream, averaged over \
+             up to 8 live sessions sampled every 5 s",
+            store.session_memory_bytes.clone(),
+        );
+        registry.register(
+            "session_duration_seconds",
+            "End-to-end session time, from creation (the store's created_at) to completion, \
+             observed when a session completes through this gateway",
+            store.session_duration.clone(),
         );
         let queue = QueueFamilies {
             depth: Family::default(),
@@ -357,6 +474,14 @@ impl Metrics {
             process,
             upstreams,
             reloads,
+            store: store.clone(),
+            totals: LiveTotals {
+                requests: Counter::default(),
+                shed: Counter::default(),
+                rejections: Mutex::default(),
+                latencies: Mutex::new(latency_window()),
+                windowing: std::sync::atomic::AtomicBool::new(false),
+            },
         }
     }
 
@@ -366,13 +491,73 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
+    /// Totals and gauges for the live status page (fan-out figures refreshed now).
+    pub fn live(&self) -> LiveFigures {
+        let tails = self.active_streams.get();
+        self.fanout.refresh(tails);
+        let rejections = self
+            .totals
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        LiveFigures {
+            requests: self.totals.requests.get(),
+            store_commands: self.store.commands.get(),
+            store_round_trips: self.store.round_trips.get(),
+            shed: self.totals.shed.get(),
+            rate_limited: rejections.iter().map(Counter::get).sum(),
+            sessions: self.store.live_sessions.get(),
+            client_streams: self.fanout.client_streams.get(),
+            tails,
+            resident_bytes: resident_bytes().unwrap_or(0),
+        }
+    }
+
+    /// Starts (`true`) or stops recording handler latencies for [`take_latencies`]
+    /// (off by default).
+    ///
+    /// [`take_latencies`]: Self::take_latencies
+    pub fn record_latencies(&self, on: bool) {
+        self.totals
+            .windowing
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Percentiles of the handler latencies recorded since the previous call (`None` if
+    /// none was), and a fresh window.
+    pub fn take_latencies(&self) -> Option<LatencyWindow> {
+        let mut guard = self
+            .totals
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let window = guard.as_mut().filter(|w| !w.is_empty())?;
+        #[allow(clippy::cast_precision_loss)] // microseconds below an hour
+        let ms = |q: f64| window.value_at_quantile(q) as f64 / 1000.0;
+        let figures = LatencyWindow {
+            count: window.len(),
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+        };
+        window.reset();
+        Some(figures)
+    }
+
     /// The counter of `route`'s rate-limit rejections (`agentgate_rate_limited_total`).
     pub fn rate_limit_rejections(&self, route: &str) -> Counter {
-        self.rate_limited
+        let counter = self
+            .rate_limited
             .get_or_create(&RouteLabel {
                 route: route.to_owned(),
             })
-            .clone()
+            .clone();
+        let mut all = self
+            .totals
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.push(counter.clone());
+        counter
     }
 
     /// The observer of `route`'s priority queue, feeding `agentgate_queue_*`.
@@ -380,6 +565,7 @@ impl Metrics {
         QueueMetrics {
             route: route.to_owned(),
             families: self.queue.clone(),
+            shed_total: self.totals.shed.clone(),
         }
     }
 
@@ -388,6 +574,22 @@ impl Metrics {
         self.durations
             .get_or_create(&HandlerLabel { route })
             .observe(took.as_secs_f64());
+        if !self
+            .totals
+            .windowing
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mut window = self
+            .totals
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = window.as_mut() {
+            window.saturating_record(micros.max(1));
+        }
     }
 
     /// Counts one answered request.
@@ -395,6 +597,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
+        self.totals.requests.inc();
     }
 
     /// Marks an SSE stream open until the returned guard is dropped.
@@ -430,7 +633,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.fanout.refresh();
+        self.fanout.refresh(self.active_streams.get());
         self.process.refresh();
         self.upstreams.refresh();
         let mut out = String::new();
@@ -456,6 +659,8 @@ impl Drop for ActiveStream {
 pub struct QueueMetrics {
     route: String,
     families: QueueFamilies,
+    /// Sheds of every route (for the live status page).
+    shed_total: Counter,
 }
 
 impl QueueMetrics {
@@ -494,6 +699,7 @@ impl QueueObserver for QueueMetrics {
             reason,
         };
         self.families.shed.get_or_create(&labels).inc();
+        self.shed_total.inc();
     }
 }
 

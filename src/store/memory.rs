@@ -4,6 +4,11 @@
 //! completed sessions, blocking tail through [`Watch`]) so the whole gateway runs as one
 //! process for the quick start and for tests. It is held to the same conformance suite.
 //! State is not shared between processes: scale out with the Redis engine.
+//!
+//! Its figures are exact: it counts every live session, and it knows what each session holds,
+//! so the memory per session it reports is the sum of the session's data (strings, events)
+//! and the fixed sizes of its structures; allocator overhead and spare capacity are not
+//! counted, so it is a lower bound.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -35,12 +40,32 @@ struct Session {
     events: VecDeque<Event>,
     last_id: Option<EventId>,
     expires_at: Instant,
+    /// Estimated bytes this session holds (see [`Session::base_bytes`], [`event_bytes`]).
+    bytes: usize,
 }
 
 impl Session {
     fn is_live(&self, now: Instant) -> bool {
         self.expires_at > now
     }
+
+    /// Bytes of the session without its events: its structures (the map entry, the shared
+    /// lock, the session itself) and the strings of its state.
+    fn base_bytes(id: &SessionId, state: &SessionState) -> usize {
+        std::mem::size_of::<(SessionId, Arc<Mutex<Session>>)>()
+            + std::mem::size_of::<Mutex<Session>>()
+            + 2 * std::mem::size_of::<usize>() // Arc's counts
+            + id.as_str().len()
+            + state.status.len()
+            + state.owner.len()
+            + state.metadata.len()
+            + state.final_response.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Bytes one stored event holds.
+fn event_bytes(kind: &str, data: &str) -> usize {
+    std::mem::size_of::<Event>() + kind.len() + data.len()
 }
 
 /// The embedded [`SessionStore`].
@@ -108,8 +133,11 @@ impl MemoryStore {
             kind: kind.to_owned(),
             data: data.to_owned(),
         });
+        s.bytes += event_bytes(kind, data);
         while s.events.len() > self.limits.events_maxlen {
-            s.events.pop_front();
+            if let Some(dropped) = s.events.pop_front() {
+                s.bytes -= event_bytes(&dropped.kind, &dropped.data);
+            }
         }
         s.state.event_count += 1;
         s.state.updated_at = now;
@@ -129,13 +157,26 @@ async fn sweep(store: Weak<MemoryStore>) {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };
         let now = Instant::now();
+        let (mut held, mut bytes) = (0_usize, 0_usize);
         store.sessions.retain(|id, s| {
-            let live = lock(s).is_live(now);
-            if !live {
+            let s = lock(s);
+            let live = s.is_live(now);
+            if live {
+                held += 1;
+                bytes += s.bytes;
+            } else {
                 store.presence.changed(id);
+                if !s.state.is_completed() {
+                    store.stats.live_sessions.dec(); // expired unfinished
+                }
             }
             live
         });
+        let per_session = bytes.checked_div(held).unwrap_or(0);
+        store
+            .stats
+            .session_memory_bytes
+            .set(i64::try_from(per_session).unwrap_or(i64::MAX));
     }
 }
 
@@ -143,7 +184,7 @@ async fn sweep(store: Weak<MemoryStore>) {
 impl SessionStore for MemoryStore {
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
         let now = now_ms();
-        let fresh = Session {
+        let mut fresh = Session {
             state: SessionState {
                 status: RUNNING.to_owned(),
                 created_at: now,
@@ -157,9 +198,19 @@ impl SessionStore for MemoryStore {
             events: VecDeque::new(),
             last_id: None,
             expires_at: Instant::now() + self.limits.session_ttl,
+            bytes: 0,
         };
-        self.sessions
+        fresh.bytes = Session::base_bytes(id, &fresh.state);
+        let replaced = self
+            .sessions
             .insert(id.clone(), Arc::new(Mutex::new(fresh)));
+        // Ids are generated and unique; a replaced running session would be counted twice.
+        if !replaced.is_some_and(|old| {
+            let old = lock(&old);
+            old.is_live(Instant::now()) && !old.state.is_completed()
+        }) {
+            self.stats.live_sessions.inc();
+        }
         self.presence.changed(id);
         Ok(())
     }
@@ -188,10 +239,13 @@ impl SessionStore for MemoryStore {
         self.write(id, owner, |s, now| {
             let data = completion.event_data();
             let event_id = self.push(s, COMPLETE_KIND, &data, now);
+            s.bytes += completion.final_response.len();
             s.state.status = completion.status;
             s.state.completed_at = Some(now);
             s.state.final_response = Some(completion.final_response);
             s.expires_at = Instant::now() + self.limits.retention;
+            self.stats.live_sessions.dec();
+            self.stats.session_completed(s.state.created_at, now);
             event_id
         })
     }

@@ -13,6 +13,7 @@
 //! waits on it whenever it has caught up. An append bumps the session's watch, so nothing
 //! appended after the read can be missed (see [`watch`]).
 
+pub mod census;
 pub mod id;
 pub mod memory;
 pub mod presence;
@@ -25,6 +26,8 @@ use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 pub use id::{EventId, SessionId};
 pub use presence::{Presence, PresenceFeed};
@@ -133,10 +136,11 @@ pub enum StoreError {
     Protocol(String),
 }
 
-/// Counters a store keeps about its backend traffic (Redis round trips and commands).
+/// Figures a store keeps about its backend traffic and its sessions (Redis round trips and
+/// commands, live sessions, memory per session, completion times, connections).
 ///
-/// Cheap to clone (the counters are shared), so the metrics registry holds the same ones.
-#[derive(Debug, Default, Clone)]
+/// Cheap to clone (the metrics are shared), so the metrics registry holds the same ones.
+#[derive(Debug, Clone)]
 pub struct StoreStats {
     /// Requests sent to the backend (a pipeline or a script call counts once).
     pub round_trips: Counter,
@@ -144,6 +148,38 @@ pub struct StoreStats {
     pub commands: Counter,
     /// Commands sent, by command name (`EVALSHA`, `XRANGE`, ...; unknown ones as `other`).
     pub by_command: Family<CommandLabel, Counter>,
+    /// Sessions live now: created, neither completed nor expired. The memory engine counts
+    /// every session exactly; the Redis engine counts this node's view ([`census`]).
+    pub live_sessions: Gauge,
+    /// Estimated bytes one session costs the backend, averaged over the sessions it measures:
+    /// the memory engine adds up the data each session holds (strings, events, fixed
+    /// overheads); the Redis engine samples `MEMORY USAGE` of a few live sessions' keys.
+    pub session_memory_bytes: Gauge,
+    /// Seconds from a session's creation (`created_at`, kept by the store, so the session may
+    /// have been created on another node) to its completion, observed by the store that
+    /// completes it.
+    pub session_duration: Histogram,
+    /// Connections the store holds to its backend now (none for the memory engine).
+    pub connections: Gauge,
+}
+
+/// 10 ms to about 1.5 hours, doubling.
+fn session_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 20))
+}
+
+impl Default for StoreStats {
+    fn default() -> Self {
+        Self {
+            round_trips: Counter::default(),
+            commands: Counter::default(),
+            by_command: Family::default(),
+            live_sessions: Gauge::default(),
+            session_memory_bytes: Gauge::default(),
+            session_duration: session_duration_histogram(),
+            connections: Gauge::default(),
+        }
+    }
 }
 
 /// The label of [`StoreStats::by_command`].
@@ -193,6 +229,14 @@ impl StoreStats {
     /// `(round_trips, commands)` so far.
     pub fn snapshot(&self) -> (u64, u64) {
         (self.round_trips.get(), self.commands.get())
+    }
+
+    /// Observes the completion of a session created at `created_at_ms` and completed at
+    /// `completed_at_ms` (Unix milliseconds; a clock step backwards counts as zero).
+    pub fn session_completed(&self, created_at_ms: u64, completed_at_ms: u64) {
+        let took = completed_at_ms.saturating_sub(created_at_ms);
+        #[allow(clippy::cast_precision_loss)] // milliseconds fit f64 exactly for 285k years
+        self.session_duration.observe(took as f64 / 1000.0);
     }
 }
 

@@ -20,9 +20,15 @@
 //! ([`WatchRegistry`]); readers then `XRANGE` from their own cursor on the shared multiplexed
 //! connection. After a reconnect the subscription is restored and every reader re-reads, so
 //! notifications lost while disconnected cost nothing.
+//!
+//! Figures ([`StoreStats`]): live sessions are this node's view ([`Census`]); memory per
+//! session is `MEMORY USAGE` of the meta hash plus the event stream of up to 8 of those
+//! sessions, averaged, every 5 seconds (those commands are not counted as the store's
+//! traffic); connections held are the multiplexed command connection plus the notification
+//! connection while it is subscribed (on Cluster each is one handle with a socket per node).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use agentgate_middleware::rate_limit::{RedisGcra, SharedGcra};
@@ -34,6 +40,7 @@ use redis::{
     Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisFuture, Script, ServerErrorKind, Value,
 };
 
+use super::census::Census;
 use super::watch::WatchRegistry;
 use super::{
     Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
@@ -113,9 +120,10 @@ return out
 "#;
 
 /// Completes. KEYS: meta, events. ARGV: owner, maxlen, retention_ms, now_ms, channel,
-/// status, final_response, complete-event data. Returns `{"ok", id}` or an error word.
+/// status, final_response, complete-event data. Returns `{"ok", id, created_at}` or an
+/// error word.
 const COMPLETE_LUA: &str = r#"
-local meta = redis.call('HMGET', KEYS[1], 'status', 'owner')
+local meta = redis.call('HMGET', KEYS[1], 'status', 'owner', 'created_at')
 if not meta[1] then return {'not_found'} end
 if meta[2] ~= ARGV[1] then return {'forbidden'} end
 if meta[1] ~= 'running' then return {'completed'} end
@@ -127,7 +135,7 @@ redis.call('HINCRBY', KEYS[1], 'event_count', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[5], id)
-return {'ok', id}
+return {'ok', id, meta[3] or '0'}
 "#;
 
 /// A Lua script and its SHA1, for EVALSHA.
@@ -209,6 +217,7 @@ pub struct RedisStore {
     stats: StoreStats,
     presence: PresenceFeed,
     notifier: tokio::task::JoinHandle<()>,
+    census: Census,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -239,8 +248,10 @@ impl RedisStore {
             settings.clone(),
             Arc::clone(&watches),
             presence.clone(),
+            stats.connections.clone(),
         ));
-        Ok(Arc::new(Self {
+        let census = Census::new(stats.live_sessions.clone());
+        let store = Arc::new(Self {
             conn: CountedConnection {
                 backend,
                 stats: stats.clone(),
@@ -252,7 +263,10 @@ impl RedisStore {
             stats,
             presence,
             notifier,
-        }))
+            census,
+        });
+        tokio::spawn(run_census(Arc::downgrade(&store)));
+        Ok(store)
     }
 
     /// A GCRA rate limiter over this store's connection (no extra connection; its calls
@@ -376,6 +390,7 @@ async fn run_notifier(
     settings: RedisSettings,
     watches: Arc<WatchRegistry>,
     presence: PresenceFeed,
+    connections: prometheus_client::metrics::gauge::Gauge,
 ) {
     let on_push = {
         let watches = Arc::clone(&watches);
@@ -424,9 +439,13 @@ async fn run_notifier(
                 }
                 .map(|()| subscribed = true)
             };
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 tracing::debug!(error = %e, "redis notification connection not ready");
             }
+            // The command connection, plus this one while it is subscribed and answering.
+            connections.set(1 + i64::from(result.is_ok() && subscribed));
+        } else {
+            connections.set(1);
         }
         tick.tick().await;
     }
@@ -485,6 +504,56 @@ async fn open_notifier(
     }
 }
 
+/// Sessions whose `MEMORY USAGE` is sampled.
+const MEMORY_SAMPLE: usize = 8;
+/// How often memory per session is sampled.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the census current (every second) and samples memory per session, until the store
+/// is dropped.
+async fn run_census(store: Weak<RedisStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sample: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        store.census.sweep();
+        let due = last_sample.is_none_or(|at| at.elapsed() >= MEMORY_SAMPLE_EVERY);
+        if due && !store.census.is_empty() {
+            last_sample = Some(tokio::time::Instant::now());
+            if let Some(bytes) = store.sample_memory().await {
+                store.stats.session_memory_bytes.set(bytes);
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    /// Average `MEMORY USAGE` (meta hash plus event stream) of a few live sessions, in
+    /// bytes; `None` when none could be measured.
+    async fn sample_memory(&self) -> Option<i64> {
+        // A connection whose traffic is not counted: sampling is not the requests' cost.
+        let mut conn = CountedConnection {
+            backend: self.conn.backend.clone(),
+            stats: StoreStats::default(),
+        };
+        let (mut total, mut measured) = (0_i64, 0_i64);
+        for id in self.census.some(MEMORY_SAMPLE) {
+            let mut session = 0_i64;
+            for key in [meta_key(&id), events_key(&id)] {
+                let usage = redis::cmd("MEMORY").arg("USAGE").arg(&key).clone();
+                let bytes: Option<i64> = self.call(usage.query_async(&mut conn)).await.ok()?;
+                session += bytes.unwrap_or(0);
+            }
+            if session > 0 {
+                total += session;
+                measured += 1;
+            }
+        }
+        (measured > 0).then(|| total / measured)
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
@@ -511,6 +580,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         self.call(pipe.query_async::<()>(&mut conn)).await?;
         self.presence.changed(id);
+        self.census.created(id, self.settings.session_ttl);
         Ok(())
     }
 
@@ -532,6 +602,7 @@ impl SessionStore for RedisStore {
             args.push(&e.data);
         }
         let reply = self.script_write(&self.append, id, &args).await?;
+        self.census.written(id, self.settings.session_ttl);
         reply[1..].iter().map(|raw| parse_id(raw)).collect()
     }
 
@@ -559,6 +630,12 @@ impl SessionStore for RedisStore {
             &data,
         ];
         let reply = self.script_write(&self.complete, id, &args).await?;
+        self.census.completed(id);
+        if let Some(created_at) = reply.get(2).and_then(|c| c.parse().ok())
+            && created_at > 0
+        {
+            self.stats.session_completed(created_at, now_ms());
+        }
         parse_id(reply.get(1).map_or("", String::as_str))
     }
 

@@ -122,6 +122,11 @@ impl Client {
         Self { http, addr }
     }
 
+    /// The address it talks to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Starts a request; `target` is a path (`/v2/..`) or an absolute URL.
     pub fn call(&self, method: Method, target: &str) -> Call {
         Call {

@@ -7,7 +7,6 @@
 //! by a TCP relay between the browser and the gateway that drops every connection at once.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::client::{Client, within};
 use crate::edge::{Edge, KEY, peers};
+use crate::headless::Browser;
 use crate::origin::{Origin, text};
 
 const PAGE: &str = r#"<!doctype html>
@@ -83,43 +83,6 @@ impl Relay {
 
     fn cut_all(&self) {
         let _ = self.cut.send(());
-    }
-}
-
-/// Headless Chromium on `url`; killed when dropped.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    fn open(url: &str) -> Self {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromium starts (scripts/setup installs it)");
-        Self {
-            child,
-            _profile: profile,
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

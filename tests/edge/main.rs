@@ -12,6 +12,9 @@
 #[allow(dead_code)]
 #[path = "../e2e/client.rs"]
 mod client;
+#[allow(dead_code)]
+#[path = "../support/browser.rs"]
+mod headless;
 
 mod edge;
 mod origin;

@@ -43,9 +43,10 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Address of the admin listener — operators' endpoints, kept off the public
     /// listeners: `/metrics`, `/healthz`, `/readyz` (store reachable, a healthy peer in
-    /// every upstream group a route uses) and `/admin/config` (the effective configuration,
-    /// secrets redacted). An `IP:port`; port 0 picks a free port. Default unset: no admin
-    /// listener.
+    /// every upstream group a route uses), `/admin/config` (the effective configuration,
+    /// secrets redacted) and the live status page `/` with its feeds `/admin/live` and
+    /// `/admin/sessions/{id}/stream` (no stream token: the listener is trusted). An
+    /// `IP:port`; port 0 picks a free port. Default unset: no admin listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
     /// Log line format on standard output: `"text"` (for people) or `"json"` (one JSON

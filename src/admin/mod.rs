@@ -7,31 +7,45 @@
 //! | `GET /healthz` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /readyz` | `200` when the session store answers and every upstream group a route uses has a healthy peer, else `503`; the body lists each check |
 //! | `GET /admin/config` | the effective configuration as JSON, secrets redacted |
+//! | `GET /` | the live status page ([`STATUS_PAGE`]): sessions, streams, requests/s, p99, store ops/s, sheds, rejections, updated every second, and a session viewer |
+//! | `GET /admin/live` | SSE: a JSON snapshot of those figures every second ([`live`]) |
+//! | `GET /admin/sessions/{id}/stream` | SSE: one session's events, resumable, no stream token needed ([`viewer`]) |
 //!
 //! It is a plain hyper server on the application runtime, so it keeps answering while the
-//! edge proxy is saturated.
+//! edge proxy is saturated. Its streams end at shutdown.
+
+pub mod live;
+pub mod viewer;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use agentgate_config::Config;
 use agentgate_proxy::UpstreamGroup;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{AgentApi, Body, body};
 use crate::metrics::Metrics;
 use crate::store::{SessionId, SessionStore};
 
 /// Shown instead of a secret.
 const REDACTED: &str = "<redacted>";
+
+/// The live status page served at `GET /`: one self-contained HTML file (no external
+/// scripts, styles or fonts) fed by `GET /admin/live`.
+///
+/// Query parameters: `session=<id>` follows that session at once; `report=<url>` makes the
+/// page POST what it shows (JSON) to `url` after every update, which is how the browser
+/// test reads it.
+pub const STATUS_PAGE: &str = include_str!("status.html");
 
 /// What the admin endpoints read.
 pub struct Admin {
@@ -39,10 +53,16 @@ pub struct Admin {
     store: Arc<dyn SessionStore>,
     /// What the running configuration says; replaced by [`Admin::update`] on reload.
     view: Mutex<Arc<View>>,
+    /// The live snapshots, once [`serve`](Self::serve) has started their task.
+    live: OnceLock<live::Latest>,
+    /// The application's shutdown: admin streams end with it.
+    shutdown: CancellationToken,
 }
 
 /// The configuration-dependent part of the admin endpoints.
 struct View {
+    /// The agent API, for the session viewer.
+    api: AgentApi,
     /// The upstream groups routes send traffic to, by name.
     required: BTreeMap<String, Arc<UpstreamGroup>>,
     /// `/admin/config`, rendered once per configuration.
@@ -58,27 +78,37 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// The admin endpoints over the application's metrics, store and required upstream
-    /// groups, for `config`.
+    /// The admin endpoints over the application's agent API (its metrics, store and
+    /// shutdown) and required upstream groups, for `config`.
     pub fn new(
         config: &Config,
-        metrics: Arc<Metrics>,
-        store: Arc<dyn SessionStore>,
+        api: AgentApi,
         required: BTreeMap<String, Arc<UpstreamGroup>>,
     ) -> Self {
+        let state = api.state();
         Self {
-            metrics,
-            store,
+            metrics: Arc::clone(&state.metrics),
+            store: Arc::clone(&state.store),
+            shutdown: state.shutdown.clone(),
             view: Mutex::new(Arc::new(View {
+                api,
                 required,
                 config: redacted(config).to_string(),
             })),
+            live: OnceLock::new(),
         }
     }
 
-    /// Answers for a reloaded configuration from now on.
-    pub fn update(&self, config: &Config, required: BTreeMap<String, Arc<UpstreamGroup>>) {
+    /// Answers for a reloaded configuration (its agent API and required upstream groups)
+    /// from now on.
+    pub fn update(
+        &self,
+        config: &Config,
+        api: AgentApi,
+        required: BTreeMap<String, Arc<UpstreamGroup>>,
+    ) {
         let view = Arc::new(View {
+            api,
             required,
             config: redacted(config).to_string(),
         });
@@ -90,7 +120,7 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub async fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -99,7 +129,28 @@ impl Admin {
                     .to_string(),
             );
         }
-        match req.uri().path() {
+        let path = req.uri().path();
+        if let Some(id) = path
+            .strip_prefix("/admin/sessions/")
+            .and_then(|rest| rest.strip_suffix("/stream"))
+        {
+            let id = id.to_owned();
+            let (parts, _body) = req.into_parts();
+            return viewer::follow(&self.view().api, &id, &parts).await;
+        }
+        match path {
+            "/" => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                Bytes::from_static(STATUS_PAGE.as_bytes()),
+            ),
+            "/admin/live" => {
+                // Started by `serve`; started here when `handle` is used without it.
+                let latest = self
+                    .live
+                    .get_or_init(|| live::spawn(Arc::clone(&self.metrics), self.shutdown.clone()));
+                live::stream(latest.clone(), self.shutdown.clone())
+            }
             "/metrics" => reply(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -127,7 +178,7 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "application/json",
-                json!({"error": {"code": "not_found", "message": "no such admin endpoint; see /metrics, /healthz, /readyz, /admin/config"}})
+                json!({"error": {"code": "not_found", "message": "no such admin endpoint; see /, /metrics, /healthz, /readyz, /admin/config, /admin/live, /admin/sessions/{id}/stream"}})
                     .to_string(),
             ),
         }
@@ -159,6 +210,8 @@ impl Admin {
 
     /// Serves the admin endpoints on `listener` until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        self.live
+            .get_or_init(|| live::spawn(Arc::clone(&self.metrics), shutdown.clone()));
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -172,7 +225,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.handle(&req).await) }
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -198,8 +251,8 @@ impl Admin {
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn reply(status: StatusCode, content_type: &'static str, text: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
