@@ -9,11 +9,19 @@
 //!   `XADD MAXLEN ~`.
 //! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes the newest id on it.
 //!
-//! Every handler call is ONE round trip: init is a MULTI/EXEC pipeline; append and complete
-//! are Lua scripts (EVALSHA), because they must refuse to write to a session that is missing,
-//! owned by another key or already completed, and a pipeline (or MULTI/EXEC without a
-//! WATCH round trip) cannot make its writes conditional. A script is atomic, so a refused or
-//! failed call leaves nothing half-written.
+//! With the default `[features]`, every handler call is ONE round trip: init is a MULTI/EXEC
+//! pipeline; append and complete are Lua scripts (EVALSHA), because they must refuse to write
+//! to a session that is missing, owned by another key or already completed, and a pipeline
+//! (or MULTI/EXEC without a WATCH round trip) cannot make its writes conditional. A script is
+//! atomic, so a refused or failed call leaves nothing half-written.
+//!
+//! Two `[features]` switches turn this into the naive baseline the benchmark (`bench/ab.sh`)
+//! measures against, held to the same conformance suite:
+//!
+//! - `pipelining = false` (`redis::sequential`): one command per round trip, each awaited
+//!   before the next, no pipeline, no script; not atomic.
+//! - `hash_state = false` (`redis::json_state`): the state is one JSON string at
+//!   `ag:{<sid>}:meta`, read, modified and written back whole on every change.
 //!
 //! Live tailing uses ONE extra connection per process however many readers are connected:
 //! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
@@ -34,6 +42,10 @@ use redis::{
     Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisFuture, Script, ServerErrorKind, Value,
 };
 
+mod json_state;
+mod sequential;
+
+use self::json_state::JsonState;
 use super::watch::WatchRegistry;
 use super::{
     Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
@@ -57,6 +69,11 @@ pub struct RedisSettings {
     pub retention: Duration,
     /// TTL of an unfinished session, refreshed on every write.
     pub session_ttl: Duration,
+    /// `features.pipelining`: each write is one round trip (MULTI/EXEC or a Lua script).
+    /// Off: one command per round trip, awaited in turn (`redis::sequential`).
+    pub pipelining: bool,
+    /// `features.hash_state`: the state is a HASH. Off: one JSON string (`redis::json_state`).
+    pub hash_state: bool,
 }
 
 /// Pattern matching every session's notification channel.
@@ -240,14 +257,19 @@ impl RedisStore {
             Arc::clone(&watches),
             presence.clone(),
         ));
+        let (append, complete) = if settings.hash_state {
+            (APPEND_LUA, COMPLETE_LUA)
+        } else {
+            (json_state::APPEND_LUA, json_state::COMPLETE_LUA)
+        };
         Ok(Arc::new(Self {
             conn: CountedConnection {
                 backend,
                 stats: stats.clone(),
             },
             settings,
-            append: LuaScript::new(APPEND_LUA),
-            complete: LuaScript::new(COMPLETE_LUA),
+            append: LuaScript::new(append),
+            complete: LuaScript::new(complete),
             watches,
             stats,
             presence,
@@ -269,6 +291,12 @@ impl RedisStore {
         self.timed(call)
             .await?
             .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Sends one command and waits for its answer: one round trip.
+    async fn one<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(cmd.query_async(&mut conn)).await
     }
 
     /// Like [`call`](Self::call), but hands Redis's own error back for the caller to inspect.
@@ -490,26 +518,52 @@ impl SessionStore for RedisStore {
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
         let now = now_ms();
         let meta = meta_key(id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &meta,
-                &[
-                    ("status", RUNNING),
-                    ("created_at", &now.to_string()),
-                    ("updated_at", &now.to_string()),
-                    ("owner", &session.owner),
-                    ("metadata", &session.metadata),
-                    ("event_count", "0"),
-                ],
-            )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&meta)
-            .arg(millis(self.settings.session_ttl))
-            .ignore();
-        let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await?;
+        let write = if self.settings.hash_state {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&meta)
+                .arg("status")
+                .arg(RUNNING)
+                .arg("created_at")
+                .arg(now)
+                .arg("updated_at")
+                .arg(now)
+                .arg("owner")
+                .arg(&session.owner)
+                .arg("metadata")
+                .arg(&session.metadata)
+                .arg("event_count")
+                .arg(0);
+            hset
+        } else {
+            let state = JsonState {
+                status: RUNNING.to_owned(),
+                created_at: now,
+                updated_at: now,
+                completed_at: None,
+                owner: session.owner,
+                metadata: session.metadata,
+                final_response: None,
+                event_count: 0,
+            };
+            let mut set = redis::cmd("SET");
+            set.arg(&meta).arg(state.to_json());
+            set
+        };
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&meta).arg(millis(self.settings.session_ttl));
+        if self.settings.pipelining {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .add_command(write)
+                .ignore()
+                .add_command(expire)
+                .ignore();
+            let mut conn = self.conn.clone();
+            self.call(pipe.query_async::<()>(&mut conn)).await?;
+        } else {
+            self.one::<()>(&write).await?;
+            self.one::<()>(&expire).await?;
+        }
         self.presence.changed(id);
         Ok(())
     }
@@ -520,6 +574,9 @@ impl SessionStore for RedisStore {
         owner: &str,
         events: &[NewEvent],
     ) -> Result<Vec<EventId>, StoreError> {
+        if !self.settings.pipelining {
+            return self.append_sequential(id, owner, events).await;
+        }
         let (maxlen, ttl, now, channel) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.session_ttl),
@@ -541,6 +598,9 @@ impl SessionStore for RedisStore {
         owner: &str,
         completion: Completion,
     ) -> Result<EventId, StoreError> {
+        if !self.settings.pipelining {
+            return self.complete_sequential(id, owner, &completion).await;
+        }
         let (maxlen, retention, now, channel, data) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.retention),
@@ -563,6 +623,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        if !self.settings.hash_state {
+            let mut get = redis::cmd("GET");
+            get.arg(meta_key(id));
+            let raw: Option<String> = self.one(&get).await?;
+            return raw
+                .map(|raw| JsonState::parse(&raw).map(JsonState::into_state))
+                .transpose();
+        }
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = self
             .call(
