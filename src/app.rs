@@ -411,6 +411,8 @@ async fn build_store(
                 events_maxlen: store.events_maxlen,
                 retention: store.retention(),
                 session_ttl: store.session_ttl(),
+                pipelining: config.features.pipelining,
+                hash_state: config.features.hash_state,
             })
             .await?;
             let limiter = redis.rate_limiter();

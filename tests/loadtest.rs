@@ -117,6 +117,7 @@ async fn a_small_scenario_runs_clean_with_every_event_delivered_once() {
     assert_eq!(count("append"), 80);
     assert_eq!(count("delivery"), 200);
     assert_eq!(count("tool_batch"), 20);
+    assert_eq!(count("complete"), 20);
     assert_eq!(count("session"), 20);
     for (name, p) in &report.latency_ms {
         assert!(
@@ -172,6 +173,7 @@ async fn the_cli_writes_a_json_report_and_svg_charts() {
         "append",
         "delivery",
         "tool_batch",
+        "complete",
         "session",
     ] {
         let svg = std::fs::read_to_string(plots.join(format!("{name}.svg")))
@@ -266,7 +268,7 @@ async fn a_non_loopback_target_is_refused_before_any_request() {
 
 #[test]
 fn the_example_scenarios_are_valid() {
-    for file in ["smoke.toml", "1000-sessions.toml"] {
+    for file in ["smoke.toml", "1000-sessions.toml", "ab-lifecycle.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("bench/scenarios")
             .join(file);
@@ -279,4 +281,14 @@ fn the_example_scenarios_are_valid() {
     .unwrap();
     assert_eq!(big.run.sessions, 1000);
     assert_eq!(big.run.concurrency, 1000);
+    let smoke =
+        Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/scenarios/smoke.toml"))
+            .unwrap();
+    assert!(
+        smoke
+            .thresholds
+            .limits()
+            .contains(&("p99_complete_ms", 250.0)),
+        "smoke.toml documents p99_complete_ms"
+    );
 }

@@ -1,5 +1,9 @@
 //! One conformance suite, run against both engines: the embedded memory store and Redis
 //! (a private `redis-server` per test). Both must show the same semantics.
+//!
+//! Redis runs in every mode its `[features]` switches select, the naive baseline of the
+//! benchmark included: pipelined (default), one command per round trip
+//! (`pipelining = false`), JSON-string state (`hash_state = false`), and both off.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mod.rs"]
@@ -52,10 +56,26 @@ fn memory(limits: Limits) -> Engine {
     }
 }
 
+/// How the Redis engine writes (`features.pipelining`, `features.hash_state`).
+#[derive(Clone, Copy)]
+struct Mode {
+    pipelining: bool,
+    hash_state: bool,
+}
+
+const OPTIMIZED: Mode = Mode {
+    pipelining: true,
+    hash_state: true,
+};
+
 async fn redis(limits: Limits) -> Engine {
+    redis_in(OPTIMIZED, limits).await
+}
+
+async fn redis_in(mode: Mode, limits: Limits) -> Engine {
     // Expired-key events on, as docs/operations recommend for the existence cache.
     let server = RedisServer::start_with(&["--notify-keyspace-events", "Ex"]);
-    let store = redis_store(vec![server.url()], false, limits).await;
+    let store = redis_store(vec![server.url()], false, mode, limits).await;
     Engine {
         store,
         expiry_events: true,
@@ -65,7 +85,7 @@ async fn redis(limits: Limits) -> Engine {
 
 async fn redis_cluster(limits: Limits) -> Engine {
     let cluster = RedisCluster::start();
-    let store = redis_store(cluster.urls(), true, limits).await;
+    let store = redis_store(cluster.urls(), true, OPTIMIZED, limits).await;
     Engine {
         store,
         expiry_events: false,
@@ -73,7 +93,12 @@ async fn redis_cluster(limits: Limits) -> Engine {
     }
 }
 
-async fn redis_store(urls: Vec<String>, cluster: bool, limits: Limits) -> Arc<dyn SessionStore> {
+async fn redis_store(
+    urls: Vec<String>,
+    cluster: bool,
+    mode: Mode,
+    limits: Limits,
+) -> Arc<dyn SessionStore> {
     RedisStore::connect(RedisSettings {
         urls,
         cluster,
@@ -82,6 +107,8 @@ async fn redis_store(urls: Vec<String>, cluster: bool, limits: Limits) -> Arc<dy
         events_maxlen: limits.maxlen,
         retention: limits.retention,
         session_ttl: limits.session_ttl,
+        pipelining: mode.pipelining,
+        hash_state: mode.hash_state,
     })
     .await
     .unwrap()
@@ -386,6 +413,24 @@ macro_rules! conformance {
         mod redis_cluster_engine {
             use super::*;
             $(#[tokio::test] async fn $case() { super::$case(redis_cluster($limits).await).await; })*
+        }
+        /// `pipelining = false`: one command per round trip, HASH state.
+        mod redis_sequential_engine {
+            use super::*;
+            const MODE: Mode = Mode { pipelining: false, hash_state: true };
+            $(#[tokio::test] async fn $case() { super::$case(redis_in(MODE, $limits).await).await; })*
+        }
+        /// `hash_state = false`: JSON-string state, written by Lua scripts.
+        mod redis_json_state_engine {
+            use super::*;
+            const MODE: Mode = Mode { pipelining: true, hash_state: false };
+            $(#[tokio::test] async fn $case() { super::$case(redis_in(MODE, $limits).await).await; })*
+        }
+        /// Both off: the benchmark's naive baseline.
+        mod redis_naive_engine {
+            use super::*;
+            const MODE: Mode = Mode { pipelining: false, hash_state: false };
+            $(#[tokio::test] async fn $case() { super::$case(redis_in(MODE, $limits).await).await; })*
         }
     };
 }

@@ -1052,3 +1052,32 @@ canary = {{ upstream = "missing" }}
             .contains("[upstreams.missing]")
     );
 }
+
+#[test]
+fn naive_baseline_switches_load_and_default_on() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let defaults = Config::from_toml_str(base).expect("valid");
+    assert!(defaults.features.pipelining && defaults.features.hash_state);
+    let naive = Config::from_toml_str(&format!(
+        "{base}[features]\nexistence_cache = false\nsse_fanout = false\nparallel_tools = false\npipelining = false\nhash_state = false\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        naive.features,
+        agentgate_config::FeaturesConfig {
+            existence_cache: false,
+            sse_fanout: false,
+            parallel_tools: false,
+            pipelining: false,
+            hash_state: false,
+        }
+    );
+    let errors = Config::from_toml_str(&format!("{base}[features]\npipelineing = false\n"))
+        .expect_err("unknown key");
+    assert!(
+        errors[0].to_string().contains("pipelineing"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[0].line, Some(5));
+}

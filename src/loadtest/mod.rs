@@ -14,8 +14,9 @@
 //!
 //! Measured (hdrhistogram; p50/p90/p99/max, see [`record::Metric`]): init time to first
 //! byte, SSE connection establishment, append calls, delivery latency (append sent → event
-//! received on the stream), tool batches, whole sessions; throughput; errors by kind
-//! (`init_status_503`, `append_timeout`, `event_lost`, `event_duplicated`, ...).
+//! received on the stream), tool batches, the complete call, whole sessions; throughput;
+//! errors by kind (`init_status_503`, `append_timeout`, `event_lost`, `event_duplicated`,
+//! ...).
 //!
 //! The run is bounded: at most `run.sessions` sessions, none started after
 //! `run.max_duration_secs` and any still running then cut; every request within

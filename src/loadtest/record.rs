@@ -24,18 +24,21 @@ pub enum Metric {
     Delivery,
     /// One tool batch call, request to response head (the batch has run by then).
     ToolBatch,
+    /// The complete call, request to response head.
+    Complete,
     /// A whole session without errors: init sent to `complete` received on its stream.
     Session,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Self::Init,
         Self::SseConnect,
         Self::Append,
         Self::Delivery,
         Self::ToolBatch,
+        Self::Complete,
         Self::Session,
     ];
 
@@ -47,6 +50,7 @@ impl Metric {
             Self::Append => "append",
             Self::Delivery => "delivery",
             Self::ToolBatch => "tool_batch",
+            Self::Complete => "complete",
             Self::Session => "session",
         }
     }
@@ -59,6 +63,7 @@ impl Metric {
             Self::Append => "append call",
             Self::Delivery => "delivery",
             Self::ToolBatch => "tool batch",
+            Self::Complete => "complete call",
             Self::Session => "session end-to-end",
         }
     }
@@ -140,7 +145,7 @@ impl SessionLog {
 #[derive(Debug, Default, Clone)]
 pub struct Collected {
     /// Samples per metric, indexed by [`Metric::ALL`] order.
-    pub samples: [Vec<Sample>; 6],
+    pub samples: [Vec<Sample>; Metric::ALL.len()],
     /// Error counts by kind.
     pub errors: BTreeMap<String, u64>,
     /// Sessions that ended without any error.

@@ -227,6 +227,7 @@ fn threshold_metric(name: &str) -> Option<Metric> {
         "p99_append_ms" => Metric::Append,
         "p99_delivery_ms" => Metric::Delivery,
         "p99_tool_ms" => Metric::ToolBatch,
+        "p99_complete_ms" => Metric::Complete,
         "p99_session_ms" => Metric::Session,
         _ => return None,
     })

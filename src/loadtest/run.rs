@@ -252,7 +252,10 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
         )
         .await
     {
-        Ok(_) => true,
+        Ok(reply) => {
+            log.sample(Metric::Complete, Instant::now(), reply.first_byte);
+            true
+        }
         Err(e) => {
             log.error(format!("complete_{}", e.kind()), 1);
             false

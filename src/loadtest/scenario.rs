@@ -155,6 +155,8 @@ pub struct Thresholds {
     pub p99_delivery_ms: Option<f64>,
     /// Highest p99 of a tool batch call, ms.
     pub p99_tool_ms: Option<f64>,
+    /// Highest p99 of the complete call, ms.
+    pub p99_complete_ms: Option<f64>,
     /// Highest p99 of a whole session (init to `complete` received), ms.
     pub p99_session_ms: Option<f64>,
     /// Highest share of planned sessions that failed or never started, 0.0 to 1.0.
@@ -170,6 +172,7 @@ impl Thresholds {
             ("p99_append_ms", self.p99_append_ms),
             ("p99_delivery_ms", self.p99_delivery_ms),
             ("p99_tool_ms", self.p99_tool_ms),
+            ("p99_complete_ms", self.p99_complete_ms),
             ("p99_session_ms", self.p99_session_ms),
             ("max_error_rate", self.max_error_rate),
         ]

@@ -190,7 +190,7 @@ pub struct CommandLabel {
 }
 
 /// Names of the commands the Redis engine sends, for the `command` label without allocating.
-const COMMANDS: [&str; 14] = [
+const COMMANDS: [&str; 18] = [
     "EVALSHA",
     "EVAL",
     "SCRIPT",
@@ -205,6 +205,10 @@ const COMMANDS: [&str; 14] = [
     "GET",
     "SET",
     "PSUBSCRIBE",
+    "HMGET",
+    "HINCRBY",
+    "XADD",
+    "PUBLISH",
 ];
 
 impl StoreStats {
@@ -243,7 +247,9 @@ impl StoreStats {
 /// Storage for sessions and their event logs.
 ///
 /// Every method that writes does so in one backend round trip and atomically: a call that
-/// fails leaves nothing behind.
+/// fails leaves nothing behind. (The one exception is the Redis engine's naive baseline,
+/// `features.pipelining = false`: one command per round trip, not atomic; see
+/// `store::redis::sequential`.)
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a session in state `running`.

@@ -9,11 +9,19 @@
 //!   `XADD MAXLEN ~`.
 //! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes the newest id on it.
 //!
-//! Every handler call is ONE round trip: init is a MULTI/EXEC pipeline; append and complete
-//! are Lua scripts (EVALSHA), because they must refuse to write to a session that is missing,
-//! owned by another key or already completed, and a pipeline (or MULTI/EXEC without a
-//! WATCH round trip) cannot make its writes conditional. A script is atomic, so a refused or
-//! failed call leaves nothing half-written.
+//! With the default `[features]`, every handler call is ONE round trip: init is a MULTI/EXEC
+//! pipeline; append and complete are Lua scripts (EVALSHA), because they must refuse to write
+//! to a session that is missing, owned by another key or already completed, and a pipeline
+//! (or MULTI/EXEC without a WATCH round trip) cannot make its writes conditional. A script is
+//! atomic, so a refused or failed call leaves nothing half-written.
+//!
+//! Two `[features]` switches turn this into the naive baseline the benchmark (`bench/ab.sh`)
+//! measures against, held to the same conformance suite:
+//!
+//! - `pipelining = false` (`redis::sequential`): one command per round trip, each awaited
+//!   before the next, no pipeline, no script; not atomic.
+//! - `hash_state = false` (`redis::json_state`): the state is one JSON string at
+//!   `ag:{<sid>}:meta`, read, modified and written back whole on every change.
 //!
 //! Live tailing uses ONE extra connection per process however many readers are connected:
 //! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
@@ -41,6 +49,10 @@ use redis::{
 };
 
 use super::census::Census;
+mod json_state;
+mod sequential;
+
+use self::json_state::JsonState;
 use super::watch::WatchRegistry;
 use super::{
     Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
@@ -64,6 +76,11 @@ pub struct RedisSettings {
     pub retention: Duration,
     /// TTL of an unfinished session, refreshed on every write.
     pub session_ttl: Duration,
+    /// `features.pipelining`: each write is one round trip (MULTI/EXEC or a Lua script).
+    /// Off: one command per round trip, awaited in turn (`redis::sequential`).
+    pub pipelining: bool,
+    /// `features.hash_state`: the state is a HASH. Off: one JSON string (`redis::json_state`).
+    pub hash_state: bool,
 }
 
 /// Pattern matching every session's notification channel.
@@ -251,14 +268,19 @@ impl RedisStore {
             stats.connections.clone(),
         ));
         let census = Census::new(stats.live_sessions.clone());
+        let (append, complete) = if settings.hash_state {
+            (APPEND_LUA, COMPLETE_LUA)
+        } else {
+            (json_state::APPEND_LUA, json_state::COMPLETE_LUA)
+        };
         let store = Arc::new(Self {
             conn: CountedConnection {
                 backend,
                 stats: stats.clone(),
             },
             settings,
-            append: LuaScript::new(APPEND_LUA),
-            complete: LuaScript::new(COMPLETE_LUA),
+            append: LuaScript::new(append),
+            complete: LuaScript::new(complete),
             watches,
             stats,
             presence,
@@ -283,6 +305,12 @@ impl RedisStore {
         self.timed(call)
             .await?
             .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Sends one command and waits for its answer: one round trip.
+    async fn one<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(cmd.query_async(&mut conn)).await
     }
 
     /// Like [`call`](Self::call), but hands Redis's own error back for the caller to inspect.
@@ -554,37 +582,9 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
-        let now = now_ms();
-        let meta = meta_key(id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &meta,
-                &[
-                    ("status", RUNNING),
-                    ("created_at", &now.to_string()),
-                    ("updated_at", &now.to_string()),
-                    ("owner", &session.owner),
-                    ("metadata", &session.metadata),
-                    ("event_count", "0"),
-                ],
-            )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&meta)
-            .arg(millis(self.settings.session_ttl))
-            .ignore();
-        let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await?;
-        self.presence.changed(id);
-        self.census.created(id, self.settings.session_ttl);
-        Ok(())
-    }
-
-    async fn append(
+impl RedisStore {
+    /// Append as one script call (atomic; one round trip).
+    async fn append_scripted(
         &self,
         id: &SessionId,
         owner: &str,
@@ -602,16 +602,17 @@ impl SessionStore for RedisStore {
             args.push(&e.data);
         }
         let reply = self.script_write(&self.append, id, &args).await?;
-        self.census.written(id, self.settings.session_ttl);
         reply[1..].iter().map(|raw| parse_id(raw)).collect()
     }
 
-    async fn complete(
+    /// Complete as one script call (atomic; one round trip); the event id and the
+    /// session's `created_at` (0 if unknown).
+    async fn complete_scripted(
         &self,
         id: &SessionId,
         owner: &str,
-        completion: Completion,
-    ) -> Result<EventId, StoreError> {
+        completion: &Completion,
+    ) -> Result<(EventId, u64), StoreError> {
         let (maxlen, retention, now, channel, data) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.retention),
@@ -630,16 +631,112 @@ impl SessionStore for RedisStore {
             &data,
         ];
         let reply = self.script_write(&self.complete, id, &args).await?;
+        let created_at = reply.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((
+            parse_id(reply.get(1).map_or("", String::as_str))?,
+            created_at,
+        ))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        let now = now_ms();
+        let meta = meta_key(id);
+        let write = if self.settings.hash_state {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&meta)
+                .arg("status")
+                .arg(RUNNING)
+                .arg("created_at")
+                .arg(now)
+                .arg("updated_at")
+                .arg(now)
+                .arg("owner")
+                .arg(&session.owner)
+                .arg("metadata")
+                .arg(&session.metadata)
+                .arg("event_count")
+                .arg(0);
+            hset
+        } else {
+            let state = JsonState {
+                status: RUNNING.to_owned(),
+                created_at: now,
+                updated_at: now,
+                completed_at: None,
+                owner: session.owner,
+                metadata: session.metadata,
+                final_response: None,
+                event_count: 0,
+            };
+            let mut set = redis::cmd("SET");
+            set.arg(&meta).arg(state.to_json());
+            set
+        };
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&meta).arg(millis(self.settings.session_ttl));
+        if self.settings.pipelining {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .add_command(write)
+                .ignore()
+                .add_command(expire)
+                .ignore();
+            let mut conn = self.conn.clone();
+            self.call(pipe.query_async::<()>(&mut conn)).await?;
+        } else {
+            self.one::<()>(&write).await?;
+            self.one::<()>(&expire).await?;
+        }
+        self.presence.changed(id);
+        self.census.created(id, self.settings.session_ttl);
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventId>, StoreError> {
+        let ids = if self.settings.pipelining {
+            self.append_scripted(id, owner, events).await?
+        } else {
+            self.append_sequential(id, owner, events).await?
+        };
+        self.census.written(id, self.settings.session_ttl);
+        Ok(ids)
+    }
+
+    async fn complete(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+    ) -> Result<EventId, StoreError> {
+        let (event, created_at) = if self.settings.pipelining {
+            self.complete_scripted(id, owner, &completion).await?
+        } else {
+            self.complete_sequential(id, owner, &completion).await?
+        };
         self.census.completed(id);
-        if let Some(created_at) = reply.get(2).and_then(|c| c.parse().ok())
-            && created_at > 0
-        {
+        if created_at > 0 {
             self.stats.session_completed(created_at, now_ms());
         }
-        parse_id(reply.get(1).map_or("", String::as_str))
+        Ok(event)
     }
 
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        if !self.settings.hash_state {
+            let mut get = redis::cmd("GET");
+            get.arg(meta_key(id));
+            let raw: Option<String> = self.one(&get).await?;
+            return raw
+                .map(|raw| JsonState::parse(&raw).map(JsonState::into_state))
+                .transpose();
+        }
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = self
             .call(

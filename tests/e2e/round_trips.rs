@@ -1,8 +1,10 @@
-//! Each agent call costs ONE Redis round trip: init, a batch append, complete.
+//! Each agent call costs ONE Redis round trip: init, a batch append, complete. And the naive
+//! baseline (`features.pipelining = false`, with either state layout) costs one round trip
+//! per command, each counted as such.
 
 use serde_json::json;
 
-use crate::gateway::{Gateway, blocking, deltas, metric, redis_config};
+use crate::gateway::{Gateway, blocking, deltas, metric, redis_config, redis_config_with};
 use crate::support::redis_server::RedisServer;
 
 /// The store counters as `/metrics` reports them.
@@ -46,8 +48,14 @@ impl<'a> Meter<'a> {
     /// Asserts the step since the last call cost exactly one round trip, carrying
     /// `commands` commands (when given), `scripts` of them EVALSHA.
     async fn step(&mut self, what: &str, commands: Option<u64>, scripts: u64) {
+        self.step_of(what, 1, commands, scripts).await;
+    }
+
+    /// Asserts the step since the last call cost `round_trips` round trips, carrying
+    /// `commands` commands (when given), `scripts` of them EVALSHA.
+    async fn step_of(&mut self, what: &str, round_trips: u64, commands: Option<u64>, scripts: u64) {
         let now = self.gateway.stats.snapshot();
-        assert_eq!(now.0 - self.counters.0, 1, "{what}: round trips");
+        assert_eq!(now.0 - self.counters.0, round_trips, "{what}: round trips");
         match commands {
             Some(n) => assert_eq!(now.1 - self.counters.1, n, "{what}: commands"),
             None => assert!(now.1 > self.counters.1, "{what}: commands counted"),
@@ -121,4 +129,69 @@ async fn init_append_and_complete_take_one_round_trip_each() {
         let redis_says = blocking(|| redis.command_calls(command)) as f64;
         assert_eq!(ours, redis_says, "{series} vs Redis commandstats\n{text}");
     }
+}
+
+/// The naive baseline: every command is its own round trip, and the gateway's count of
+/// each agrees with Redis's own.
+async fn naive_round_trips(hash_state: bool) {
+    let redis = blocking(RedisServer::start);
+    let features = format!("[features]\npipelining = false\nhash_state = {hash_state}\n");
+    let gateway = Gateway::start(&redis_config_with(&redis, &features)).await;
+    // The state update after the XADDs: HINCRBY + HSET, or one SET of the whole object.
+    let (update, check, state) = if hash_state {
+        (2, "hmget", "hgetall")
+    } else {
+        (1, "get", "get")
+    };
+
+    let mut meter = Meter::new(&gateway, &redis).await;
+    let session = gateway.init().await;
+    // Write the state, then PEXPIRE.
+    meter.step_of("init", 2, Some(2), 0).await;
+    assert_eq!(gateway.append(&session, &deltas(0, 10)).await.len(), 10);
+    // Check, 10 XADDs, update, PEXPIRE x2, PUBLISH.
+    let append = 1 + 10 + update + 2 + 1;
+    meter
+        .step_of("append of 10 events", append, Some(append), 0)
+        .await;
+    gateway.complete(&session, &json!({"ok": true})).await;
+    // Check, XADD, the status fields (and the count, with a hash), PEXPIRE x2, PUBLISH.
+    let complete = 1 + 1 + update + 2 + 1;
+    meter.step_of("complete", complete, Some(complete), 0).await;
+    let state_reply = gateway.state(&session).await;
+    assert_eq!(state_reply["event_count"], 11);
+    assert_eq!(state_reply["status"], "succeeded");
+    meter.step_of("state", 1, Some(1), 0).await;
+
+    let text = gateway.metrics().await;
+    let mut names = vec!["xadd", "pexpire", "publish", check, state];
+    if hash_state {
+        names.extend(["hset", "hincrby"]);
+    } else {
+        names.push("set");
+    }
+    names.dedup();
+    for command in names {
+        let series = format!(
+            r#"agentgate_store_commands_by_name_total{{command="{}"}}"#,
+            command.to_uppercase()
+        );
+        let ours = metric(&text, &series).unwrap_or(0.0);
+        let redis_says = blocking(|| redis.command_calls(command)) as f64;
+        assert!(ours > 0.0, "{series} counted\n{text}");
+        assert_eq!(ours, redis_says, "{series} vs Redis commandstats\n{text}");
+    }
+    for unused in ["evalsha", "eval", "multi", "exec"] {
+        assert_eq!(blocking(|| redis.command_calls(unused)), 0, "{unused} sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_baseline_sends_one_command_per_round_trip() {
+    naive_round_trips(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_writes_with_hash_state_count_every_command() {
+    naive_round_trips(true).await;
 }

@@ -168,6 +168,8 @@ async fn redis_store(
         events_maxlen: 1000,
         retention: std::time::Duration::from_secs(60),
         session_ttl: std::time::Duration::from_secs(60),
+        pipelining: true,
+        hash_state: true,
     })
     .await
     .expect("redis store")
