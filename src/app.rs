@@ -126,9 +126,17 @@ struct Generation {
 }
 
 /// The keys a reload cannot change while the process runs: listeners, threads and buffers,
-/// the session store, the tool worker pool. A reload keeps their running values and names
+/// the session store (and the two flags that shape how it talks to Redis), the tool worker
+/// pool. A reload keeps their running values and names
 /// each changed one in [`Reloaded::needs_restart`].
-const RESTART_ONLY: [&str; 4] = ["server", "store", "tools.workers", "tools.queue_capacity"];
+const RESTART_ONLY: [&str; 6] = [
+    "server",
+    "store",
+    "features.pipelining",
+    "features.hash_state",
+    "tools.workers",
+    "tools.queue_capacity",
+];
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +363,8 @@ fn keep_restart_only(running: &Config, new: &Config) -> (Config, Vec<String>) {
     let mut kept = new.clone();
     kept.server = running.server.clone();
     kept.store = running.store.clone();
+    kept.features.pipelining = running.features.pipelining;
+    kept.features.hash_state = running.features.hash_state;
     kept.tools.workers = running.tools.workers;
     kept.tools.queue_capacity = running.tools.queue_capacity;
     let (old, new) = (
