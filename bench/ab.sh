@@ -33,6 +33,10 @@ RAMP_STEPS=${RAMP_STEPS:-"250 500 750 1000 1500 2000 3000 4000"}
 BUDGET_MS=${BUDGET_MS:-500}               # p99 of init and of complete, per ramp step
 CHARTS_DIR=${CHARTS_DIR:-$BENCH_REPO/bench/charts/ab}
 GATEWAY_THREADS=${GATEWAY_THREADS:-0}     # [server] threads (0 = one per core)
+# Round trip added between the gateway and Redis (ms, decimals allowed; 0 = plain loopback):
+# examples/delay_proxy.rs holds every chunk RTT/2 in each direction, so a round trip costs
+# what it does to a Redis on another host. Our own redis-cli probes go straight to Redis.
+REDIS_RTT_MS=${REDIS_RTT_MS:-1}
 LOADTEST_TIMEOUT=${LOADTEST_TIMEOUT:-300} # s one loadtest may take (scenarios bound themselves)
 API_KEY=bench-api-key-0123456789
 
@@ -58,7 +62,7 @@ if [[ $(ulimit -n) != unlimited ]] && (($(ulimit -n) < 3 * max_step + 1000)); th
 fi
 
 bench_init
-bench_build --bin agentgate
+bench_build --bin agentgate --example delay_proxy
 AGENTGATE_BIN=${AGENTGATE_BIN:-$BENCH_BIN_DIR/agentgate}
 
 declare -A RES=() # "<off|on>.<key>" -> value
@@ -78,6 +82,23 @@ done
 bench_log "redis-server up on port $REDIS_PORT (pid ${BENCH_PID[redis]})"
 
 rcli() { timeout 10 redis-cli -p "$REDIS_PORT" "$@"; }
+
+# The gateway's way to Redis: straight, or through the delay line.
+GATEWAY_REDIS_PORT=$REDIS_PORT
+one_way_us=$(awk -v ms="$REDIS_RTT_MS" 'BEGIN { printf "%d", ms * 500 }')
+if ((one_way_us > 0)); then
+    "$BENCH_BIN_DIR/examples/delay_proxy" 127.0.0.1:0 "127.0.0.1:$REDIS_PORT" "$one_way_us" \
+        >"$BENCH_TMP/delay_proxy.out" 2>&1 &
+    BENCH_PID[delay_proxy]=$!
+    deadline=$((SECONDS + START_TIMEOUT))
+    until grep -q '^listening on' "$BENCH_TMP/delay_proxy.out" 2>/dev/null; do
+        kill -0 "${BENCH_PID[delay_proxy]}" 2>/dev/null || bench_die "delay_proxy exited: $(cat "$BENCH_TMP/delay_proxy.out")"
+        ((SECONDS < deadline)) || bench_die "delay_proxy did not start"
+        sleep 0.1
+    done
+    GATEWAY_REDIS_PORT=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$BENCH_TMP/delay_proxy.out")
+    bench_log "gateway reaches Redis through delay_proxy on port $GATEWAY_REDIS_PORT (+${REDIS_RTT_MS} ms per round trip)"
+fi
 
 # Prints "NAME CALLS" per command Redis executed since the last CONFIG RESETSTAT (commands
 # run by scripts included), leaving out our own probes and the notifier's keep-alive.
@@ -109,7 +130,7 @@ stream_token_secret = "bench-secret-bench-secret-bench-secret"
 kind = "redis"
 
 [store.redis]
-urls = ["redis://127.0.0.1:$REDIS_PORT"]
+urls = ["redis://127.0.0.1:$GATEWAY_REDIS_PORT"]
 
 [agent]
 dispatch = "none"
@@ -327,7 +348,7 @@ fi
 {
     echo
     echo "== ab: all [features] off (naive) vs all on (optimized), store redis =="
-    echo "# host: $(uname -srm), $(nproc) CPUs; $(redis-server --version | awk '{print $3}'); gateway threads $GATEWAY_THREADS"
+    echo "# host: $(uname -srm), $(nproc) CPUs; $(redis-server --version | awk '{print $3}'); gateway threads $GATEWAY_THREADS; Redis round trip +${REDIS_RTT_MS} ms (delay_proxy)"
     echo "# lifecycle: $(basename "$LIFECYCLE_SCENARIO")${LIFECYCLE_SESSIONS:+ (sessions = $LIFECYCLE_SESSIONS)}; load: $(basename "$LOAD_SCENARIO"); ramp: $RAMP_STEPS; budget: p99 init and complete <= ${BUDGET_MS} ms, no error"
     fmt='%-44s %10s %10s %8s %14s %10s %12s\n'
     # shellcheck disable=SC2059 # the format is a constant
