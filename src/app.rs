@@ -189,7 +189,9 @@ impl App {
 
     /// The pingora gateway over this app's routes.
     pub fn gateway(&self) -> Gateway {
-        Gateway::new(self.routes.clone()).with_access_log(self.access_log)
+        Gateway::new(self.routes.clone())
+            .with_access_log(self.access_log)
+            .with_span_link(crate::telemetry::span_link())
     }
 
     /// Binds the edge server's listeners for this app.

@@ -13,6 +13,7 @@
 //! - [`admin`]: the admin listener (metrics, health, readiness, effective config).
 //! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
+//! - [`telemetry`]: OTLP export of request spans (`[telemetry]`, cargo feature `otlp`).
 
 pub mod admin;
 pub mod agent;
@@ -23,4 +24,5 @@ pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tools;

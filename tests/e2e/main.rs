@@ -27,3 +27,4 @@ mod shared_rate_limit;
 mod shutdown;
 mod slow_client;
 mod tools;
+mod tracing;
