@@ -34,10 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let server = TcpStream::connect(target)?;
         client.set_nodelay(true)?;
         server.set_nodelay(true)?;
-        for (from, to) in [
-            (client.try_clone()?, server.try_clone()?),
-            (server, client),
-        ] {
+        for (from, to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
             delay_line(from, to, delay);
         }
     }
@@ -50,7 +47,10 @@ fn delay_line(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n @ 1..) = from.read(&mut buf) {
-            if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
                 break;
             }
         }

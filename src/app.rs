@@ -126,12 +126,13 @@ struct Generation {
 }
 
 /// The keys a reload cannot change while the process runs: listeners, threads and buffers,
-/// the session store (and the two flags that shape how it talks to Redis), the tool worker
+/// the span exporter, the session store (and the two flags that shape how it talks to Redis), the tool worker
 /// pool. A reload keeps their running values and names
 /// each changed one in [`Reloaded::needs_restart`].
-const RESTART_ONLY: [&str; 6] = [
+const RESTART_ONLY: [&str; 7] = [
     "server",
     "store",
+    "telemetry",
     "features.pipelining",
     "features.hash_state",
     "tools.workers",
@@ -235,7 +236,9 @@ impl App {
     /// The pingora gateway over this app's routes (which [`reload`](Self::reload) replaces).
     pub fn gateway(&self) -> Gateway {
         let access_log = self.generation().config.server.access_log;
-        Gateway::new(self.routes.clone()).with_access_log(access_log)
+        Gateway::new(self.routes.clone())
+            .with_access_log(access_log)
+            .with_span_link(crate::telemetry::span_link())
     }
 
     /// Binds the edge server's listeners for this app.
@@ -363,6 +366,7 @@ fn keep_restart_only(running: &Config, new: &Config) -> (Config, Vec<String>) {
     let mut kept = new.clone();
     kept.server = running.server.clone();
     kept.store = running.store.clone();
+    kept.telemetry = running.telemetry.clone();
     kept.features.pipelining = running.features.pipelining;
     kept.features.hash_state = running.features.hash_state;
     kept.tools.workers = running.tools.workers;

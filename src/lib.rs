@@ -14,6 +14,7 @@
 //!   status page and its feeds).
 //! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
+//! - [`telemetry`]: OTLP export of request spans (`[telemetry]`, cargo feature `otlp`).
 
 pub mod admin;
 pub mod agent;
@@ -24,4 +25,5 @@ pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tools;

@@ -103,14 +103,37 @@ fn main() -> ExitCode {
             let Some(config) = load(&path) else {
                 return ExitCode::from(2);
             };
-            init_tracing(config.server.log_format);
-            match serve(config, &path, upgrade) {
+            // Store connections, background tasks and span exports live on this runtime for
+            // the whole process; requests are served on the edge server's own runtime.
+            let app_runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("agentgate-app")
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("cannot start the application runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let telemetry = match init_tracing(&config, app_runtime.handle()) {
+                Ok(telemetry) => telemetry,
+                Err(e) => {
+                    eprintln!("telemetry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = match serve(config, &path, upgrade, &app_runtime) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // Flush queued spans while the runtime that sends them still runs.
+            telemetry.shutdown();
+            code
         }
     }
 }
@@ -118,7 +141,14 @@ fn main() -> ExitCode {
 /// Loads and validates a config file, printing every error as `FILE:LINE:COLUMN: ...`.
 fn load(path: &Path) -> Option<Config> {
     match Config::load(path) {
-        Ok(config) => Some(config),
+        Ok(config) => match agentgate::telemetry::check(&config) {
+            Ok(()) => Some(config),
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                eprintln!("{}: 1 error(s)", path.display());
+                None
+            }
+        },
         Err(errors) => {
             for e in &errors {
                 eprintln!("{}", located(path, e));
@@ -184,24 +214,68 @@ async fn reload_on_sighup(
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// What must be flushed when the process ends: the OTLP pipeline, with the `otlp` feature
+/// and a `[telemetry]` section.
+struct TelemetryGuard(#[cfg(feature = "otlp")] Option<agentgate::telemetry::Telemetry>);
+
+impl TelemetryGuard {
+    fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(telemetry) = self.0 {
+            telemetry.shutdown();
+        }
     }
 }
 
-fn serve(config: Config, path: &Path, upgrade: bool) -> Result<(), Box<dyn std::error::Error>> {
-    // Store connections and background tasks live on this runtime for the whole process;
-    // requests are served on the edge server's own runtime.
-    let app_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("agentgate-app")
-        .enable_all()
-        .build()?;
+/// Installs the global subscriber: `RUST_LOG` (default `info`) filtering a layered
+/// registry of the fmt layer (text or JSON lines; JSON lines carry the request span's
+/// fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
+/// from `runtime`. `log` records (pingora's) are captured too.
+fn init_tracing(
+    config: &Config,
+    runtime: &tokio::runtime::Handle,
+) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = match config.server.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // The current span (the request's) under "span"; no "spans" list repeating it.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    {
+        let telemetry = config
+            .telemetry
+            .as_ref()
+            .map(|t| agentgate::telemetry::Telemetry::new(t, runtime.clone()))
+            .transpose()?;
+        let layer = telemetry.as_ref().map(|t| t.layer());
+        registry.with(layer).try_init()?;
+        Ok(TelemetryGuard(telemetry))
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = runtime; // only the exporter needs it
+        registry.try_init()?;
+        Ok(TelemetryGuard())
+    }
+}
+
+fn serve(
+    config: Config,
+    path: &Path,
+    upgrade: bool,
+    app_runtime: &tokio::runtime::Runtime,
+) -> Result<(), Box<dyn std::error::Error>> {
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),

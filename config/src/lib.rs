@@ -76,7 +76,7 @@ pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, Config, DemoConfig, Dispatch,
     ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
     RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind,
-    ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -1081,3 +1081,75 @@ fn naive_baseline_switches_load_and_default_on() {
     );
     assert_eq!(errors[0].line, Some(5));
 }
+
+/// The commented-out `[telemetry]` example of the reference file, uncommented.
+fn reference_telemetry_example() -> String {
+    let mut lines = REFERENCE_TOML.lines().skip_while(|l| *l != "# [telemetry]");
+    let mut example = String::new();
+    for line in lines.by_ref() {
+        let Some(toml) = line.strip_prefix("# ") else {
+            break;
+        };
+        if !toml.starts_with('#') {
+            example.push_str(toml);
+            example.push('\n');
+        }
+    }
+    example
+}
+
+#[test]
+fn telemetry_is_off_by_default_and_the_reference_example_is_valid() {
+    assert_eq!(Config::default().telemetry, None);
+    let example = reference_telemetry_example();
+    assert!(example.starts_with("[telemetry]\n"), "{example}");
+    let config = Config::from_toml_str(&format!("{REFERENCE_TOML}{example}"))
+        .unwrap_or_else(|e| panic!("{e:#?}\n{example}"));
+    let telemetry = config.telemetry.expect("telemetry set");
+    assert_eq!(telemetry.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(telemetry.service_name, "agentgate");
+    assert_eq!(telemetry.sample_ratio, 1.0);
+    assert_eq!(telemetry.export_timeout(), Duration::from_secs(10));
+    assert_eq!(telemetry.batch_delay(), Duration::from_secs(5));
+    assert_eq!(
+        telemetry,
+        agentgate_config::TelemetryConfig {
+            otlp_endpoint: telemetry.otlp_endpoint.clone(),
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn bad_telemetry_values_name_their_keys() {
+    let all = errors(&format!(
+        "{AUTH}\n[telemetry]\notlp_endpoint = \"https://collector:4318/v1/traces\"\n\
+         service_name = \" \"\nsample_ratio = 1.5\nexport_timeout_ms = 0\n\
+         batch_delay_ms = 60001\n"
+    ));
+    for key in [
+        "telemetry.otlp_endpoint",
+        "telemetry.service_name",
+        "telemetry.sample_ratio",
+        "telemetry.export_timeout_ms",
+        "telemetry.batch_delay_ms",
+    ] {
+        let e = error_for(&all, key);
+        assert!(e.line.is_some(), "{key} is located: {e:?}");
+    }
+    let missing = errors(&format!("{AUTH}\n[telemetry]\nservice_name = \"gw\"\n"));
+    assert_eq!(missing[0].key.as_deref(), Some("telemetry.otlp_endpoint"));
+    for bad in [
+        "http://",
+        "http:///v1/traces",
+        "127.0.0.1:4318",
+        "http://a b/",
+    ] {
+        let errors = errors(&format!("{AUTH}\n[telemetry]\notlp_endpoint = \"{bad}\"\n"));
+        error_for(&errors, "telemetry.otlp_endpoint");
+    }
+    let typo = errors(&format!(
+        "{AUTH}\n[telemetry]\notlp_endpoint = \"http://c:4318\"\nsample_rate = 0.5\n"
+    ));
+    assert!(typo[0].message.contains("sample_rate"), "{typo:?}");
+}

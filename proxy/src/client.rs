@@ -7,8 +7,9 @@
 //! request's path and query as the hashing key (so one stream keeps going to one peer). A
 //! refused connection is retried once on another healthy peer when the group allows
 //! (`retry_connect`). Hop-by-hop headers are dropped both ways; the client address is
-//! appended to `X-Forwarded-For`. No answer (no healthy peer, connection failed) is a
-//! `502` with a JSON error.
+//! appended to `X-Forwarded-For`. A [`TraceContext`] in the request's extensions (the
+//! gateway puts one there) becomes the upstream request's `traceparent` and `tracestate`.
+//! No answer (no healthy peer, connection failed) is a `502` with a JSON error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use tower::BoxError;
 
 use crate::ResponseBody;
 use crate::bridge::{ClientAddr, RequestBody};
+use crate::trace::TraceContext;
 use crate::upstream::{UpstreamGroup, UpstreamSettings};
 
 /// Sends requests to a peer of one upstream group; see the [module docs](self).
@@ -113,6 +115,9 @@ impl UpstreamClient {
             if let Ok(value) = HeaderValue::from_str(&forwarded) {
                 parts.headers.insert("x-forwarded-for", value);
             }
+        }
+        if let Some(trace) = parts.extensions.get::<TraceContext>() {
+            trace.inject(&mut parts.headers);
         }
         let attempts = if self.group.settings().retry_connect {
             2

@@ -1,14 +1,31 @@
 //! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
 //!
 //! Phases, in pingora's order:
-//! - `request_filter`: find the route (JSON 404 if none) and stamp an `x-request-id`
-//!   (kept if the client sent one). A service route is served right here through the
-//!   [bridge](crate::bridge). An upstream route first runs its admission stack: a rejection
-//!   is written to the client; an admission is kept in the request context.
+//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), open the
+//!   request's span and trace context, find the route (JSON 404 if none). A service route is
+//!   served right here through the [bridge](crate::bridge). An upstream route first runs its
+//!   admission stack: a rejection is written to the client; an admission is kept in the
+//!   request context.
 //! - `upstream_peer`: pick a healthy peer of the route's group (avoiding one that just
 //!   refused a connection); `fail_to_connect` marks the error retryable once.
-//! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `x-request-id`.
+//! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `x-request-id`,
+//!   `traceparent` (this request's span as the parent; `tracestate` passes through).
 //! - `logging`: the request is over; the admission (and any permit it holds) is dropped.
+//!
+//! # Tracing
+//!
+//! Every request gets a `tracing` span, `request` at INFO (target `agentgate::request`), with
+//! the fields `method`, `path`, `route`, `session`, `request_id`, `trace_id`, `status` and
+//! `upstream` (the last two recorded once known). The span is kept in the request context,
+//! entered around every phase's work (the async ones instrument their futures: the
+//! admission call and the whole in-process service call through the bridge), so any log line a handler or tool emits while serving carries the request
+//! id; it closes when the context is dropped after `logging`. When no subscriber wants INFO
+//! spans the span is disabled and nothing is formatted.
+//!
+//! The request's [`TraceContext`] joins the caller's W3C trace (a valid `traceparent`) or
+//! starts one; it is sent upstream as `traceparent` and put in the extensions of requests to
+//! in-process services. A [`SpanLink`] (OpenTelemetry, with agentgate's `otlp` feature)
+//! makes the exported span and the propagated ids agree.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,11 +39,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use tokio::sync::Notify;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::bridge::{self, RequestBody};
 use crate::route::{Admitted, LiveRoutes, Route, Target};
-use crate::upstream::{UpstreamGroup, session_id};
+use crate::trace::{SpanLink, TRACESTATE, TraceContext};
+use crate::upstream::{self, UpstreamGroup};
 
 /// Name of the request id header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -38,6 +57,7 @@ pub struct Gateway {
     request_ids: RequestIds,
     in_flight: Arc<InFlight>,
     access_log: bool,
+    span_link: Option<Arc<dyn SpanLink>>,
 }
 
 impl Gateway {
@@ -49,7 +69,15 @@ impl Gateway {
             request_ids: RequestIds::new(),
             in_flight: Arc::default(),
             access_log: false,
+            span_link: None,
         }
+    }
+
+    /// Links each request's span to a tracing backend (see [`SpanLink`]), so the trace ids
+    /// propagated upstream are those the backend exports.
+    pub fn with_span_link(mut self, link: Option<Arc<dyn SpanLink>>) -> Self {
+        self.span_link = link;
+        self
     }
 
     /// Logs one access line per request (target `agentgate::access`, level INFO) with the
@@ -127,6 +155,10 @@ pub struct RequestCtx {
     peer: Option<SocketAddr>,
     /// When the request arrived.
     started: std::time::Instant,
+    /// The request's span (disabled until `request_filter` opens it).
+    span: tracing::Span,
+    /// The request's place in its distributed trace.
+    trace: Option<TraceContext>,
 }
 
 #[async_trait]
@@ -150,6 +182,8 @@ impl ProxyHttp for Gateway {
             failed_peer: None,
             peer: None,
             started: std::time::Instant::now(),
+            span: tracing::Span::none(),
+            trace: None,
         }
     }
 
@@ -165,6 +199,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.request_id = Some(request_id);
+        self.open_span(session.req_header(), ctx);
         let Some(route) = self.routes.find(session.req_header()) else {
             let path = session.req_header().uri.path().to_owned();
             bridge::write_error(
@@ -176,6 +211,7 @@ impl ProxyHttp for Gateway {
             .await?;
             return Ok(true);
         };
+        ctx.span.record("route", route.name.as_str());
         match &route.target {
             Target::Service(service) => {
                 let service = service.clone();
@@ -184,7 +220,14 @@ impl ProxyHttp for Gateway {
                 if let Some(id) = &ctx.request_id {
                     extra.insert(REQUEST_ID, id.clone());
                 }
-                bridge::serve_with_headers(session, service, &extra).await?;
+                let mut extensions = http::Extensions::new();
+                if let Some(trace) = &ctx.trace {
+                    extensions.insert(trace.clone());
+                }
+                // Handlers and tools log inside the request's span.
+                bridge::serve_with_extensions(session, service, &extra, extensions)
+                    .instrument(ctx.span.clone())
+                    .await?;
                 Ok(true)
             }
             Target::Upstream {
@@ -213,7 +256,14 @@ impl ProxyHttp for Gateway {
                 if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
                     request.extensions_mut().insert(bridge::ClientAddr(*addr));
                 }
-                let response = admission.clone().oneshot(request).await;
+                if let Some(trace) = &ctx.trace {
+                    request.extensions_mut().insert(trace.clone());
+                }
+                let response = admission
+                    .clone()
+                    .oneshot(request)
+                    .instrument(ctx.span.clone())
+                    .await;
                 let name = route.name.clone();
                 ctx.route = Some(route);
                 match response {
@@ -226,11 +276,15 @@ impl ProxyHttp for Gateway {
                         if let Some(id) = ctx.request_id.clone() {
                             rejection.headers_mut().insert(REQUEST_ID, id);
                         }
-                        bridge::respond(session, rejection).await?;
+                        bridge::respond(session, rejection)
+                            .instrument(ctx.span.clone())
+                            .await?;
                         Ok(true)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, route = %name, "admission failed");
+                        ctx.span.in_scope(|| {
+                            tracing::error!(error = %e, route = %name, "admission failed");
+                        });
                         bridge::write_error(
                             session,
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -250,6 +304,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        // In the request's span; no await below, so the guard never crosses one.
+        let _span = ctx.span.clone().entered();
         let Some(group) = ctx.group.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer on a service route");
         };
@@ -262,6 +318,8 @@ impl ProxyHttp for Gateway {
         let peer = group.peer(addr);
         ctx.attempts += 1;
         ctx.peer = Some(addr);
+        ctx.span.record("upstream", tracing::field::display(addr));
+        tracing::debug!(peer = %addr, attempt = ctx.attempts, "upstream peer chosen");
         Ok(Box::new(peer))
     }
 
@@ -272,12 +330,14 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let _span = ctx.span.clone().entered();
         let retry = ctx
             .group
             .as_ref()
             .is_some_and(|g| g.settings().retry_connect);
         if retry && ctx.attempts < 2 {
             ctx.failed_peer = peer._address.as_inet().copied();
+            tracing::debug!(error = %e, "upstream connect failed; retrying");
             e.set_retry(true);
         }
         e
@@ -287,8 +347,9 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let _span = ctx.span.clone().entered();
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded =
                 forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
@@ -296,6 +357,14 @@ impl ProxyHttp for Gateway {
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
         // x-request-id is already on the request: request_filter stamped it.
+        if let Some(trace) = &ctx.trace {
+            // Our span is the upstream's parent; the caller's tracestate is already on the
+            // request (unchanged), unless it came without a valid traceparent.
+            upstream_request.insert_header(crate::trace::TRACEPARENT, trace.traceparent())?;
+            if trace.tracestate().is_none() {
+                upstream_request.remove_header(TRACESTATE);
+            }
+        }
         Ok(())
     }
 
@@ -305,12 +374,16 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let _span = ctx.span.clone().entered();
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(REQUEST_ID, id.clone())?;
         }
         if let Some(cookie) = ctx.pin_cookie.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
+        // As i64: OpenTelemetry attributes are signed, an unsigned field would become text.
+        ctx.span
+            .record("status", i64::from(upstream_response.status.as_u16()));
         Ok(())
     }
 
@@ -325,11 +398,53 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let _span = ctx.span.clone().entered();
         // The response has been sent (or failed): release what admission held.
         drop(ctx.admission.lock().map(|mut a| a.take()));
+        let status = session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16());
+        ctx.span.record("status", i64::from(status));
         if self.access_log {
             access_log(session, ctx);
         }
+        // The span closes when pingora drops the context, right after this.
+    }
+}
+
+impl Gateway {
+    /// Opens the request's span and trace context (request id already stamped).
+    fn open_span(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
+        let mut trace = TraceContext::from_headers(&req.headers);
+        let span = tracing::info_span!(
+            target: "agentgate::request",
+            "request",
+            method = %req.method,
+            path = req.uri.path(),
+            route = tracing::field::Empty,
+            session = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            upstream = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(id) = ctx.request_id.as_ref().and_then(|id| id.to_str().ok()) {
+                span.record("request_id", id);
+            }
+            let session_id = session_of(req);
+            if !session_id.is_empty() {
+                span.record("session", session_id);
+            }
+            if let Some(link) = &self.span_link
+                && let Some(ids) = link.link(&span, trace.parent(), trace.tracestate())
+            {
+                trace = trace.with_span_ids(ids);
+            }
+            span.record("trace_id", tracing::field::display(trace.trace_id()));
+        }
+        ctx.span = span;
+        ctx.trace = Some(trace);
     }
 }
 
@@ -337,10 +452,7 @@ impl ProxyHttp for Gateway {
 fn access_log(session: &Session, ctx: &RequestCtx) {
     let req = session.req_header();
     let path = req.uri.path();
-    // The session a request is about: `/v2/sessions/{id}/...`, else `x-session-id`.
-    let session_id = session_id(req)
-        .and_then(|id| std::str::from_utf8(id).ok())
-        .unwrap_or("");
+    let session_id = session_of(req);
     let status = session
         .response_written()
         .map_or(0, |response| response.status.as_u16());
@@ -367,6 +479,13 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
         request_id,
         "access"
     );
+}
+
+/// The session a request is about: `/v2/sessions/{id}/...`, else `x-session-id`, else "".
+fn session_of(req: &RequestHeader) -> &str {
+    upstream::session_id(req)
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .unwrap_or("")
 }
 
 /// `X-Forwarded-For` with the client's address appended to what earlier proxies put there.

@@ -9,7 +9,9 @@
 //!   session, pinnable by header or cookie.
 //! - [`client`]: a tower service sending requests to an upstream group (for layers that
 //!   need the whole exchange, like SSE fan-out).
-//! - [`gateway`]: the `ProxyHttp` implementation tying them together.
+//! - [`gateway`]: the `ProxyHttp` implementation tying them together; one `tracing` span
+//!   per request.
+//! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
@@ -24,6 +26,7 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes,
 pub mod gateway;
 pub mod route;
 pub mod server;
+pub mod trace;
 pub mod upstream;
 
 pub use canary::Canary;
@@ -34,6 +37,7 @@ pub use route::{
     route_service,
 };
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
+pub use trace::{SpanLink, TraceContext};
 pub use upstream::{Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};
 
 /// An empty [`ResponseBody`].

@@ -19,6 +19,8 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
+use agentgate_proxy::TraceContext;
+
 use super::body::{Body, json, read_json};
 use super::{ApiError, ApiState};
 use crate::store::SessionId;
@@ -52,6 +54,7 @@ where
         store: state.store.as_ref(),
         session: id,
         owner: &owner,
+        trace: parts.extensions.get::<TraceContext>(),
     };
     let report = state.tools.run(plan, progress).await?;
     Ok(json(StatusCode::OK, &report.to_json()))

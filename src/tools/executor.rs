@@ -39,6 +39,8 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 
+use agentgate_proxy::TraceContext;
+
 use super::graph::{Plan, PlanError, PlanLimits, PlannedCall};
 use super::{Registered, ToolContext, ToolError, ToolRegistry, WorkerPool, refs};
 use crate::metrics::ToolMetrics;
@@ -181,6 +183,8 @@ pub struct Progress<'a> {
     pub session: &'a SessionId,
     /// The owner's key fingerprint.
     pub owner: &'a str,
+    /// The trace of the request running the batch (HTTP tools propagate it).
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Checks and runs tool batches. Shared by every request.
@@ -399,7 +403,8 @@ impl<'e> Run<'e> {
             self.progress.session.clone(),
             call.id.clone(),
             self.executor.pool.clone(),
-        );
+        )
+        .with_trace(self.progress.trace.cloned());
         async move {
             let start = Instant::now();
             let run = AssertUnwindSafe(tool.call_json(input, &cx)).catch_unwind();

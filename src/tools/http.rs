@@ -9,7 +9,8 @@
 //! whole call by the tool's deadline.
 //!
 //! The request: `POST <path>` with the input as its JSON body, and headers `x-session-id`
-//! and `x-tool-call-id`. A 2xx answer's JSON body (empty: `null`) is the output; any other
+//! and `x-tool-call-id`, plus `traceparent` (and the caller's `tracestate`) when the batch
+//! runs within a traced request, so the tool's service joins the request's trace. A 2xx answer's JSON body (empty: `null`) is the output; any other
 //! status, a body that is not JSON, or one larger than `tools.max_output_bytes` fails the
 //! call with a message saying which.
 
@@ -81,13 +82,18 @@ impl HttpTool {
     ) -> Result<Value, Attempt> {
         let name = self.group.name();
         let failed = |message: String| Attempt::Failed(ToolError::new(message));
-        let request = Request::post(format!("http://{peer}{}", self.path))
+        let mut request = Request::post(format!("http://{peer}{}", self.path))
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json")
             .header("x-session-id", cx.session().as_str())
             .header("x-tool-call-id", cx.call_id())
             .body(Full::new(body))
             .map_err(|e| failed(format!("upstream {name}: invalid request: {e}")))?;
+        if let Some(trace) = cx.trace() {
+            trace.inject(request.headers_mut());
+        }
+        tracing::debug!(upstream = name, %peer, path = %self.path, call = cx.call_id(),
+            "http tool call");
         let response = self.client.request(request).await.map_err(|e| {
             let message = format!("upstream {name} ({peer}): {}", error_chain(&e));
             if e.is_connect() {

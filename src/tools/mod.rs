@@ -70,6 +70,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use agentgate_proxy::TraceContext;
+
 pub use executor::{CallReport, CallStatus, Executor, ExecutorSettings, Report};
 pub use graph::{CallSpec, Plan, PlanError};
 pub use pool::{PoolError, WorkerPool};
@@ -112,6 +114,7 @@ pub struct ToolContext {
     session: SessionId,
     call_id: String,
     pool: WorkerPool,
+    trace: Option<TraceContext>,
 }
 
 impl ToolContext {
@@ -121,7 +124,20 @@ impl ToolContext {
             session,
             call_id: call_id.into(),
             pool,
+            trace: None,
         }
+    }
+
+    /// The same context within the request's distributed `trace` (tools that call other
+    /// services propagate it, as `traceparent`).
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace of the request that runs the batch, if known.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     /// The session the batch runs in.

@@ -30,3 +30,4 @@ mod shutdown;
 mod slow_client;
 mod status_page;
 mod tools;
+mod tracing;

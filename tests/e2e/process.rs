@@ -20,6 +20,11 @@ pub struct Process {
 impl Process {
     /// Starts the binary on `toml` and waits for its "listening" line to learn the port.
     pub fn start(toml: &str) -> Self {
+        Self::start_with_log(toml, "info")
+    }
+
+    /// [`Process::start`] with `RUST_LOG` set to `filter`.
+    pub fn start_with_log(toml: &str, filter: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("agentgate.toml");
         std::fs::write(&path, toml).expect("write config");
@@ -28,7 +33,7 @@ impl Process {
             .arg("--config")
             .arg(&path)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -77,11 +82,32 @@ impl Process {
 
     /// Sends SIGHUP: reload the config file.
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+        self.signal("-HUP");
+    }
+
+    /// Sends SIGTERM (graceful stop) and waits for the process to exit; panics if it is
+    /// still running after 30 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for agentgate") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agentgate still runs 30 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, which: &str) {
+        let sent = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -HUP failed");
+        assert!(sent.success(), "kill {which} failed");
     }
 }
 

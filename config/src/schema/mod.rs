@@ -13,6 +13,7 @@ mod routes;
 mod server;
 mod sse;
 mod store;
+mod telemetry;
 mod tools;
 mod upstreams;
 
@@ -26,6 +27,7 @@ pub use server::{LogFormat, ServerConfig};
 pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
 pub use store::{RedisConfig, StoreConfig, StoreKind};
+pub use telemetry::TelemetryConfig;
 pub use tools::{ToolConfig, ToolKind, ToolsConfig};
 pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
 
@@ -66,4 +68,8 @@ pub struct Config {
     /// `[tools]`: tool-batch execution settings and the declared tools, `[tools.NAME]`
     /// (see [`ToolsConfig`]). Default: the documented settings, no tools.
     pub tools: ToolsConfig,
+    /// `[telemetry]`: OTLP export of request spans (see [`TelemetryConfig`]). Default: none,
+    /// nothing is exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetryConfig>,
 }

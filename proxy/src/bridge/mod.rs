@@ -4,7 +4,8 @@
 //! instead:
 //!
 //! 1. builds an `http::Request<`[`RequestBody`]`>` from the session's header (extensions
-//!    carry the client address as [`ClientAddr`]),
+//!    carry the client address as [`ClientAddr`], plus whatever the caller adds with
+//!    [`serve_with_extensions`], like the gateway's [`TraceContext`](crate::TraceContext)),
 //! 2. calls the service while pumping the request body into it chunk by chunk through a small
 //!    bounded channel (a service that reads slowly slows the client down; nothing is buffered
 //!    whole),
@@ -68,7 +69,25 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (request, mut pump) = request_of(session);
+    serve_with_extensions(session, service, extra, http::Extensions::new()).await
+}
+
+/// [`serve_with_headers`], also adding `extensions` to the request the service gets (the
+/// gateway's [`TraceContext`](crate::TraceContext)).
+pub async fn serve_with_extensions<S, B>(
+    session: &mut Session,
+    service: S,
+    extra: &HeaderMap,
+    extensions: http::Extensions,
+) -> pingora::Result<()>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut request, mut pump) = request_of(session);
+    request.extensions_mut().extend(extensions);
     let head_only = request.method() == Method::HEAD;
     let call = service.oneshot(request);
     tokio::pin!(call);
