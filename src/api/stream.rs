@@ -32,7 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::body::{Body, ChannelBody, full};
 use super::{ApiError, ApiState, bearer, query_param};
 use crate::auth::StreamTokens;
-use crate::store::{COMPLETE_KIND, EventId, SessionId};
+use crate::store::{COMPLETE_KIND, Event, EventId, SessionId};
 
 /// Frames buffered per stream between the reader task and the connection.
 const CHANNEL_FRAMES: usize = 16;
@@ -156,8 +156,14 @@ async fn pump(
         tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut first_read = true;
+    // Events a notification carried that follow our cursor: delivered without a read.
+    let mut notified: Option<Vec<Event>> = None;
     loop {
-        match state.store.read(&id, cursor, settings.replay_batch).await {
+        let next = match notified.take() {
+            Some(events) => Ok(events),
+            None => state.store.read(&id, cursor, settings.replay_batch).await,
+        };
+        match next {
             Ok(events) => {
                 let full_batch = events.len() == settings.replay_batch;
                 if events.is_empty()
@@ -205,7 +211,7 @@ async fn pump(
         }
         // Caught up: wait for an append, a heartbeat, the client leaving or shutdown.
         tokio::select! {
-            () = watch.changed() => {}
+            () = watch.changed() => notified = watch.events_after(cursor),
             _ = heartbeat.tick() => {
                 if !send(&state, &tx, Frame::comment("heartbeat").encode()).await {
                     return;

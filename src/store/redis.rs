@@ -7,7 +7,9 @@
 //!   `final_response`, `owner`, `metadata`, `event_count`.
 //! - `ag:{<sid>}:events` — STREAM of entries with fields `kind` and `data`, capped with
 //!   `XADD MAXLEN ~`.
-//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes the newest id on it.
+//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes on it a notice
+//!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
+//!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.
 //!
 //! With the default `[features]`, every handler call is ONE round trip: init is a MULTI/EXEC
 //! pipeline; append and complete are Lua scripts (EVALSHA), because they must refuse to write
@@ -25,9 +27,11 @@
 //!
 //! Live tailing uses ONE extra connection per process however many readers are connected:
 //! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
-//! ([`WatchRegistry`]); readers then `XRANGE` from their own cursor on the shared multiplexed
-//! connection. After a reconnect the subscription is restored and every reader re-reads, so
-//! notifications lost while disconnected cost nothing.
+//! ([`WatchRegistry`]). A reader whose cursor is the notice's "before" id takes the events
+//! from the notice — no read at all; any other reader (behind, or woken by a bare id)
+//! `XRANGE`s from its own cursor on the shared multiplexed connection. After a reconnect the
+//! subscription is restored and every reader re-reads, so notifications lost while
+//! disconnected cost nothing.
 //!
 //! Figures ([`StoreStats`]): live sessions are this node's view ([`Census`]); memory per
 //! session is `MEMORY USAGE` of the meta hash plus the event stream of up to 8 of those
@@ -53,7 +57,7 @@ mod json_state;
 mod sequential;
 
 use self::json_state::JsonState;
-use super::watch::WatchRegistry;
+use super::watch::{Batch, WatchRegistry};
 use super::{
     Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
     SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
@@ -116,23 +120,66 @@ fn session_of_channel(channel: &[u8]) -> Option<SessionId> {
         .ok()
 }
 
+/// The events a notification payload carries (`None` for a bare id or anything unexpected:
+/// readers then read).
+fn notice_batch(payload: &Value) -> Option<Batch> {
+    let Value::BulkString(payload) = payload else {
+        return None;
+    };
+    if payload.first() != Some(&b'{') {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Notice {
+        a: String,
+        e: Vec<(String, String, String)>,
+    }
+    let notice: Notice = serde_json::from_slice(payload).ok()?;
+    let after = match notice.a.as_str() {
+        "" => None,
+        id => Some(parse_id(id).ok()?),
+    };
+    let events = notice
+        .e
+        .into_iter()
+        .map(|(id, kind, data)| {
+            Some(Event {
+                id: parse_id(&id).ok()?,
+                kind,
+                data,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!events.is_empty()).then_some(Batch { after, events })
+}
+
 /// Appends a batch. KEYS: meta, events. ARGV: owner, maxlen, ttl_ms, now_ms, channel,
 /// then kind/data pairs. Returns `{"ok", id...}` or `{"not_found"|"forbidden"|"completed"}`.
+/// Publishes the notice (module docs): the id before comes from `XREVRANGE ... COUNT 1`
+/// inside the script, so it is exact whoever wrote last.
 const APPEND_LUA: &str = r#"
 local meta = redis.call('HMGET', KEYS[1], 'status', 'owner')
 if not meta[1] then return {'not_found'} end
 if meta[2] ~= ARGV[1] then return {'forbidden'} end
 if meta[1] ~= 'running' then return {'completed'} end
-local out = {'ok'}
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local out, events, size = {'ok'}, {}, 0
 for i = 6, #ARGV, 2 do
-  out[#out + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                             'kind', ARGV[i], 'data', ARGV[i + 1])
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                        'kind', ARGV[i], 'data', ARGV[i + 1])
+  out[#out + 1] = id
+  events[#events + 1] = {id, ARGV[i], ARGV[i + 1]}
+  size = size + #ARGV[i + 1]
 end
 redis.call('HINCRBY', KEYS[1], 'event_count', #out - 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5], out[#out])
+if size <= 8192 then
+  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last[1] and last[1][1] or '', e = events}))
+else
+  redis.call('PUBLISH', ARGV[5], out[#out])
+end
 return out
 "#;
 
@@ -144,6 +191,7 @@ local meta = redis.call('HMGET', KEYS[1], 'status', 'owner', 'created_at')
 if not meta[1] then return {'not_found'} end
 if meta[2] ~= ARGV[1] then return {'forbidden'} end
 if meta[1] ~= 'running' then return {'completed'} end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
                       'kind', 'complete', 'data', ARGV[8])
 redis.call('HSET', KEYS[1], 'status', ARGV[6], 'completed_at', ARGV[4],
@@ -151,7 +199,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[6], 'completed_at', ARGV[4],
 redis.call('HINCRBY', KEYS[1], 'event_count', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5], id)
+if #ARGV[8] <= 8192 then
+  local events = {{id, 'complete', ARGV[8]}}
+  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last[1] and last[1][1] or '', e = events}))
+else
+  redis.call('PUBLISH', ARGV[5], id)
+end
 return {'ok', id, meta[3] or '0'}
 "#;
 
@@ -429,7 +482,10 @@ async fn run_notifier(
                     if let Some(Value::BulkString(channel)) = push.data.get(1)
                         && let Some(id) = session_of_channel(channel)
                     {
-                        watches.notify(&id);
+                        match push.data.get(2).and_then(notice_batch) {
+                            Some(batch) => watches.notify_with(&id, batch),
+                            None => watches.notify(&id),
+                        }
                     } else if let Some(Value::BulkString(key)) = push.data.get(2)
                         && let Some(id) = session_of_meta_key(key)
                     {
@@ -827,6 +883,31 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_carry_their_events_and_anything_else_means_read() {
+        let notice = |text: &str| notice_batch(&Value::BulkString(text.as_bytes().to_vec()));
+        let batch = notice(r#"{"a":"1-0","e":[["2-0","delta","{\"n\":1}"],["2-1","delta","{}"]]}"#)
+            .expect("a notice");
+        assert_eq!(batch.after, Some("1-0".parse().unwrap()));
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.events[0].data, r#"{"n":1}"#);
+        assert_eq!(
+            notice(r#"{"a":"","e":[["1-0","complete","{}"]]}"#).map(|b| b.after),
+            Some(None)
+        );
+        for bad in [
+            "1700000000000-0",                         // a bare id
+            r#"{"a":"1-0","e":[]}"#,                   // nothing carried
+            r#"{"a":"x","e":[["2-0","delta","{}"]]}"#, // bad id before
+            r#"{"a":"1-0","e":[["y","delta","{}"]]}"#, // bad event id
+            r#"{"a":"1-0","e":[["2-0","delta"]]}"#,    // short entry
+            "{not json",
+        ] {
+            assert_eq!(notice(bad), None, "{bad}");
+        }
+        assert_eq!(notice_batch(&Value::Int(1)), None);
+    }
 
     #[test]
     fn keys_share_the_session_hash_tag() {

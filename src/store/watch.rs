@@ -6,18 +6,40 @@
 //! [`Watch::changed`]; since a notification after registration is never lost, the
 //! replay-then-live handoff has no gap. Readers re-read from their own cursor, so a
 //! spurious wake-up costs one read and never a duplicate.
+//!
+//! A notification may carry the events it announces with the id they follow
+//! ([`Batch`]): a reader whose cursor is exactly that id takes them as they are and skips
+//! the read; any other reader (behind, or a notification it missed since its last read —
+//! the channel keeps only the newest) reads from its cursor as before.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use super::SessionId;
+use super::{Event, EventId, SessionId};
 
-/// Sessions with at least one local reader, each with a change counter.
+/// Events a notification carries: every event of the session after `after` (`None`: the
+/// log was empty), in order, as one write produced them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The newest event before these; `None` when there was none.
+    pub after: Option<EventId>,
+    /// The new events.
+    pub events: Vec<Event>,
+}
+
+/// The newest notification of a session: a counter, and what the last one carried.
+#[derive(Debug, Default)]
+struct Notice {
+    seq: u64,
+    batch: Option<Arc<Batch>>,
+}
+
+/// Sessions with at least one local reader, each with its newest notification.
 #[derive(Debug, Default)]
 pub struct WatchRegistry {
-    sessions: DashMap<SessionId, watch::Sender<u64>>,
+    sessions: DashMap<SessionId, watch::Sender<Notice>>,
 }
 
 impl WatchRegistry {
@@ -26,7 +48,7 @@ impl WatchRegistry {
         let rx = self
             .sessions
             .entry(id.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Notice::default()).0)
             .subscribe();
         Watch {
             rx,
@@ -37,8 +59,20 @@ impl WatchRegistry {
 
     /// Wakes every reader of `id` (no-op when it has none).
     pub fn notify(&self, id: &SessionId) {
+        self.publish(id, None);
+    }
+
+    /// Wakes every reader of `id` with the events of one write.
+    pub fn notify_with(&self, id: &SessionId, batch: Batch) {
+        self.publish(id, Some(Arc::new(batch)));
+    }
+
+    fn publish(&self, id: &SessionId, batch: Option<Arc<Batch>>) {
         if let Some(tx) = self.sessions.get(id) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(|n| {
+                n.seq = n.seq.wrapping_add(1);
+                n.batch = batch;
+            });
         }
     }
 
@@ -46,7 +80,10 @@ impl WatchRegistry {
     /// when notifications may have been missed).
     pub fn notify_all(&self) {
         for tx in self.sessions.iter() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(|n| {
+                n.seq = n.seq.wrapping_add(1);
+                n.batch = None;
+            });
         }
     }
 
@@ -64,7 +101,7 @@ impl WatchRegistry {
 /// One reader's registration; dropping it unregisters.
 #[derive(Debug)]
 pub struct Watch {
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<Notice>,
     id: SessionId,
     registry: Arc<WatchRegistry>,
 }
@@ -77,6 +114,14 @@ impl Watch {
         if self.rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// The events of the newest notification if they follow `cursor` exactly (so nothing
+    /// between the reader's position and them is missing); else `None`: read instead.
+    pub fn events_after(&self, cursor: Option<EventId>) -> Option<Vec<Event>> {
+        let notice = self.rx.borrow();
+        let batch = notice.batch.as_ref()?;
+        (batch.after == cursor).then(|| batch.events.clone())
     }
 }
 
@@ -106,5 +151,49 @@ mod tests {
         assert_eq!(registry.len(), 1);
         drop(w2);
         assert!(registry.is_empty());
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.parse().unwrap(),
+            kind: "delta".to_owned(),
+            data: "{}".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_serves_only_the_reader_whose_cursor_it_follows() {
+        let registry = Arc::new(WatchRegistry::default());
+        let id: SessionId = "s1".parse().unwrap();
+        let mut w = registry.watch(&id);
+        let at = |s: &str| Some(s.parse::<EventId>().unwrap());
+        registry.notify_with(
+            &id,
+            Batch {
+                after: at("1-0"),
+                events: vec![event("2-0"), event("3-0")],
+            },
+        );
+        w.changed().await;
+        assert_eq!(
+            w.events_after(at("1-0")),
+            Some(vec![event("2-0"), event("3-0")])
+        );
+        assert_eq!(w.events_after(at("0-1")), None, "behind: must read");
+        assert_eq!(w.events_after(None), None);
+        // A plain notification carries nothing: everyone reads.
+        registry.notify(&id);
+        w.changed().await;
+        assert_eq!(w.events_after(at("1-0")), None);
+        // First events of an empty log follow "nothing".
+        registry.notify_with(
+            &id,
+            Batch {
+                after: None,
+                events: vec![event("1-0")],
+            },
+        );
+        w.changed().await;
+        assert_eq!(w.events_after(None), Some(vec![event("1-0")]));
     }
 }
