@@ -456,6 +456,10 @@ impl Metrics {
             rate_limited.clone(),
         );
         let reloads = Family::<ReloadLabel, Counter>::default();
+        // Both series exist from the start (at 0), so rules can use them before a reload.
+        for result in ["applied", "rejected"] {
+            reloads.get_or_create(&ReloadLabel { result });
+        }
         registry.register(
             "config_reloads",
             "Configuration reloads (SIGHUP), by result: applied, or rejected (the running \
