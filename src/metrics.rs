@@ -458,7 +458,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabel, Counter>::default();
         // Both series exist from the start (at 0), so rules can use them before a reload.
         for result in ["applied", "rejected"] {
-            reloads.get_or_create(&ReloadLabel { result });
+            let _ = reloads.get_or_create(&ReloadLabel { result });
         }
         registry.register(
             "config_reloads",
