@@ -44,30 +44,7 @@ enum Command {
     /// Exit status: 0 when every threshold of the scenario holds, 3 when one is breached
     /// (each is listed), 2 for a bad scenario or argument, 1 when a report file cannot be
     /// written.
-    Loadtest {
-        /// Base URL of the gateway, e.g. http://127.0.0.1:8080 (loopback unless
-        /// --allow-remote).
-        #[arg(long)]
-        target: http::Uri,
-        /// API key the simulated agents use (one of the gateway's `auth.api_keys`).
-        #[arg(long, env = "AGENTGATE_API_KEY", hide_env_values = true)]
-        api_key: String,
-        /// Scenario file (see bench/scenarios/smoke.toml for every key).
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Also write SVG charts of latency percentiles over time into this directory.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// No progress bar and no table (the exit status and files still tell).
-        #[arg(long)]
-        quiet: bool,
-        /// Allow a target that is not a loopback address.
-        #[arg(long)]
-        allow_remote: bool,
-    },
+    Loadtest(LoadtestArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,23 +56,7 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
-        Command::Loadtest {
-            target,
-            api_key,
-            scenario,
-            json,
-            plot,
-            quiet,
-            allow_remote,
-        } => loadtest(&LoadtestArgs {
-            target,
-            api_key,
-            scenario,
-            json,
-            plot,
-            quiet,
-            allow_remote,
-        }),
+        Command::Loadtest(args) => loadtest(&args),
         Command::Serve {
             config: path,
             upgrade,
@@ -322,13 +283,29 @@ fn serve(
 }
 
 /// Arguments of `agentgate loadtest`.
+#[derive(Debug, clap::Args)]
 struct LoadtestArgs {
+    /// Base URL of the gateway, e.g. http://127.0.0.1:8080 (loopback unless
+    /// --allow-remote).
+    #[arg(long)]
     target: http::Uri,
+    /// API key the simulated agents use (one of the gateway's `auth.api_keys`).
+    #[arg(long, env = "AGENTGATE_API_KEY", hide_env_values = true)]
     api_key: String,
+    /// Scenario file (see bench/scenarios/smoke.toml for every key).
+    #[arg(long)]
     scenario: PathBuf,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write SVG charts of latency percentiles over time into this directory.
+    #[arg(long)]
     plot: Option<PathBuf>,
+    /// No progress bar and no table (the exit status and files still tell).
+    #[arg(long)]
     quiet: bool,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
     allow_remote: bool,
 }
 

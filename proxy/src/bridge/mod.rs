@@ -54,26 +54,12 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    serve_with_headers(session, service, &HeaderMap::new()).await
+    serve_with_extensions(session, service, &HeaderMap::new(), http::Extensions::new()).await
 }
 
-/// [`serve`], adding `extra` headers to the response head (the gateway's `x-request-id`).
-pub async fn serve_with_headers<S, B>(
-    session: &mut Session,
-    service: S,
-    extra: &HeaderMap,
-) -> pingora::Result<()>
-where
-    S: Service<Request<RequestBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    serve_with_extensions(session, service, extra, http::Extensions::new()).await
-}
-
-/// [`serve_with_headers`], also adding `extensions` to the request the service gets (the
-/// gateway's [`TraceContext`](crate::TraceContext)).
+/// [`serve`], adding `extra` headers to the response head (the gateway's `x-request-id`)
+/// and `extensions` to the request the service gets (the gateway's
+/// [`TraceContext`](crate::TraceContext)).
 pub async fn serve_with_extensions<S, B>(
     session: &mut Session,
     service: S,
