@@ -482,10 +482,7 @@ async fn run_notifier(
                     if let Some(Value::BulkString(channel)) = push.data.get(1)
                         && let Some(id) = session_of_channel(channel)
                     {
-                        match push.data.get(2).and_then(notice_batch) {
-                            Some(batch) => watches.notify_with(&id, batch),
-                            None => watches.notify(&id),
-                        }
+                        watches.notify_with(&id, || push.data.get(2).and_then(notice_batch));
                     } else if let Some(Value::BulkString(key)) = push.data.get(2)
                         && let Some(id) = session_of_meta_key(key)
                     {

@@ -59,16 +59,14 @@ impl WatchRegistry {
 
     /// Wakes every reader of `id` (no-op when it has none).
     pub fn notify(&self, id: &SessionId) {
-        self.publish(id, None);
+        self.notify_with(id, || None);
     }
 
-    /// Wakes every reader of `id` with the events of one write.
-    pub fn notify_with(&self, id: &SessionId, batch: Batch) {
-        self.publish(id, Some(Arc::new(batch)));
-    }
-
-    fn publish(&self, id: &SessionId, batch: Option<Arc<Batch>>) {
+    /// Wakes every reader of `id` with the events of one write, which `batch` makes —
+    /// only when `id` has local readers (a notification for anyone else is not decoded).
+    pub fn notify_with(&self, id: &SessionId, batch: impl FnOnce() -> Option<Batch>) {
         if let Some(tx) = self.sessions.get(id) {
+            let batch = batch().map(Arc::new);
             tx.send_modify(|n| {
                 n.seq = n.seq.wrapping_add(1);
                 n.batch = batch;
@@ -167,13 +165,12 @@ mod tests {
         let id: SessionId = "s1".parse().unwrap();
         let mut w = registry.watch(&id);
         let at = |s: &str| Some(s.parse::<EventId>().unwrap());
-        registry.notify_with(
-            &id,
-            Batch {
+        registry.notify_with(&id, || {
+            Some(Batch {
                 after: at("1-0"),
                 events: vec![event("2-0"), event("3-0")],
-            },
-        );
+            })
+        });
         w.changed().await;
         assert_eq!(
             w.events_after(at("1-0")),
@@ -186,13 +183,12 @@ mod tests {
         w.changed().await;
         assert_eq!(w.events_after(at("1-0")), None);
         // First events of an empty log follow "nothing".
-        registry.notify_with(
-            &id,
-            Batch {
+        registry.notify_with(&id, || {
+            Some(Batch {
                 after: None,
                 events: vec![event("1-0")],
-            },
-        );
+            })
+        });
         w.changed().await;
         assert_eq!(w.events_after(None), Some(vec![event("1-0")]));
     }
