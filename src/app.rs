@@ -120,8 +120,8 @@ struct Generation {
     api: AgentApi,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
-    /// Cancelled when a newer generation replaces this one: its health checks and
-    /// background watchers stop (its requests and streams are not cut).
+    /// Cancelled when a newer generation replaces this one, or at shutdown: its health
+    /// checks and background watchers stop (its requests and streams are not cut).
     retired: CancellationToken,
 }
 
@@ -260,7 +260,9 @@ impl Generation {
         config: &Config,
         shutdown: &CancellationToken,
     ) -> Result<(Self, RouteTable), AppError> {
-        let retired = CancellationToken::new();
+        // A child of the shutdown: cancelled at shutdown, or when a newer generation
+        // replaces this one, whichever comes first.
+        let retired = shutdown.child_token();
         let built = Self::wire(core, config, shutdown, &retired);
         if built.is_err() {
             // Stop what was started before the error (the existence cache's watcher).
@@ -308,11 +310,10 @@ impl Generation {
         };
         let tokens = state.tokens.clone();
         let api = AgentApi::new(Arc::new(state));
-        let stopping = stop_with(shutdown, retired);
-        let agent = agent_stack(config, &api, store, tokens, metrics, &stopping)?;
+        let agent = agent_stack(config, &api, store, tokens, metrics, retired)?;
         let routes = build_routes(config, agent, &groups, metrics, core.shared_limits.as_ref())?;
         // Built without error: from here on this generation runs.
-        run_health_checks(&groups, &stopping);
+        run_health_checks(&groups, retired);
         metrics.watch_upstreams(groups.values().cloned().collect());
         let required = groups
             .into_iter()
@@ -332,19 +333,6 @@ impl Generation {
         };
         Ok((generation, routes))
     }
-}
-
-/// A token cancelled at shutdown or when the generation retires, whichever comes first.
-fn stop_with(shutdown: &CancellationToken, retired: &CancellationToken) -> CancellationToken {
-    let stop = shutdown.child_token();
-    let (retired, link) = (retired.clone(), stop.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = retired.cancelled() => link.cancel(),
-            () = link.cancelled() => {}
-        }
-    });
-    stop
 }
 
 /// Runs the groups' active health checks until `stop`.
