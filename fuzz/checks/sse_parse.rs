@@ -1,5 +1,5 @@
-//! The checks one fuzz input goes through, shared by the cargo-fuzz target
-//! (`fuzz_targets/parse.rs`) and the stable corpus replay (`tests/sse_fuzz_corpus.rs`).
+//! The checks one fuzz input goes through for target `sse_parse`: the SSE parser
+//! (middleware `sse`), incremental and whole.
 
 use agentgate_middleware::sse::{Item, ParseError, Parser};
 
