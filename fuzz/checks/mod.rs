@@ -18,8 +18,11 @@ pub mod sse_parse;
 pub mod stream_token;
 pub mod tool_batch;
 
+/// A target's property check: panics on an input that breaks a property.
+pub type Check = fn(&[u8]);
+
 /// Every target's name (its `fuzz_targets/` file and `corpus/` directory) and its check.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("api_bodies", api_bodies::check),
     ("config_file", config_file::check),
     ("last_event_id", last_event_id::check),
