@@ -551,19 +551,22 @@ fn agent_stack(
         service = route_service(ServiceBuilder::new().layer(existence).service(service));
     }
     // multiplex: GET /v2/stream?sessions=a,b&tokens=ta,tb, each session through the above
-    let multiplex = SseMultiplexLayer::new(
-        QueryDemux {
-            path: "/v2/stream".to_owned(),
-            streams_param: "sessions".to_owned(),
-            tokens_param: "tokens".to_owned(),
-            inner_path: "/v2/sessions/{}/stream".to_owned(),
-            inner_token_param: "token".to_owned(),
-        },
-        config.sse.multiplex.clone(),
-    );
+    let multiplex = SseMultiplexLayer::new(stream_demux(), config.sse.multiplex.clone());
     Ok(route_service(
         ServiceBuilder::new().layer(multiplex).service(service),
     ))
+}
+
+/// How the agent routes split a multiplexed `GET /v2/stream?sessions=a,b&tokens=ta,tb` into
+/// one `GET /v2/sessions/{id}/stream?token=..` per session (public for the fuzz target).
+pub fn stream_demux() -> QueryDemux {
+    QueryDemux {
+        path: "/v2/stream".to_owned(),
+        streams_param: "sessions".to_owned(),
+        tokens_param: "tokens".to_owned(),
+        inner_path: "/v2/sessions/{}/stream".to_owned(),
+        inner_token_param: "token".to_owned(),
+    }
 }
 
 /// The store tells the existence cache which sessions appeared or expired.
