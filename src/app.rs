@@ -506,6 +506,7 @@ fn build_tools(
         limits: PlanLimits {
             max_calls: t.max_calls,
             max_input_bytes: t.max_input_bytes,
+            max_batch_bytes: t.max_batch_bytes,
         },
     };
     Ok(Arc::new(Executor::new(

@@ -585,6 +585,14 @@ impl Config {
             "must be at least 1",
         );
         p.require(
+            t.max_batch_bytes >= t.max_input_bytes.max(1),
+            "tools.max_batch_bytes",
+            format!(
+                "must be at least tools.max_input_bytes ({}), or a single call's input could not fit",
+                t.max_input_bytes
+            ),
+        );
+        p.require(
             t.max_output_bytes >= 1,
             "tools.max_output_bytes",
             "must be at least 1",

@@ -99,6 +99,25 @@ impl ApiError {
         )
     }
 
+    /// 413: a tool batch would hold more than its memory budget; `message` names the call.
+    pub fn tool_budget_exceeded(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "tool_budget_exceeded",
+            message,
+        )
+    }
+
+    /// 500: the gateway failed; `reason` is logged, not told to the client.
+    pub fn internal(reason: impl std::fmt::Display) -> Self {
+        tracing::error!(%reason, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
     /// 415: the body is not JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(

@@ -30,4 +30,5 @@ mod shutdown;
 mod slow_client;
 mod status_page;
 mod tools;
+mod tools_budget;
 mod tracing;

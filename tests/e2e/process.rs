@@ -75,6 +75,11 @@ impl Process {
 }
 
 impl Process {
+    /// The child's process id (to read its `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Replaces the config file (the running process sees it on [`hangup`](Self::hangup)).
     pub fn rewrite_config(&self, toml: &str) {
         std::fs::write(&self.config, toml).expect("rewrite config");

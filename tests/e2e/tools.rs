@@ -94,7 +94,7 @@ fn sha256_hex(text: &str) -> String {
 // ---- tools written in Rust for the tests ----
 
 /// Returns its input at once.
-struct Echo;
+pub(crate) struct Echo;
 
 impl Tool for Echo {
     type Input = Value;
@@ -429,7 +429,7 @@ async fn a_failure_skips_its_dependents_and_spares_independent_calls() {
 // ---- rejected batches ----
 
 /// The session's keys in Redis with their content.
-fn redis_state(redis: &RedisServer) -> Vec<(String, String)> {
+pub(crate) fn redis_state(redis: &RedisServer) -> Vec<(String, String)> {
     blocking(|| {
         redis
             .keys()
