@@ -58,11 +58,7 @@ where
         owner: &owner,
         trace: parts.extensions.get::<TraceContext>(),
     };
-    let report = state
-        .tools
-        .run(plan, progress)
-        .await
-        .map_err(batch_error)?;
+    let report = state.tools.run(plan, progress).await.map_err(batch_error)?;
     // Written straight from the calls' output text: no copy of the outputs as a tree.
     let body = serde_json::to_vec(&report)
         .map_err(|e| ApiError::internal(format!("the report could not be encoded: {e}")))?;

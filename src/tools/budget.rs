@@ -11,8 +11,10 @@
 //!   byte of it is written.
 //! - **The batch** may hold at most `tools.max_batch_bytes`: every call's resolved input
 //!   (charged when it starts), plus every call's output or error (charged when it ends).
-//!   Outputs are kept as JSON text and the response is written from that same text, so
-//!   the figure bounds the inputs, the outputs and the response together.
+//!   Outputs are kept as JSON text, references point into that text rather than copying
+//!   it, and the response is written from it once (never copied into a tree first): the
+//!   response is the outputs once more, so what a batch makes the gateway hold is bounded
+//!   by about twice the figure.
 //!
 //! A batch that goes over is stopped ([`OverBudget`], a 413 naming the call): calls not yet
 //! started never start, running ones are dropped, and the batch's events end with a

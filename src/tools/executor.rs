@@ -4,7 +4,11 @@
 //!
 //! 1. Start the calls that are ready (all dependencies succeeded), up to the parallelism
 //!    limit (`tools.max_parallel`, or 1 without `features.parallel_tools`), resolving their
-//!    `$ref`s first (a reference that finds no value fails the call before it starts).
+//!    `$ref`s first (a reference that finds no value fails the call before it starts) and
+//!    charging their resolved size to the batch's [`budget`](super::budget) before the
+//!    input is built (a result is charged when its call ends). Going over stops the
+//!    batch ([`BatchError::OverBudget`]): calls not started are skipped, running ones are
+//!    dropped and reported failed, and the stop's `tool_finished` events are appended.
 //! 2. Append, in ONE store round trip, the `tool_finished` events of the previous wave and
 //!    the `tool_started` events of this one. Running calls keep running meanwhile; the
 //!    wave's calls start once their `tool_started` is stored, so a watcher never sees a
@@ -525,9 +529,9 @@ impl<'e> Run<'e> {
             Ok(output) => ("output", output.get().len()),
             Err((_, error)) => ("error", refs::json_len(error.as_str())),
         };
-        if let Err(over) =
-            self.budget
-                .charge_result(i, &self.calls[i].id, charged.0, charged.1)
+        if let Err(over) = self
+            .budget
+            .charge_result(i, &self.calls[i].id, charged.0, charged.1)
         {
             // The result is dropped: reported as the reason the batch stopped.
             self.settle_failure(i, CallStatus::Failed, over.to_string(), Some(done.duration));

@@ -438,7 +438,11 @@ mod tests {
             {"id": "c", "tool": "echo", "input": [{"$ref": "a"}, {"$ref": "b"}], "depends_on": ["a", "b"]},
         ]))
         .expect("valid");
-        assert_eq!(fits.check_budget(LIMITS), Ok(()), "c is charged when it runs");
+        assert_eq!(
+            fits.check_budget(LIMITS),
+            Ok(()),
+            "c is charged when it runs"
+        );
         let over = plan(json!([
             {"id": "a", "tool": "echo", "input": "x".repeat(28)},
             {"id": "b", "tool": "echo", "input": "y".repeat(28)},

@@ -140,7 +140,11 @@ impl Tool for HttpTool {
     type Input = Box<RawValue>;
     type Output = Box<RawValue>;
 
-    async fn call(&self, input: Box<RawValue>, cx: &ToolContext) -> Result<Box<RawValue>, ToolError> {
+    async fn call(
+        &self,
+        input: Box<RawValue>,
+        cx: &ToolContext,
+    ) -> Result<Box<RawValue>, ToolError> {
         let name = self.group.name();
         // The resolved input is already JSON text: sent as it is.
         let body = Bytes::from(Box::<str>::from(input).into_string());

@@ -544,13 +544,26 @@ mod tests {
     /// when the text is not compact (an http tool's answer is kept as it came).
     #[test]
     fn pointers_follow_rfc_6901_like_value_pointer() {
-        let text = r#" { "a/b" : { "~" : [ 10 , 20 , { "c" : "d" } ] } , "0" : [ "zero" ] , "" : 1 } "#;
+        let text =
+            r#" { "a/b" : { "~" : [ 10 , 20 , { "c" : "d" } ] } , "0" : [ "zero" ] , "" : 1 } "#;
         let doc: Value = serde_json::from_str(text).expect("valid");
         let output: Box<RawValue> = serde_json::from_str(text).expect("valid");
         let outputs = HashMap::from([("a", &*output)]);
         let pointers = [
-            "", "/a~1b", "/a~1b/~0", "/a~1b/~0/0", "/a~1b/~0/2/c", "/0/0", "/", "/a~1b/~0/01",
-            "/a~1b/~0/+1", "/a~1b/~0/-", "/a~1b/~0/3", "/a~1b/~0/0/x", "/nope", "/0/0/0",
+            "",
+            "/a~1b",
+            "/a~1b/~0",
+            "/a~1b/~0/0",
+            "/a~1b/~0/2/c",
+            "/0/0",
+            "/",
+            "/a~1b/~0/01",
+            "/a~1b/~0/+1",
+            "/a~1b/~0/-",
+            "/a~1b/~0/3",
+            "/a~1b/~0/0/x",
+            "/nope",
+            "/0/0/0",
         ];
         for pointer in pointers {
             let input = json!({"$ref": format!("a#{pointer}")});
@@ -569,6 +582,10 @@ mod tests {
         let resolution = Resolution::new(&input, &outputs).expect("looks up");
         let expected = r#"{"value":[],"path":""}"#.len() + 4000 * 60_002 + 3999;
         assert_eq!(resolution.len(), expected);
-        assert_eq!(resolution.targets.len(), 1, "one lookup for 4000 references");
+        assert_eq!(
+            resolution.targets.len(),
+            1,
+            "one lookup for 4000 references"
+        );
     }
 }

@@ -115,7 +115,11 @@ kind = "json_query"
             json!([{"$ref": "a#/items"}, {"$ref": "a#/name"}, {"$ref": "a"}]),
             &["a"]
         ),
-        identity("c", json!(vec![json!({"$ref": "a#/items/2"}); 1000]), &["a"]),
+        identity(
+            "c",
+            json!(vec![json!({"$ref": "a#/items/2"}); 1000]),
+            &["a"]
+        ),
     ]);
     let reply = post_calls(&client, &path, &legit).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);

@@ -97,9 +97,9 @@ pub struct ToolsConfig {
     /// batch with a 413 naming the call). At least 1. Default 65_536.
     pub max_input_bytes: usize,
     /// Most bytes of JSON one batch may hold: every call's input after `$ref` resolution
-    /// plus every call's output (or error), which is also what the response carries. A
-    /// batch that would go over is stopped with a 413 naming the call. At least
-    /// `max_input_bytes`. Default 16_777_216 (16 MiB).
+    /// plus every call's output (or error); the response carries those outputs once more.
+    /// A batch that would go over is refused, or stopped while running, with a 413 naming
+    /// the call. At least `max_input_bytes`. Default 16_777_216 (16 MiB).
     pub max_batch_bytes: usize,
     /// Largest response body an `http` tool accepts from its upstream, in bytes; a larger
     /// one fails the call. At least 1. Default 1_048_576.
