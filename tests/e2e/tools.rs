@@ -106,7 +106,7 @@ impl Tool for Echo {
 }
 
 /// Counts its calls.
-struct Count(Arc<AtomicUsize>);
+pub(crate) struct Count(pub(crate) Arc<AtomicUsize>);
 
 impl Tool for Count {
     type Input = Value;

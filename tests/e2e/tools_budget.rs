@@ -15,7 +15,7 @@ use crate::client::{Client, Reply};
 use crate::gateway::{Gateway, KEY, SECRET, blocking, redis_config_with};
 use crate::process::Process;
 use crate::support::redis_server::RedisServer;
-use crate::tools::{Echo, redis_state};
+use crate::tools::{Count, Echo, redis_state};
 
 /// How much the gateway's peak resident memory may grow over its baseline while refusing
 /// the attacks (the attack itself asked for 240 MB, and then about 1 TB).
@@ -195,19 +195,6 @@ impl Tool for Produce {
     }
 }
 
-/// Counts its calls.
-struct Counted(Arc<AtomicUsize>);
-
-impl Tool for Counted {
-    type Input = Value;
-    type Output = Value;
-
-    async fn call(&self, _: Value, _: &ToolContext) -> Result<Value, ToolError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(Value::Null)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_over_its_budget_is_refused_naming_the_call() {
     let redis = blocking(RedisServer::start);
@@ -220,7 +207,7 @@ async fn a_batch_over_its_budget_is_refused_naming_the_call() {
     tools.register("echo", Echo).unwrap();
     tools.register("produce", Produce(5000)).unwrap();
     tools
-        .register("count", Counted(Arc::clone(&counter)))
+        .register("count", Count(Arc::clone(&counter)))
         .unwrap();
     let gateway = Gateway::start_with_tools(&config, tools).await;
     let session = gateway.init().await;
