@@ -206,7 +206,7 @@ pub struct CommandLabel {
 }
 
 /// Names of the commands the Redis engine sends, for the `command` label without allocating.
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 22] = [
     "EVALSHA",
     "EVAL",
     "SCRIPT",
@@ -225,6 +225,10 @@ const COMMANDS: [&str; 18] = [
     "HINCRBY",
     "XADD",
     "PUBLISH",
+    "ZREMRANGEBYSCORE",
+    "ZCARD",
+    "ZADD",
+    "ZREM",
 ];
 
 impl StoreStats {
