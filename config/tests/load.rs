@@ -1160,12 +1160,12 @@ fn bad_telemetry_values_name_their_keys() {
 fn quotas_must_be_at_least_one() {
     let src =
         format!("{AUTH}\n[store.quotas]\nmax_active_sessions_per_key = 0\nmax_session_bytes = 0\n");
-    let errors = errors(&src);
+    let found = errors(&src);
     for key in [
         "store.quotas.max_active_sessions_per_key",
         "store.quotas.max_session_bytes",
     ] {
-        let e = error_for(&errors, key);
+        let e = error_for(&found, key);
         assert!(e.message.starts_with("must be at least 1"), "{e}");
         assert!(e.line.is_some(), "{key} is located: {e}");
     }
