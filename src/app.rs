@@ -401,6 +401,7 @@ async fn build_store(
                 events_maxlen: usize::try_from(store.events_maxlen).unwrap_or(usize::MAX),
                 retention: store.retention(),
                 session_ttl: store.session_ttl(),
+                quotas: store.quotas,
             }),
             None,
         ),
@@ -415,6 +416,7 @@ async fn build_store(
                 session_ttl: store.session_ttl(),
                 pipelining: config.features.pipelining,
                 hash_state: config.features.hash_state,
+                quotas: store.quotas,
             })
             .await?;
             let limiter = redis.rate_limiter();

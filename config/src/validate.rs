@@ -155,6 +155,16 @@ impl Config {
             "store.session_ttl_secs",
             "must be at least 1",
         );
+        p.require(
+            s.quotas.max_active_sessions_per_key >= 1,
+            "store.quotas.max_active_sessions_per_key",
+            "must be at least 1 (there is no unlimited; set a large value)",
+        );
+        p.require(
+            s.quotas.max_session_bytes >= 1,
+            "store.quotas.max_session_bytes",
+            "must be at least 1 (there is no unlimited; set a large value)",
+        );
         if s.kind != StoreKind::Redis {
             return;
         }

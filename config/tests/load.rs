@@ -139,6 +139,8 @@ fn defaults_are_as_documented() {
     assert_eq!(c.store.events_maxlen, 10_000);
     assert_eq!(c.store.retention(), Duration::from_secs(3_600));
     assert_eq!(c.store.session_ttl(), Duration::from_secs(86_400));
+    assert_eq!(c.store.quotas.max_active_sessions_per_key, 1_000);
+    assert_eq!(c.store.quotas.max_session_bytes, 16 * 1024 * 1024);
     assert_eq!(c.store.redis.urls, ["redis://127.0.0.1:6379"]);
     assert!(!c.store.redis.cluster);
     assert_eq!(c.store.redis.timeout(), Duration::from_millis(2_000));
@@ -1152,4 +1154,21 @@ fn bad_telemetry_values_name_their_keys() {
         "{AUTH}\n[telemetry]\notlp_endpoint = \"http://c:4318\"\nsample_rate = 0.5\n"
     ));
     assert!(typo[0].message.contains("sample_rate"), "{typo:?}");
+}
+
+#[test]
+fn quotas_must_be_at_least_one() {
+    let src =
+        format!("{AUTH}\n[store.quotas]\nmax_active_sessions_per_key = 0\nmax_session_bytes = 0\n");
+    let found = errors(&src);
+    for key in [
+        "store.quotas.max_active_sessions_per_key",
+        "store.quotas.max_session_bytes",
+    ] {
+        let e = error_for(&found, key);
+        assert!(e.message.starts_with("must be at least 1"), "{e}");
+        assert!(e.line.is_some(), "{key} is located: {e}");
+    }
+    let typo = errors(&format!("{AUTH}\n[store.quotas]\nmax_sessions = 5\n"));
+    assert!(typo[0].to_string().contains("max_sessions"), "{}", typo[0]);
 }

@@ -175,6 +175,23 @@ impl From<StoreError> for ApiError {
                 "forbidden",
                 "session belongs to another API key",
             ),
+            // No Retry-After: a quota does not free with time; completing a session does.
+            StoreError::SessionQuotaExceeded { limit } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "session_quota_exceeded",
+                format!(
+                    "this API key already has {limit} running sessions, its quota \
+                     (store.quotas.max_active_sessions_per_key); complete one first"
+                ),
+            ),
+            StoreError::SessionBytesExceeded { limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "session_bytes_exceeded",
+                format!(
+                    "events: this batch would take the session past its quota of {limit} \
+                     bytes of events (store.quotas.max_session_bytes); nothing was appended"
+                ),
+            ),
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "session store unavailable");
                 let mut e = Self::new(

@@ -20,6 +20,7 @@ mod fanout;
 mod lifecycle;
 mod multiplex;
 mod process;
+mod quotas;
 mod redis_outage;
 mod reload;
 mod resume;

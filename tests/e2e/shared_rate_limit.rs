@@ -170,6 +170,7 @@ async fn redis_store(
         session_ttl: std::time::Duration::from_secs(60),
         pipelining: true,
         hash_state: true,
+        quotas: Default::default(),
     })
     .await
     .expect("redis store")
