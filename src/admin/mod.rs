@@ -58,6 +58,13 @@ use crate::store::{SessionId, SessionStore};
 /// another origin.
 pub const STATUS_PAGE: &str = include_str!("status.html");
 
+/// The status page's Content-Security-Policy: its inline script and style, connections to
+/// its own origin only (the browser itself enforces that the page reports nowhere else),
+/// no forms posting anywhere, no framing by other sites.
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 /// What the admin endpoints read.
 pub struct Admin {
     metrics: Arc<Metrics>,
@@ -159,11 +166,18 @@ impl Admin {
             return viewer::follow(&self.view().api, id, &parts).await;
         }
         match path {
-            "/" => reply(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                Bytes::from_static(STATUS_PAGE.as_bytes()),
-            ),
+            "/" => {
+                let mut page = reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from_static(STATUS_PAGE.as_bytes()),
+                );
+                page.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(STATUS_PAGE_CSP),
+                );
+                page
+            }
             "/admin/live" => {
                 // Started by `serve`; started here when `handle` is used without it.
                 let latest = self
