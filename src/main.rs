@@ -264,10 +264,7 @@ fn serve(
     let port = server.local_addrs().first().map_or(0, |a| a.port());
     let upgrade_sock = config.server.upgrade_sock_path(&runtime_dir, port);
     server.set_upgrade_sock(upgrade_sock.clone());
-    let pid_file = PidFile::create(
-        config.server.pid_file_path(&runtime_dir, port),
-        upgrade,
-    )?;
+    let pid_file = PidFile::create(config.server.pid_file_path(&runtime_dir, port), upgrade)?;
     tracing::info!(
         addrs = ?server.local_addrs(),
         threads = config.server.worker_threads(),

@@ -141,7 +141,9 @@ mod tests {
 
         // A live process's file (pid 1 always runs) is refused, unless upgrading.
         fs::write(&path, "1\n").unwrap();
-        let e = PidFile::create(path.clone(), false).unwrap_err().to_string();
+        let e = PidFile::create(path.clone(), false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("process 1"), "{e}");
         let upgraded = PidFile::create(path.clone(), true).expect("upgrade replaces");
         assert_eq!(

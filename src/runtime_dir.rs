@@ -165,6 +165,9 @@ mod tests {
         let e = check_file_dir("server.pid_file", &base.path().join("a.pid"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("server.pid_file") && e.contains("mode 1777"), "{e}");
+        assert!(
+            e.contains("server.pid_file") && e.contains("mode 1777"),
+            "{e}"
+        );
     }
 }

@@ -51,8 +51,7 @@ fn errors_are_listed_with_line_and_column_and_fail() {
 
 #[test]
 fn a_non_loopback_admin_listener_needs_an_admin_token() {
-    const AUTH: &str =
-        "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    const AUTH: &str = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
     let open = format!("[server]\nadmin_listen = \"0.0.0.0:9901\"\n{AUTH}");
     let (ok, _, stderr) = check(&open);
     assert!(!ok, "{stderr}");
@@ -87,9 +86,7 @@ fn a_non_loopback_admin_listener_needs_an_admin_token() {
     assert!(stdout.trim_end().ends_with(": OK"), "{stdout}");
 
     // Short tokens and bad host names are named.
-    let bad = format!(
-        "[server]\nadmin_hosts = [\"gw:9901\"]\nadmin_tokens = [\"short\"]\n{AUTH}"
-    );
+    let bad = format!("[server]\nadmin_hosts = [\"gw:9901\"]\nadmin_tokens = [\"short\"]\n{AUTH}");
     let (ok, _, stderr) = check(&bad);
     assert!(!ok);
     assert!(stderr.contains("server.admin_hosts[0]"), "{stderr}");

@@ -677,7 +677,10 @@ fn check_secrets(p: &mut Problems, list: &str, secrets: &[String]) {
         }
     }
     for (i, first) in duplicates(secrets.iter().enumerate()) {
-        p.push(&format!("{list}[{i}]"), format!("duplicates {list}[{first}]"));
+        p.push(
+            &format!("{list}[{i}]"),
+            format!("duplicates {list}[{first}]"),
+        );
     }
 }
 

@@ -181,7 +181,11 @@ impl EdgeServer {
             if how == Stop::Upgrade {
                 let sent = upgrade::check_receiver(Path::new(&sock))
                     .map_err(|e| e.to_string())
-                    .and_then(|()| fds.lock().send_to_sock(sock.as_str()).map_err(|e| e.to_string()));
+                    .and_then(|()| {
+                        fds.lock()
+                            .send_to_sock(sock.as_str())
+                            .map_err(|e| e.to_string())
+                    });
                 match sent {
                     Ok(_) => tracing::info!(%sock, "listening sockets handed to the new process"),
                     Err(e) => tracing::error!(%sock, error = %e, "graceful upgrade failed"),

@@ -36,7 +36,8 @@ const MESSAGE_WAIT: Duration = Duration::from_secs(5);
 /// Waits up to `wait` on the upgrade socket `path` for the old process's listening
 /// sockets; returns them as `(bind address, fd)`. The socket file is removed afterwards.
 pub fn receive(path: &Path, wait: Duration) -> io::Result<Vec<(String, RawFd)>> {
-    let context = |e: io::Error| io::Error::new(e.kind(), format!("upgrade socket {}: {e}", path.display()));
+    let context =
+        |e: io::Error| io::Error::new(e.kind(), format!("upgrade socket {}: {e}", path.display()));
     remove_stale(path).map_err(context)?;
     let listener = bind_private(path).map_err(context)?;
     let received = accept_own_user(&listener, wait).and_then(|peer| receive_fds(&peer));
@@ -101,13 +102,18 @@ fn accept_own_user(listener: &UnixListener, wait: Duration) -> io::Result<UnixSt
                 if peer_uid == uid {
                     return Ok(peer);
                 }
-                tracing::warn!(peer_uid, "upgrade socket: refused a transfer from another user");
+                tracing::warn!(
+                    peer_uid,
+                    "upgrade socket: refused a transfer from another user"
+                );
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("no listening sockets arrived within {wait:?} (send SIGQUIT to the old process)"),
+                        format!(
+                            "no listening sockets arrived within {wait:?} (send SIGQUIT to the old process)"
+                        ),
                     ));
                 }
                 std::thread::sleep(POLL);
@@ -180,7 +186,10 @@ mod tests {
                 while check_receiver(&path).is_err() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode();
+                let mode = std::fs::symlink_metadata(&path)
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 let mut fds = Fds::new();
                 fds.add(addr, fd);
                 fds.send_to_sock(path.to_str().unwrap()).unwrap();

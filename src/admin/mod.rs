@@ -208,7 +208,11 @@ impl Admin {
                     json!({"ready": ready, "checks": checks}).to_string(),
                 )
             }
-            "/admin/config" => reply(StatusCode::OK, "application/json", self.view().config.clone()),
+            "/admin/config" => reply(
+                StatusCode::OK,
+                "application/json",
+                self.view().config.clone(),
+            ),
             _ => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",

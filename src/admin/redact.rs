@@ -105,10 +105,7 @@ mod tests {
                 "http://collector:4318/v1/traces#x@y",
                 "http://collector:4318/v1/traces#<redacted>",
             ),
-            (
-                "http://u:p@ss@host/a@b",
-                "http://<redacted>@host/a@b",
-            ),
+            ("http://u:p@ss@host/a@b", "http://<redacted>@host/a@b"),
             ("/v1/check?token=t", "/v1/check?<redacted>"),
             ("/healthz", "/healthz"),
             ("no url at all", "no url at all"),
@@ -144,7 +141,10 @@ mod tests {
         }
         assert_eq!(
             value["store"]["redis"]["urls"],
-            json!(["redis://<redacted>@10.0.0.1:6379/0", "redis://10.0.0.2:6379"])
+            json!([
+                "redis://<redacted>@10.0.0.1:6379/0",
+                "redis://10.0.0.2:6379"
+            ])
         );
         assert_eq!(
             value["telemetry"]["otlp_endpoint"],

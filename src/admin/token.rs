@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(login.status(), StatusCode::SEE_OTHER);
         assert_eq!(login.headers()[header::LOCATION], "/?session=s1");
         let set = login.headers()[header::SET_COOKIE].to_str().unwrap();
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
         assert!(!set.contains(TOKEN), "the cookie is not the token: {set}");
         let cookie = set.split(';').next().unwrap();
         let with_cookie = format!("other=1; {cookie}");
@@ -231,7 +234,9 @@ mod tests {
                 .check(&parts("/metrics", &[("cookie", &forged)]))
                 .is_err()
         );
-        let refused = tokens.login(&parts("/?token=wrong", &[])).expect("answered");
+        let refused = tokens
+            .login(&parts("/?token=wrong", &[]))
+            .expect("answered");
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         assert!(tokens.login(&parts("/metrics?token=x", &[])).is_none());
     }

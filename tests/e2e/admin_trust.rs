@@ -98,11 +98,8 @@ async fn a_rebound_host_name_is_refused_on_every_admin_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_token_guards_every_endpoint_but_healthz() {
-    let gateway = blocking(|| {
-        Process::start(&config(&format!(
-            r#"admin_tokens = ["{ADMIN_TOKEN}"]"#
-        )))
-    });
+    let gateway =
+        blocking(|| Process::start(&config(&format!(r#"admin_tokens = ["{ADMIN_TOKEN}"]"#))));
     let admin = Client::new(gateway.admin.expect("admin listener"));
     let bearer = format!("Bearer {ADMIN_TOKEN}");
 
@@ -114,7 +111,12 @@ async fn an_admin_token_guards_every_endpoint_but_healthz() {
             "admin_token_required",
             "server.admin_tokens",
         );
-        let wrong = get(&admin, path, &[("authorization", "Bearer not-the-admin-token")]).await;
+        let wrong = get(
+            &admin,
+            path,
+            &[("authorization", "Bearer not-the-admin-token")],
+        )
+        .await;
         assert_refused(
             &wrong,
             StatusCode::UNAUTHORIZED,
@@ -169,7 +171,14 @@ async fn admin_config_shows_urls_without_their_credentials() {
     let redis = blocking(RedisServer::start);
     // A Redis user with a password (the default user stays open for the harness).
     let created = redis.command(&[
-        "ACL", "SETUSER", "gateway-user", "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all",
+        "ACL",
+        "SETUSER",
+        "gateway-user",
+        "on",
+        &format!(">{PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
     ]);
     assert_eq!(created.as_deref().map(str::trim), Some("OK"));
     let url = format!(
@@ -210,7 +219,11 @@ async fn admin_config_shows_urls_without_their_credentials() {
         "otlp-key-s3cret",
         "otel-user",
     ] {
-        assert!(!shown.text.contains(secret), "{secret} shown: {}", shown.text);
+        assert!(
+            !shown.text.contains(secret),
+            "{secret} shown: {}",
+            shown.text
+        );
     }
     assert_eq!(
         shown.json["store"]["redis"]["urls"][0],

@@ -45,9 +45,8 @@ impl Process {
             config,
             _dir: dir,
         };
-        let line = process.line_where(|l| {
-            l.contains("agentgate listening") || l.contains("admin listener")
-        });
+        let line = process
+            .line_where(|l| l.contains("agentgate listening") || l.contains("admin listener"));
         let line = if line.contains("admin listener") {
             process.admin = Some(
                 listening_addr(&line)

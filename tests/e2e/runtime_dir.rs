@@ -139,7 +139,10 @@ async fn a_pid_file_symlink_is_refused_and_its_target_untouched() {
         output.contains("gw.pid") && output.contains("symbolic link"),
         "{output}"
     );
-    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,5 +183,8 @@ async fn graceful_upgrade_hands_the_sockets_over_a_0600_socket() {
         std::fs::read_to_string(&pid_file).expect("pid file").trim(),
         new.pid().to_string()
     );
-    assert!(!sock.exists(), "the upgrade socket is removed after the transfer");
+    assert!(
+        !sock.exists(),
+        "the upgrade socket is removed after the transfer"
+    );
 }

@@ -163,9 +163,9 @@ impl ServerConfig {
     /// resolved [`runtime_dir_path`](Self::runtime_dir_path); `first_port` is the port actually bound
     /// for the first `listen` address.
     pub fn upgrade_sock_path(&self, runtime_dir: &Path, first_port: u16) -> PathBuf {
-        self.upgrade_sock.clone().unwrap_or_else(|| {
-            runtime_dir.join(format!("agentgate-{first_port}.upgrade.sock"))
-        })
+        self.upgrade_sock
+            .clone()
+            .unwrap_or_else(|| runtime_dir.join(format!("agentgate-{first_port}.upgrade.sock")))
     }
 
     /// Whether the pid file or the upgrade socket lives in the runtime directory (one of
