@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentgate::app::App;
-use agentgate_config::{Config, LogFormat};
+use agentgate::pid_file::PidFile;
+use agentgate::runtime_dir;
+use agentgate_config::{Config, LogFormat, ServerConfig};
 use agentgate_proxy::{ServerSettings, unix_signals};
 use clap::{Parser, Subcommand};
 
@@ -237,6 +239,7 @@ fn serve(
     upgrade: bool,
     app_runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime_dir = private_runtime_dir(&config.server)?;
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),
@@ -259,15 +262,15 @@ fn serve(
     };
     app_runtime.spawn(reload_on_sighup(Arc::clone(&app), path.to_owned(), admin));
     let port = server.local_addrs().first().map_or(0, |a| a.port());
-    let upgrade_sock = config.server.upgrade_sock_path(port);
+    let upgrade_sock = config.server.upgrade_sock_path(&runtime_dir, port);
     server.set_upgrade_sock(upgrade_sock.clone());
-    let pid_file = PidFile::write(config.server.pid_file_path(port))?;
+    let pid_file = PidFile::create(config.server.pid_file_path(&runtime_dir, port), upgrade)?;
     tracing::info!(
         addrs = ?server.local_addrs(),
         threads = config.server.worker_threads(),
         store = ?config.store.kind,
         dispatch = ?config.agent.dispatch,
-        pid_file = %pid_file.0.display(),
+        pid_file = %pid_file.path().display(),
         upgrade_sock = %upgrade_sock.display(),
         "agentgate listening"
     );
@@ -388,23 +391,20 @@ fn loadtest(args: &LoadtestArgs) -> ExitCode {
     ExitCode::from(3)
 }
 
-/// This process's pid file; removed on drop unless another process (a graceful upgrade's
-/// successor) has written its own pid there since.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn write(path: PathBuf) -> std::io::Result<Self> {
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.0)
-            .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.0);
+/// The checked runtime directory, created if missing, when the pid file or the upgrade
+/// socket lives there; and the directories of those configured elsewhere, checked.
+fn private_runtime_dir(server: &ServerConfig) -> std::io::Result<PathBuf> {
+    for (key, path) in [
+        ("server.pid_file", &server.pid_file),
+        ("server.upgrade_sock", &server.upgrade_sock),
+    ] {
+        if let Some(path) = path {
+            runtime_dir::check_file_dir(key, path)?;
         }
     }
+    let path = server.runtime_dir_path(runtime_dir::current_uid());
+    if server.uses_runtime_dir() {
+        runtime_dir::prepare(&path)?;
+    }
+    Ok(path)
 }

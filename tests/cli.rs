@@ -48,3 +48,50 @@ fn errors_are_listed_with_line_and_column_and_fail() {
     );
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
+
+#[test]
+fn a_non_loopback_admin_listener_needs_an_admin_token() {
+    const AUTH: &str = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let open = format!("[server]\nadmin_listen = \"0.0.0.0:9901\"\n{AUTH}");
+    let (ok, _, stderr) = check(&open);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("server.admin_tokens")
+            && stderr.contains("0.0.0.0:9901")
+            && stderr.contains("not a loopback address"),
+        "{stderr}"
+    );
+    // `serve` refuses the same file before binding anything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, &open).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.admin_tokens"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let guarded = format!(
+        "[server]\nadmin_listen = \"0.0.0.0:9901\"\nadmin_tokens = [\"admin-token-0123456789\"]\n{AUTH}"
+    );
+    let (ok, stdout, stderr) = check(&guarded);
+    assert!(ok, "{stderr}");
+    assert!(stdout.trim_end().ends_with(": OK"), "{stdout}");
+
+    // Short tokens and bad host names are named.
+    let bad = format!("[server]\nadmin_hosts = [\"gw:9901\"]\nadmin_tokens = [\"short\"]\n{AUTH}");
+    let (ok, _, stderr) = check(&bad);
+    assert!(!ok);
+    assert!(stderr.contains("server.admin_hosts[0]"), "{stderr}");
+    assert!(
+        stderr.contains("server.admin_tokens[0]") && !stderr.contains("\"short\""),
+        "{stderr}"
+    );
+}

@@ -83,6 +83,14 @@ impl Config {
                 p.push(key, "must not be empty; leave the key out for the default");
             }
         }
+        if let Some(dir) = &s.runtime_dir {
+            p.require(
+                dir.is_absolute(),
+                "server.runtime_dir",
+                "must be an absolute path; leave the key out for the default",
+            );
+        }
+        self.check_admin(p);
         p.require(
             s.max_body_bytes >= 1024,
             "server.max_body_bytes",
@@ -95,6 +103,33 @@ impl Config {
         );
     }
 
+    /// `server.admin_hosts` and `server.admin_tokens`: a token is required on a listener
+    /// other machines can reach.
+    fn check_admin(&self, p: &mut Problems) {
+        let s = &self.server;
+        for (i, host) in s.admin_hosts.iter().enumerate() {
+            p.require(
+                is_plain_host(host),
+                &format!("server.admin_hosts[{i}]"),
+                "must be a host name such as \"gw1.internal\" (letters, digits, '-', '.', '_'; \
+                 no port, no scheme; IP addresses are always accepted)",
+            );
+        }
+        check_secrets(p, "server.admin_tokens", &s.admin_tokens);
+        if let Some(addr) = s.admin_listen
+            && !addr.ip().is_loopback()
+        {
+            p.require(
+                !s.admin_tokens.is_empty(),
+                "server.admin_tokens",
+                format!(
+                    "at least one token is required when server.admin_listen ({addr}) is not \
+                     a loopback address: the admin endpoints would be open to the network"
+                ),
+            );
+        }
+    }
+
     fn check_auth(&self, p: &mut Problems) {
         let a = &self.auth;
         p.require(
@@ -102,27 +137,7 @@ impl Config {
             "auth.api_keys",
             "at least one API key is required",
         );
-        for (i, api_key) in a.api_keys.iter().enumerate() {
-            let key = format!("auth.api_keys[{i}]");
-            // Messages never include the key itself: error output ends up in logs.
-            if api_key.chars().any(char::is_whitespace) {
-                p.push(&key, "must not contain whitespace");
-            } else if !api_key.chars().all(|c| c.is_ascii_graphic()) {
-                p.push(&key, "must contain only visible ASCII characters");
-            }
-            if api_key.chars().count() < MIN_API_KEY_LEN {
-                p.push(
-                    &key,
-                    format!("must be at least {MIN_API_KEY_LEN} characters long"),
-                );
-            }
-        }
-        for (i, first) in duplicates(a.api_keys.iter().enumerate()) {
-            p.push(
-                &format!("auth.api_keys[{i}]"),
-                format!("duplicates auth.api_keys[{first}]"),
-            );
-        }
+        check_secrets(p, "auth.api_keys", &a.api_keys);
         p.require(
             a.stream_token_secret.len() >= MIN_SECRET_BYTES,
             "auth.stream_token_secret",
@@ -661,6 +676,32 @@ const MAX_TOOL_NAME_LEN: usize = 64;
 
 /// Whether `host` is a host name, IPv4 address or bracketed IPv6 address, with no scheme,
 /// port or path.
+/// The rules shared by lists of bearer secrets (`auth.api_keys`, `server.admin_tokens`):
+/// visible ASCII without whitespace, at least [`MIN_API_KEY_LEN`] characters, no duplicates.
+/// Messages never include a secret itself: error output ends up in logs.
+fn check_secrets(p: &mut Problems, list: &str, secrets: &[String]) {
+    for (i, secret) in secrets.iter().enumerate() {
+        let key = format!("{list}[{i}]");
+        if secret.chars().any(char::is_whitespace) {
+            p.push(&key, "must not contain whitespace");
+        } else if !secret.chars().all(|c| c.is_ascii_graphic()) {
+            p.push(&key, "must contain only visible ASCII characters");
+        }
+        if secret.chars().count() < MIN_API_KEY_LEN {
+            p.push(
+                &key,
+                format!("must be at least {MIN_API_KEY_LEN} characters long"),
+            );
+        }
+    }
+    for (i, first) in duplicates(secrets.iter().enumerate()) {
+        p.push(
+            &format!("{list}[{i}]"),
+            format!("duplicates {list}[{first}]"),
+        );
+    }
+}
+
 fn is_plain_host(host: &str) -> bool {
     match host.strip_prefix('[') {
         Some(v6) => v6

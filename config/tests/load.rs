@@ -1,7 +1,7 @@
 //! Loading, defaults and located errors, through the public API only.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentgate_config::{
@@ -120,16 +120,26 @@ fn defaults_are_as_documented() {
     assert_eq!(c.server.listen, [addr("127.0.0.1:8080")]);
     assert_eq!(c.server.threads, 0);
     assert!(c.server.worker_threads() >= 1);
+    assert_eq!(c.server.runtime_dir, None);
+    let runtime_dir = c.server.runtime_dir_path(1000);
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(xdg) if xdg.is_absolute() => assert_eq!(runtime_dir, xdg.join("agentgate")),
+        _ => assert_eq!(runtime_dir, std::env::temp_dir().join("agentgate-1000")),
+    }
     assert_eq!(c.server.pid_file, None);
+    let run = Path::new("/run/user/1000/agentgate");
     assert_eq!(
-        c.server.pid_file_path(8080),
-        std::env::temp_dir().join("agentgate-8080.pid")
+        c.server.pid_file_path(run, 8080),
+        run.join("agentgate-8080.pid")
     );
     assert_eq!(c.server.upgrade_sock, None);
     assert_eq!(
-        c.server.upgrade_sock_path(41234),
-        std::env::temp_dir().join("agentgate-41234.upgrade.sock")
+        c.server.upgrade_sock_path(run, 41234),
+        run.join("agentgate-41234.upgrade.sock")
     );
+    assert!(c.server.uses_runtime_dir());
+    assert!(c.server.admin_hosts.is_empty());
+    assert!(c.server.admin_tokens.is_empty());
     assert_eq!(c.server.max_body_bytes, 1_048_576);
     assert_eq!(c.server.shutdown_grace(), Duration::from_secs(10));
     assert!(c.auth.api_keys.is_empty());
@@ -573,11 +583,16 @@ fn server_rules() {
     ))
     .expect("valid");
     assert_eq!(config.server.worker_threads(), 1024);
-    assert_eq!(config.server.pid_file_path(0), PathBuf::from("/run/ag.pid"));
+    let run = Path::new("/unused");
     assert_eq!(
-        config.server.upgrade_sock_path(0),
+        config.server.pid_file_path(run, 0),
+        PathBuf::from("/run/ag.pid")
+    );
+    assert_eq!(
+        config.server.upgrade_sock_path(run, 0),
         PathBuf::from("/run/ag.sock")
     );
+    assert!(!config.server.uses_runtime_dir());
 }
 
 const ROUTING: &str = r#"

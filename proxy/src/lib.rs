@@ -13,6 +13,7 @@
 //!   per request.
 //! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
+//! - [`upgrade`]: the upgrade socket's receiving end, private to the gateway's user.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
 
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod route;
 pub mod server;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 pub use canary::Canary;

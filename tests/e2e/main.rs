@@ -13,6 +13,7 @@ mod gateway;
 
 mod access_log;
 mod admin;
+mod admin_trust;
 mod auth;
 mod bad_input;
 mod existence_cache;
@@ -25,6 +26,7 @@ mod redis_outage;
 mod reload;
 mod resume;
 mod round_trips;
+mod runtime_dir;
 mod session_metrics;
 mod shared_rate_limit;
 mod shutdown;
