@@ -343,8 +343,10 @@ impl Config {
             if let Some(queue) = &route.priority_queue
                 && let Err(error) = queue.validate()
             {
-                let agentgate_middleware::priority_queue::PolicyError::Zero(field) = &error;
-                p.push(&key(&format!("priority_queue.{field}")), error.to_string());
+                p.push(
+                    &key(&format!("priority_queue.{}", error.key())),
+                    error.to_string(),
+                );
             }
             if let Some(limit) = &route.rate_limit {
                 p.require(

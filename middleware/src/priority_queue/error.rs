@@ -38,12 +38,35 @@ impl std::error::Error for Overloaded {}
 pub enum PolicyError {
     /// The named key is zero but must be at least 1.
     Zero(&'static str),
+    /// A priority (at the named key) is above [`MAX_PRIORITY`](super::MAX_PRIORITY).
+    AboveMax {
+        /// The key, e.g. `default_priority` or `api_key_priorities.<client>`.
+        key: String,
+        /// The priority given.
+        priority: u8,
+    },
+}
+
+impl PolicyError {
+    /// The policy key that is wrong, relative to the policy (`max_in_flight`,
+    /// `api_key_priorities.<client>`).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Zero(key) => key,
+            Self::AboveMax { key, .. } => key,
+        }
+    }
 }
 
 impl std::fmt::Display for PolicyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Zero(key) => write!(f, "`{key}` must be at least 1"),
+            Self::AboveMax { key, priority } => write!(
+                f,
+                "`{key}` is {priority}; priorities go from 0 to {}",
+                super::MAX_PRIORITY
+            ),
         }
     }
 }
