@@ -40,20 +40,18 @@ pub enum PolicyError {
     Zero(&'static str),
     /// A priority (at the named key) is above [`MAX_PRIORITY`](super::MAX_PRIORITY).
     AboveMax {
-        /// The key, e.g. `default_priority` or `api_key_priorities.<client>`.
-        key: String,
+        /// The key: `default_priority` or `api_key_priorities`.
+        key: &'static str,
         /// The priority given.
         priority: u8,
     },
 }
 
 impl PolicyError {
-    /// The policy key that is wrong, relative to the policy (`max_in_flight`,
-    /// `api_key_priorities.<client>`).
-    pub fn key(&self) -> &str {
+    /// The policy key that is wrong, relative to the policy (`max_in_flight`).
+    pub fn key(&self) -> &'static str {
         match self {
-            Self::Zero(key) => key,
-            Self::AboveMax { key, .. } => key,
+            Self::Zero(key) | Self::AboveMax { key, .. } => key,
         }
     }
 }

@@ -106,12 +106,12 @@ impl PriorityQueuePolicy {
         if self.max_in_flight == 0 {
             return Err(PolicyError::Zero("max_in_flight"));
         }
-        let priorities = std::iter::once(("default_priority".to_owned(), self.default_priority))
-            .chain(
-                self.api_key_priorities
-                    .iter()
-                    .map(|(client, p)| (format!("api_key_priorities.{client}"), *p)),
-            );
+        // The clients are not named: a misplaced API key must not end up in an error message.
+        let priorities = std::iter::once(("default_priority", self.default_priority)).chain(
+            self.api_key_priorities
+                .values()
+                .map(|p| ("api_key_priorities", *p)),
+        );
         for (key, priority) in priorities {
             if priority > MAX_PRIORITY {
                 return Err(PolicyError::AboveMax { key, priority });

@@ -496,7 +496,11 @@ fn priorities_above_nine_say_which_key_is_wrong() {
     let mut high_client = trusting_policy();
     high_client.api_key_priorities.insert("fp-x".into(), 200);
     let error = PriorityQueueLayer::from_policy(&high_client).unwrap_err();
-    assert_eq!(error.key(), "api_key_priorities.fp-x");
+    assert_eq!(error.key(), "api_key_priorities");
+    assert!(
+        !error.to_string().contains("fp-x"),
+        "clients are not named: {error}"
+    );
     assert!(toml::from_str::<PriorityQueuePolicy>(r#"streams = "sometimes""#).is_err());
 }
 
