@@ -368,8 +368,23 @@ impl Config {
             if let Some(queue) = &route.priority_queue
                 && let Err(error) = queue.validate()
             {
-                let agentgate_middleware::priority_queue::PolicyError::Zero(field) = &error;
-                p.push(&key(&format!("priority_queue.{field}")), error.to_string());
+                p.push(
+                    &key(&format!("priority_queue.{}", error.key())),
+                    error.to_string(),
+                );
+            }
+            if let Some(queue) = &route.priority_queue
+                && !queue
+                    .api_key_priorities
+                    .keys()
+                    .all(|id| is_key_fingerprint(id))
+            {
+                // The entry is not named: it may be an API key pasted by mistake.
+                p.push(
+                    &key("priority_queue.api_key_priorities"),
+                    "keys must be API key fingerprints, 16 lower-case hex digits (printf %s \
+                     \"$KEY\" | sha256sum | cut -c1-16), never the API keys themselves",
+                );
             }
             if let Some(limit) = &route.rate_limit {
                 p.require(
@@ -743,4 +758,9 @@ impl Problems {
             self.push(key, message);
         }
     }
+}
+
+/// An API key's fingerprint as agentgate shows it: 16 lower-case hex digits.
+fn is_key_fingerprint(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -1013,6 +1013,48 @@ fn route_priority_queues_load_and_bad_ones_name_the_key() {
 }
 
 #[test]
+fn priorities_and_key_bounds_name_the_key_and_never_echo_a_misplaced_api_key() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n[[routes]]\nname = \"a\"\n";
+    let config = Config::from_toml_str(&format!(
+        "{base}[routes.priority_queue]\ntrusted_proxies = [\"10.0.0.5\"]\napi_key_priorities = {{ \"0123456789abcdef\" = 7 }}\nstreams = \"all\"\n[routes.rate_limit]\nkey = \"api_key\"\nmax_keys = 10\n"
+    ))
+    .expect("valid");
+    let queue = config.routes[0].priority_queue.as_ref().expect("queue");
+    assert_eq!(queue.api_key_priorities["0123456789abcdef"], 7);
+    assert_eq!(
+        config.routes[0]
+            .rate_limit
+            .as_ref()
+            .expect("limit")
+            .max_keys,
+        10
+    );
+    for (bad, key) in [
+        (
+            "[routes.priority_queue]\ndefault_priority = 12\n",
+            "routes[0].priority_queue.default_priority",
+        ),
+        (
+            "[routes.priority_queue]\napi_key_priorities = { \"0123456789abcdef\" = 10 }\n",
+            "routes[0].priority_queue.api_key_priorities",
+        ),
+        (
+            "[routes.priority_queue]\napi_key_priorities = { \"sk-live-secret-api-key\" = 3 }\n",
+            "routes[0].priority_queue.api_key_priorities",
+        ),
+        (
+            "[routes.rate_limit]\nmax_keys = 0\n",
+            "routes[0].rate_limit.max_keys",
+        ),
+    ] {
+        let errors = Config::from_toml_str(&format!("{base}{bad}")).expect_err(bad);
+        assert_eq!(errors[0].key.as_deref(), Some(key), "{bad}");
+        let text = errors.iter().map(ToString::to_string).collect::<String>();
+        assert!(!text.contains("sk-live-secret"), "{text}");
+    }
+}
+
+#[test]
 fn canary_is_parsed_with_defaults_and_each_broken_key_is_named_with_its_line() {
     let ok = format!(
         r#"{AUTH}

@@ -43,7 +43,7 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::bridge::{self, RequestBody};
-use crate::route::{Admitted, LiveRoutes, Route, Target};
+use crate::route::{Admitted, AdmittedHeaders, LiveRoutes, Route, Target};
 use crate::trace::{SpanLink, TRACESTATE, TraceContext};
 use crate::upstream::{self, UpstreamGroup};
 
@@ -267,7 +267,10 @@ impl ProxyHttp for Gateway {
                 let name = route.name.clone();
                 ctx.route = Some(route);
                 match response {
-                    Ok(r) if r.extensions().get::<Admitted>().is_some() => {
+                    Ok(mut r) if r.extensions().get::<Admitted>().is_some() => {
+                        if let Some(AdmittedHeaders(kept)) = r.extensions_mut().remove() {
+                            drop_removed_headers(session.req_header_mut(), &kept);
+                        }
                         *ctx.admission.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                         Ok(false)
                     }
@@ -409,6 +412,20 @@ impl ProxyHttp for Gateway {
             access_log(session, ctx);
         }
         // The span closes when pingora drops the context, right after this.
+    }
+}
+
+/// Removes from the request to proxy every header the admission stack removed (absent from
+/// `kept`), so a layer's decision to drop one (an untrusted `x-priority`) holds upstream.
+fn drop_removed_headers(req: &mut RequestHeader, kept: &http::HeaderMap) {
+    let removed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| !kept.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in removed {
+        req.remove_header(&name);
     }
 }
 

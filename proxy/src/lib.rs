@@ -35,8 +35,8 @@ pub use canary::Canary;
 pub use client::UpstreamClient;
 pub use gateway::Gateway;
 pub use route::{
-    AdmissionService, Admitted, LiveRoutes, Route, RouteService, RouteTable, Target, admit_all,
-    route_service,
+    AdmissionService, Admitted, AdmittedHeaders, LiveRoutes, Route, RouteService, RouteTable,
+    Target, admit_all, route_service,
 };
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
 pub use trace::{SpanLink, TraceContext};

@@ -117,6 +117,25 @@ impl Process {
         self.child.id()
     }
 
+    /// Every stdout line up to and including the first for which `matches` holds, then
+    /// whatever else has arrived by then; panics after 20 s or at exit.
+    pub fn lines_until(&mut self, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    let done = matches(&line);
+                    lines.push(line);
+                    if done {
+                        lines.extend(self.lines.try_iter());
+                        return lines;
+                    }
+                }
+                Err(e) => panic!("no matching line from agentgate: {e}; got {lines:#?}"),
+            }
+        }
+    }
+
     /// Replaces the config file (the running process sees it on [`hangup`](Self::hangup)).
     pub fn rewrite_config(&self, toml: &str) {
         std::fs::write(&self.config, toml).expect("rewrite config");

@@ -50,17 +50,20 @@ pub struct RouteConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// `[routes.rate_limit]`: a per-key GCRA rate limit in front of this route (keys
-    /// `per_second`, `burst`, `key` = `"global" | "peer_ip" | "header" | "session_id"`,
-    /// `key_header`, `trusted_proxies`). Over the limit: 429 with `Retry-After` and
-    /// `RateLimit-*` headers. Default unset: not limited.
+    /// `per_second`, `burst`, `key` = `"global" | "peer_ip" | "header" | "session_id" |
+    /// "api_key"`, `key_header`, `trusted_proxies`, `max_keys`). Over the limit: 429 with
+    /// `Retry-After` and `RateLimit-*` headers. Default unset: not limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
     /// `[routes.priority_queue]`: at most `max_in_flight` requests of this route run at once
     /// (a slot is held until the response body ends); the rest wait in a bounded queue,
-    /// highest `x-priority` (0-9, default `default_priority`) first; when the queue is full
+    /// highest priority (0-9: a trusted proxy's `x-priority`, else the API key's, else
+    /// `default_priority`) first; when the queue is full
     /// a more important request evicts the least important waiter, which gets 503 with
     /// `Retry-After`, as does a request that waits past `max_wait_ms`. `stream_budget`
-    /// gives SSE streams slots of their own. Default unset: no queue.
+    /// gives streams (`streams`; default by route kind) slots of their own. `x-priority` is
+    /// believed only from `trusted_proxies` and removed otherwise; `api_key_priorities`
+    /// places API keys by fingerprint. Default unset: no queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority_queue: Option<PriorityQueuePolicy>,
     /// `[routes.canary]`: send a share of this route's traffic to a second upstream group
