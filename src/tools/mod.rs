@@ -11,6 +11,9 @@
 //! its dependents, which are reported as skipped with the cause, while independent calls
 //! keep running. Progress goes to the session's event stream as `tool_started` and
 //! `tool_finished` events, one store round trip per wave of calls.
+//! [`budget`] bounds what a batch may make the gateway hold (inputs after `$ref`
+//! resolution, outputs): going over is a 413 naming the call, decided from sizes before
+//! anything large is built.
 //!
 //! Tools:
 //! - [`builtin`]: `sha256`, `json_query`, `regex_extract`, run on the [`pool`] of CPU
