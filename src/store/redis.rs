@@ -969,4 +969,12 @@ mod tests {
         assert_eq!(session_of_channel(b"ag:{a b}:notify"), None);
         assert_eq!(session_of_channel(b"other"), None);
     }
+
+    #[test]
+    fn the_quota_set_is_tagged_by_owner_and_is_no_session_key() {
+        let owners = owner_key("0123456789abcdef");
+        assert_eq!(owners, "ag:owner:{0123456789abcdef}:sessions");
+        assert_eq!(session_of_meta_key(owners.as_bytes()), None);
+        assert_eq!(session_of_channel(owners.as_bytes()), None);
+    }
 }

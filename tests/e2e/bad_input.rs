@@ -16,24 +16,9 @@ use crate::support::redis_server::RedisServer;
 /// so "too many events" and "too many bytes" are told apart.
 const MAX_BODY: u64 = 16_384;
 
-/// Everything Redis holds: every key with its content (hash fields, stream length).
+/// Everything Redis holds: every key with its content ([`RedisServer::dump`]).
 fn redis_state(redis: &RedisServer) -> Vec<(String, String)> {
-    blocking(|| {
-        redis
-            .keys()
-            .into_iter()
-            .map(|key| {
-                let content = if key.ends_with(":meta") {
-                    redis.command(&["HGETALL", &key])
-                } else if key.ends_with(":events") {
-                    redis.command(&["XLEN", &key])
-                } else {
-                    redis.command(&["TYPE", &key])
-                };
-                (key, content.unwrap_or_default())
-            })
-            .collect()
-    })
+    blocking(|| redis.dump())
 }
 
 struct Row {
@@ -504,7 +489,11 @@ async fn bad_input_is_rejected_and_writes_nothing() {
     }
 
     let initial = redis_state(&redis);
-    assert_eq!(initial.len(), 1, "only the session's meta key: {initial:?}");
+    assert_eq!(
+        initial.len(),
+        2,
+        "only the session's meta key and its owner's quota set: {initial:?}"
+    );
     for row in rows {
         let reply = gateway.client.send_call(row.call).await;
         assert_eq!(

@@ -112,11 +112,6 @@ impl Process {
 }
 
 impl Process {
-    /// The child's process id (to read its `/proc/<pid>/status`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Every stdout line up to and including the first for which `matches` holds, then
     /// whatever else has arrived by then; panics after 20 s or at exit.
     pub fn lines_until(&mut self, matches: impl Fn(&str) -> bool) -> Vec<String> {
