@@ -75,7 +75,7 @@ pub use error::{ConfigError, ValidationError};
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, Config, DemoConfig, Dispatch,
     ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
-    RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind,
+    RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, SseShare, StoreConfig, StoreKind,
     TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
 };
 
