@@ -7,17 +7,17 @@
 //! - percent-encodings of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded
 //!   (§6.2.2.2), every other percent-encoding is kept with upper-case hex (§6.2.2.1), and raw
 //!   non-ASCII bytes are percent-encoded;
-//! - empty segments are merged (`//` becomes `/`, as nginx's `merge_slashes` does, so
-//!   `//admin` is `/admin` for the route table and for an origin that merges slashes alike);
-//! - then dot segments are removed (§5.2.4, after decoding: `%2e%2e` is `..`); a trailing
-//!   `.` or `..` leaves a trailing `/`.
+//! - dot segments are removed (§5.2.4, after decoding: `%2e%2e` is `..`); a trailing `.` or
+//!   `..` leaves a trailing `/`.
 //!
 //! Refused ([`PathError`], answered `400`), because origins disagree on what they mean:
 //! an encoded `/` (`%2F`), a `\` raw or encoded (`%5C`), NUL and other control bytes raw or
 //! encoded, a `%` not followed by two hex digits, an encoded `%` followed by two hex digits
 //! (`%252e`: double encoding, which an origin that decodes twice reads as `.`), `..` that
 //! would climb above the root, a dot segment carrying parameters (`..;x`, which Java
-//! servers read as `..`), and a path that does not start with `/`.
+//! servers read as `..`), an empty segment (`//`: significant to RFC 3986, merged away by
+//! nginx and many frameworks, so `//admin` would not match an `/admin` route yet reach
+//! `/admin`; a trailing `/` is fine), and a path that does not start with `/`.
 //!
 //! The query is not part of the path and is not touched.
 
@@ -42,6 +42,8 @@ pub enum PathError {
     AboveRoot,
     /// A `.` or `..` segment with parameters (`..;x`), which some origins read as `..`.
     DotSegmentParameters,
+    /// An empty segment (`//`), which some origins merge away and others keep.
+    EmptySegment,
 }
 
 impl std::fmt::Display for PathError {
@@ -62,6 +64,7 @@ impl std::fmt::Display for PathError {
             Self::DotSegmentParameters => {
                 "invalid request path: a '.' or '..' segment with ';' parameters is not allowed"
             }
+            Self::EmptySegment => "invalid request path: an empty segment ('//') is not allowed",
         })
     }
 }
@@ -166,7 +169,7 @@ fn decode(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// §5.2.4 over a decoded path (starting with `/`), with empty segments merged.
+/// §5.2.4 over a decoded path (starting with `/`); empty segments refused.
 fn remove_dot_segments(decoded: &str) -> Result<String, PathError> {
     let mut kept: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
@@ -175,6 +178,7 @@ fn remove_dot_segments(decoded: &str) -> Result<String, PathError> {
         let last = segments.peek().is_none();
         trailing_slash = false;
         match segment {
+            "" if !last => return Err(PathError::EmptySegment),
             "" | "." => trailing_slash = last,
             ".." => {
                 if kept.pop().is_none() {
@@ -251,14 +255,15 @@ mod tests {
             ("/public/%2E%2E/admin", Ok("/admin")),
             ("/public/.%2e/admin", Ok("/admin")),
             ("/public/%2e./admin", Ok("/admin")),
-            ("/public//../admin", Ok("/admin")),
             ("/public/x/../../admin", Ok("/admin")),
             ("/public/%2e/admin", Ok("/public/admin")),
-            ("//admin", Ok("/admin")),
             ("/public/..", Ok("/")),
             ("/public/x/..", Ok("/public/")),
             ("/public/.", Ok("/public/")),
-            ("/public//", Ok("/public/")),
+            ("/public//../admin", Err(EmptySegment)),
+            ("//admin", Err(EmptySegment)),
+            ("/public//", Err(EmptySegment)),
+            ("/v2/sessions//events", Err(EmptySegment)),
             ("/public/..%2fadmin", Err(EncodedSlash)),
             ("/public/%2e%2e%2fadmin", Err(EncodedSlash)),
             ("/public/%2E%2E%2Fadmin", Err(EncodedSlash)),
@@ -313,7 +318,7 @@ mod tests {
         for raw in [
             "/public/%2e%2e/admin",
             "/a%3bb%3f%2a",
-            "/caf\u{e9}/./x//",
+            "/caf\u{e9}/./x/",
             "/public/%25%3b",
             "/a/b/../c/.",
         ] {
