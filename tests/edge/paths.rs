@@ -162,15 +162,7 @@ peers = [{}]
 
 #[tokio::test]
 async fn in_process_services_see_the_normal_path() {
-    let edge = Edge::from_toml(
-        r#"
-[[routes]]
-name = "agent"
-kind = "agent"
-path_prefix = "/v2/"
-"#,
-    )
-    .await;
+    let edge = Edge::agent_under_v2().await;
     // Matches /v2/ and the agent API serves it as POST /v2/sessions.
     let (status, body) = raw(
         &edge,
@@ -182,4 +174,27 @@ path_prefix = "/v2/"
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     edge.stop().await;
+}
+
+/// A route prefix that no normal path can start with is a startup error naming the route
+/// and, where there is one, the prefix to write instead.
+#[tokio::test]
+async fn a_path_prefix_not_in_normal_form_is_refused_at_startup() {
+    for (prefix, says) in [
+        ("/public/%7euser/", r#"write "/public/~user/""#),
+        ("/a/../b", r#"write "/b""#),
+        ("/a//", "an empty segment"),
+    ] {
+        let config = crate::edge::config(&format!(
+            "[[routes]]\nname = \"odd\"\nkind = \"agent\"\npath_prefix = {prefix:?}\n"
+        ));
+        let error = match agentgate::app::App::build(&config).await {
+            Ok(_) => panic!("{prefix}: built"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.starts_with("route odd: path_prefix") && error.contains(says),
+            "{prefix}: {error}"
+        );
+    }
 }

@@ -60,15 +60,7 @@ async fn api(edge: &Edge, path: &str, body: &Value, status: StatusCode) -> Value
 
 #[tokio::test]
 async fn sse_through_an_agent_route_is_unbuffered() {
-    let edge = Edge::from_toml(
-        r#"
-[[routes]]
-name = "agent"
-kind = "agent"
-path_prefix = "/v2/"
-"#,
-    )
-    .await;
+    let edge = Edge::agent_under_v2().await;
     let init = api(&edge, "/v2/sessions", &json!({}), StatusCode::CREATED).await;
     let (id, token) = (
         init["id"].as_str().expect("id"),
@@ -122,19 +114,7 @@ async fn viewers_of_an_upstream_stream_share_one_upstream_request() {
         })
     })
     .await;
-    let edge = Edge::from_toml(&format!(
-        r#"
-[[routes]]
-name = "feeds"
-kind = "sse"
-path_prefix = "/feeds/"
-upstream = "news"
-[upstreams.news]
-peers = [{}]
-"#,
-        crate::edge::peers(&[origin.addr])
-    ))
-    .await;
+    let edge = sse_route(&origin, "").await;
     let client = &edge.client;
     let mut viewers = Vec::new();
     for _ in 0..20 {
