@@ -13,8 +13,8 @@
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
 //!   to the group; the admission response, and the queue slot in it, lives until pingora
 //!   has sent the whole response
-//! - sse routes: SSE fan-out (one upstream request per stream, whatever the viewers;
-//!   `features.sse_fanout`) ─► a pooled HTTP client to the group
+//! - sse routes: SSE fan-out (one upstream request per stream and credentials, whatever
+//!   the viewers; `features.sse_fanout`) ─► a pooled HTTP client to the group
 //! - a route's policies, on any kind, outermost first: identify (peer address; the
 //!   verified API key's fingerprint when a policy reads it) ─► rate limit (in process, or in
 //!   Redis shared by every gateway: `store = "redis"`) ─► priority queue (removes an
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
-    RouteKind, StoreKind, ToolKind, UpstreamConfig,
+    RouteKind, SseShare, StoreKind, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::client::{ClientIdentity, PeerAddr};
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
@@ -34,7 +34,7 @@ use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
 use agentgate_middleware::rate_limit::{
     KeyKind, LimitStore, RateLimitLayer, RateLimited, SharedGcra, SharedRateLimitLayer,
 };
-use agentgate_middleware::sse::fanout::{PathAndAuth, SseFanoutLayer};
+use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::{
@@ -621,6 +621,22 @@ fn build_routes(
         return Ok(table);
     }
     for route in &config.routes {
+        // Requests are matched by their normal path: a prefix in another form never matches.
+        match agentgate_proxy::path::normalize(&route.path_prefix) {
+            Ok(normal) if normal == route.path_prefix.as_str() => {}
+            normal => {
+                return Err(AppError::Route {
+                    name: route.name.clone(),
+                    reason: match normal {
+                        Ok(normal) => format!(
+                            "path_prefix {:?} never matches a normalised path; write {normal:?}",
+                            route.path_prefix
+                        ),
+                        Err(e) => format!("path_prefix {:?}: {e}", route.path_prefix),
+                    },
+                });
+            }
+        }
         let has_policies = route.rate_limit.is_some() || route.priority_queue.is_some();
         let target = match (
             route.kind,
@@ -682,9 +698,9 @@ fn canary(
     )))
 }
 
-/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path,
-/// query and `Authorization` — share one upstream request; `features.sse_fanout`) ─► a
-/// pooled HTTP client to the group's peers.
+/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path
+/// and query, and same credentials unless `share = "public"` — share one upstream request;
+/// `features.sse_fanout`) ─► a pooled HTTP client to the group's peers.
 fn sse_upstream_stack(
     config: &Config,
     route: &RouteConfig,
@@ -694,12 +710,24 @@ fn sse_upstream_stack(
     if !config.features.sse_fanout {
         return Ok(route_service(client));
     }
-    let fanout = SseFanoutLayer::new(PathAndAuth, config.sse.fanout.clone()).map_err(|e| {
-        AppError::Route {
-            name: route.name.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let error = |reason: String| AppError::Route {
+        name: route.name.clone(),
+        reason,
+    };
+    let share = match route.share {
+        SseShare::Credentials => Share::Credentials {
+            // validate() checked the names.
+            headers: route
+                .credential_headers
+                .iter()
+                .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| error(format!("credential_headers: {e}")))?,
+        },
+        SseShare::Public => Share::Public,
+    };
+    let fanout = SseFanoutLayer::new(PathAndCredentials::new(share), config.sse.fanout.clone())
+        .map_err(|e| error(e.to_string()))?;
     Ok(route_service(
         ServiceBuilder::new().layer(fanout).service(client),
     ))

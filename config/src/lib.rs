@@ -75,8 +75,8 @@ pub use error::{ConfigError, ValidationError};
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, Config, DemoConfig, Dispatch,
     ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
-    QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig,
-    StoreKind, TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, SseShare,
+    StoreConfig, StoreKind, TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -11,7 +11,7 @@ use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
 
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
-use crate::schema::{Config, Dispatch, RouteKind, StoreKind, ToolKind};
+use crate::schema::{Config, Dispatch, RouteConfig, RouteKind, SseShare, StoreKind, ToolKind};
 
 /// Shortest accepted API key, in characters.
 const MIN_API_KEY_LEN: usize = 16;
@@ -441,6 +441,7 @@ impl Config {
             if let Some(canary) = &route.canary {
                 self.check_canary(p, i, route, canary);
             }
+            check_sse_share(p, i, route);
         }
         let named = self
             .routes
@@ -495,11 +496,7 @@ impl Config {
             "must be a percentage from 0 to 100",
         );
         p.require(
-            canary.header.is_empty()
-                || canary
-                    .header
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            canary.header.is_empty() || is_lower_header_name(&canary.header),
             &key("header"),
             "must be a lower-case header name (letters, digits, '-'), or \"\" for none",
         );
@@ -688,6 +685,45 @@ impl Config {
 
 /// Longest tool name, in characters.
 const MAX_TOOL_NAME_LEN: usize = 64;
+
+/// `share` and `credential_headers` of route `i`: `kind = "sse"` only; header names valid;
+/// no headers to compare on a public stream.
+fn check_sse_share(p: &mut Problems, i: usize, route: &RouteConfig) {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    if route.kind != RouteKind::Sse {
+        p.require(
+            route.share == SseShare::Credentials,
+            &key("share"),
+            "only kind = \"sse\" routes share streams",
+        );
+        p.require(
+            route.credential_headers.is_empty(),
+            &key("credential_headers"),
+            "only kind = \"sse\" routes share streams",
+        );
+        return;
+    }
+    p.require(
+        route.share == SseShare::Credentials || route.credential_headers.is_empty(),
+        &key("credential_headers"),
+        "must be empty with share = \"public\": a public stream compares no credentials",
+    );
+    for (j, name) in route.credential_headers.iter().enumerate() {
+        p.require(
+            is_lower_header_name(name),
+            &format!("routes[{i}].credential_headers[{j}]"),
+            "must be a lower-case header name (letters, digits, '-')",
+        );
+    }
+}
+
+/// A non-empty lower-case header name: ASCII letters, digits and `-`.
+fn is_lower_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// Whether `host` is a host name, IPv4 address or bracketed IPv6 address, with no scheme,
 /// port or path.

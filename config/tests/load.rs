@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentgate_config::{
     Balance, Config, ConfigError, Dispatch, HashOn, HealthCheckConfig, REFERENCE_TOML, RedisConfig,
-    RouteConfig, RouteKind, StoreKind, UpstreamConfig, ValidationError,
+    RouteConfig, RouteKind, SseShare, StoreKind, UpstreamConfig, ValidationError,
 };
 
 /// Credentials that pass validation, for sources that test something else.
@@ -650,6 +650,8 @@ fn routes_and_upstreams_load_with_their_values() {
                 rate_limit: None,
                 priority_queue: None,
                 canary: None,
+                share: SseShare::Credentials,
+                credential_headers: Vec::new(),
             },
             RouteConfig {
                 name: "users".into(),
@@ -1052,6 +1054,83 @@ fn priorities_and_key_bounds_name_the_key_and_never_echo_a_misplaced_api_key() {
         let text = errors.iter().map(ToString::to_string).collect::<String>();
         assert!(!text.contains("sk-live-secret"), "{text}");
     }
+}
+
+#[test]
+fn sse_sharing_loads_and_each_misplaced_or_broken_key_is_named_with_its_line() {
+    let ok = format!(
+        r#"{AUTH}
+[upstreams.feeds]
+peers = ["127.0.0.1:9001"]
+[[routes]]
+name = "private"
+kind = "sse"
+path_prefix = "/me/"
+upstream = "feeds"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "public"
+kind = "sse"
+upstream = "feeds"
+share = "public"
+"#
+    );
+    let config = Config::from_toml_str(&ok).expect("valid sharing");
+    assert_eq!(config.routes[0].share, SseShare::Credentials);
+    assert_eq!(config.routes[0].credential_headers, ["x-api-key"]);
+    assert_eq!(config.routes[1].share, SseShare::Public);
+
+    let bad = format!(
+        r#"{AUTH}
+[upstreams.feeds]
+peers = ["127.0.0.1:9001"]
+[[routes]]
+name = "proxied"
+kind = "upstream"
+upstream = "feeds"
+share = "public"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "public"
+kind = "sse"
+upstream = "feeds"
+share = "public"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "private"
+kind = "sse"
+upstream = "feeds"
+credential_headers = ["X-Api-Key", ""]
+"#
+    );
+    let errors = errors(&bad);
+    let line = |key: &str| error_for(&errors, key).line;
+    assert_eq!(line("routes[0].share"), Some(12));
+    assert_eq!(line("routes[0].credential_headers"), Some(13));
+    assert!(
+        error_for(&errors, "routes[1].credential_headers")
+            .message
+            .contains("share = \"public\"")
+    );
+    assert_eq!(line("routes[1].credential_headers"), Some(19));
+    assert_eq!(line("routes[2].credential_headers[0]"), Some(24));
+    assert!(
+        error_for(&errors, "routes[2].credential_headers[1]")
+            .message
+            .contains("lower-case header name")
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    let unknown = errors_of_share("\"everyone\"");
+    assert!(unknown.contains("share"), "{unknown}");
+}
+
+/// The error of an sse route whose `share` is `value`.
+fn errors_of_share(value: &str) -> String {
+    let src = format!(
+        "{AUTH}\n[upstreams.u]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"s\"\n\
+         kind = \"sse\"\nupstream = \"u\"\nshare = {value}\n"
+    );
+    format!("{:?}", errors(&src))
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
 //!
 //! Phases, in pingora's order:
-//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), open the
-//!   request's span and trace context, find the route (JSON 404 if none). A service route is
+//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), normalise the
+//!   path ([`path`](crate::path); JSON 400 for an ambiguous one), open the request's span and
+//!   trace context, find the route by the normal path (JSON 404 if none). A service route is
 //!   served right here through the [bridge](crate::bridge). An upstream route first runs its
 //!   admission stack: a rejection is written to the client; an admission is kept in the
 //!   request context.
@@ -27,6 +28,7 @@
 //! in-process services. A [`SpanLink`] (OpenTelemetry, with agentgate's `otlp` feature)
 //! makes the exported span and the propagated ids agree.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,7 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::bridge::{self, RequestBody};
+use crate::path::normalize;
 use crate::route::{Admitted, AdmittedHeaders, LiveRoutes, Route, Target};
 use crate::trace::{SpanLink, TRACESTATE, TraceContext};
 use crate::upstream::{self, UpstreamGroup};
@@ -199,7 +202,19 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.request_id = Some(request_id);
+        // Routing, the span, in-process services and the upstream all see the normal path.
+        let normalized = normalize_target(session.req_header_mut());
         self.open_span(session.req_header(), ctx);
+        if let Err(message) = normalized {
+            bridge::write_error(
+                session,
+                StatusCode::BAD_REQUEST,
+                &message,
+                ctx.request_id.as_ref(),
+            )
+            .await?;
+            return Ok(true);
+        }
         let Some(route) = self.routes.find(session.req_header()) else {
             let path = session.req_header().uri.path().to_owned();
             bridge::write_error(
@@ -463,6 +478,40 @@ impl Gateway {
         ctx.span = span;
         ctx.trace = Some(trace);
     }
+}
+
+/// Rewrites the request's target to its [normal path](crate::path) (query untouched), the
+/// one every later phase reads and the upstream receives; or says why it is refused.
+///
+/// A target that is not origin-form (absolute-form `http://host/path`, or one pingora could
+/// not classify) is rewritten to origin-form too: pingora would otherwise send its raw
+/// bytes upstream, not the path the route table matched.
+fn normalize_target(req: &mut RequestHeader) -> std::result::Result<(), String> {
+    if !req.raw_path_is_utf8() {
+        return Err("invalid request path: it is not valid UTF-8".to_owned());
+    }
+    let normal = normalize(req.uri.path()).map_err(|e| e.to_string())?;
+    let origin_form = req
+        .uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().as_bytes() == req.raw_path());
+    if matches!(normal, Cow::Borrowed(_)) && origin_form {
+        return Ok(());
+    }
+    let target = match req.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal.into_owned(),
+    };
+    // Scheme and authority (HTTP/2 `:authority`) stay: host routing reads them.
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(target)
+            .map_err(|_| "invalid request path: it cannot be normalised".to_owned())?,
+    );
+    let uri = http::Uri::from_parts(parts)
+        .map_err(|_| "invalid request path: it cannot be normalised".to_owned())?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// One access log line for the finished request.

@@ -9,6 +9,8 @@
 //!   session, pinnable by header or cookie.
 //! - [`client`]: a tower service sending requests to an upstream group (for layers that
 //!   need the whole exchange, like SSE fan-out).
+//! - [`path`]: the request-path normaliser run before routing (dot segments, percent
+//!   encodings; ambiguous spellings refused).
 //! - [`gateway`]: the `ProxyHttp` implementation tying them together; one `tracing` span
 //!   per request.
 //! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
@@ -25,6 +27,7 @@ pub mod client;
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
 
 pub mod gateway;
+pub mod path;
 pub mod route;
 pub mod server;
 pub mod trace;

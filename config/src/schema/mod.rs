@@ -20,7 +20,7 @@ mod upstreams;
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
 pub use features::FeaturesConfig;
-pub use routes::{CanaryConfig, RouteConfig, RouteKind};
+pub use routes::{CanaryConfig, RouteConfig, RouteKind, SseShare};
 pub use server::{LogFormat, ServerConfig};
 
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).

@@ -13,9 +13,25 @@ pub enum RouteKind {
     /// route's `upstream` key.
     Upstream,
     /// `"sse"`: Server-Sent Events streams of the `[upstreams.NAME]` pool, shared: every
-    /// viewer of one stream (same path, query and `Authorization`) reads one upstream
-    /// connection (`[sse.fanout]`, with `features.sse_fanout`); resumes use `Last-Event-ID`.
+    /// viewer of one stream (same path and query, and the same credentials unless the route
+    /// says `share = "public"`) reads one upstream connection (`[sse.fanout]`, with
+    /// `features.sse_fanout`); resumes use `Last-Event-ID`.
     Sse,
+}
+
+/// Who may share one upstream stream of a `kind = "sse"` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SseShare {
+    /// `"credentials"`: only viewers presenting the same credentials (`Authorization`,
+    /// `Proxy-Authorization`, `Cookie` and the route's `credential_headers`, compared by
+    /// value) share a stream; viewers with different ones get their own upstream request.
+    #[default]
+    Credentials,
+    /// `"public"`: every viewer of the same path and query shares one stream, whatever
+    /// credentials they present; the upstream sees only the first viewer's. For streams the
+    /// upstream serves to anyone.
+    Public,
 }
 
 /// One `[[routes]]` entry: which requests it matches and who answers them.
@@ -71,6 +87,16 @@ pub struct RouteConfig {
     /// unset: every request goes to `upstream`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryConfig>,
+    /// Who may share one upstream stream (`kind = "sse"` only): `"credentials"` or
+    /// `"public"`. Whoever shares, a viewer joining a stream gets only the headers that
+    /// describe it (content type, caching), never the first viewer's `Set-Cookie` or other
+    /// per-client headers. Default `"credentials"`.
+    pub share: SseShare,
+    /// Request headers that carry credentials too, beyond `Authorization`,
+    /// `Proxy-Authorization` and `Cookie` (e.g. `["x-api-key"]`): lower-case header names;
+    /// viewers share a stream only if these are equal as well. `kind = "sse"` with
+    /// `share = "credentials"` only. Default `[]`.
+    pub credential_headers: Vec<String>,
 }
 
 /// `[routes.canary]`: a weighted second upstream group for safe rollouts (e.g. 95/5).
@@ -122,6 +148,8 @@ impl Default for RouteConfig {
             rate_limit: None,
             priority_queue: None,
             canary: None,
+            share: SseShare::Credentials,
+            credential_headers: Vec::new(),
         }
     }
 }
