@@ -50,7 +50,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::CheckConfig { file } => match load(&file) {
-            Some(_) => {
+            Some(config) => {
+                for key in config.published_credentials() {
+                    eprintln!("{}: warning: {}", file.display(), published_warning(&key));
+                }
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
@@ -231,12 +234,25 @@ fn init_tracing(
     }
 }
 
+/// The warning for a published example credential on a loopback-only gateway (elsewhere
+/// validation refuses it).
+fn published_warning(key: &str) -> String {
+    format!(
+        "{key} is an example value published with agentgate: accepted only because every \
+         server.listen address is loopback; {}",
+        agentgate_config::GENERATE_HINT
+    )
+}
+
 fn serve(
     config: Config,
     path: &Path,
     upgrade: bool,
     app_runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    for key in config.published_credentials() {
+        tracing::warn!("{}", published_warning(&key));
+    }
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),

@@ -275,6 +275,14 @@ pub fn redacted(config: &Config) -> Value {
     if let Some(secret) = value.pointer_mut("/auth/stream_token_secret") {
         *secret = json!(REDACTED);
     }
+    if let Some(secrets) = value
+        .pointer_mut("/auth/stream_token_secrets")
+        .and_then(Value::as_array_mut)
+    {
+        for secret in secrets {
+            *secret = json!(REDACTED);
+        }
+    }
     if let Some(urls) = value
         .pointer_mut("/store/redis/urls")
         .and_then(Value::as_array_mut)
@@ -311,6 +319,7 @@ mod tests {
         let mut config = Config::default();
         config.auth.api_keys = vec!["k-0123456789abcdef".to_owned()];
         config.auth.stream_token_secret = "s".repeat(40);
+        config.auth.stream_token_secrets = vec!["r".repeat(40)];
         config.store.redis.urls = vec![
             "redis://app:hunter2@10.0.0.1:6379/0".to_owned(),
             "redis://10.0.0.2:6379".to_owned(),
@@ -321,6 +330,7 @@ mod tests {
         for secret in [
             "k-0123456789abcdef",
             &"s".repeat(40),
+            &"r".repeat(40),
             "hunter2",
             "only-password",
         ] {
