@@ -17,6 +17,7 @@ mod auth;
 mod bad_input;
 mod existence_cache;
 mod fanout;
+mod hostile_tokens;
 mod lifecycle;
 mod multiplex;
 mod process;
