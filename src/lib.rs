@@ -23,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod loadtest;
 pub mod metrics;
+pub mod redact;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -192,8 +192,8 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`) filtering a layered
-/// registry of the fmt layer (text or JSON lines; JSON lines carry the request span's
-/// fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
+/// registry of the fmt layer (text or JSON lines on stdout, credentials redacted; JSON lines
+/// carry the request span's fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
 /// from `runtime`. `log` records (pingora's) are captured too.
 fn init_tracing(
     config: &Config,
@@ -205,10 +205,13 @@ fn init_tracing(
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Every line passes the redactor: dependencies' DEBUG/TRACE lines dump request heads.
+    let writer = agentgate::redact::Redacting(std::io::stdout);
     let fmt = match config.server.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         // The current span (the request's) under "span"; no "spans" list repeating it.
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_span_list(false)

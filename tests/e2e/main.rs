@@ -25,6 +25,7 @@ mod redis_outage;
 mod reload;
 mod resume;
 mod round_trips;
+mod secrets_in_logs;
 mod session_metrics;
 mod shared_rate_limit;
 mod shutdown;

@@ -13,6 +13,10 @@ pub struct Process {
     /// Where it listens.
     pub addr: SocketAddr,
     lines: mpsc::Receiver<String>,
+    /// Every stdout line [`line_where`](Self::line_where) has read so far.
+    seen: Vec<String>,
+    /// Where stderr goes, when [`start_capturing`](Self::start_capturing) started it.
+    stderr: Option<std::path::PathBuf>,
     config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -25,9 +29,24 @@ impl Process {
 
     /// [`Process::start`] with `RUST_LOG` set to `filter`.
     pub fn start_with_log(toml: &str, filter: &str) -> Self {
+        Self::spawn(toml, filter, false)
+    }
+
+    /// [`Process::start_with_log`], keeping stderr too: [`output`](Self::output) returns
+    /// everything the process wrote.
+    pub fn start_capturing(toml: &str, filter: &str) -> Self {
+        Self::spawn(toml, filter, true)
+    }
+
+    fn spawn(toml: &str, filter: &str, capture_stderr: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("agentgate.toml");
         std::fs::write(&path, toml).expect("write config");
+        let stderr_path = capture_stderr.then(|| dir.path().join("stderr.log"));
+        let stderr = match &stderr_path {
+            Some(file) => Stdio::from(std::fs::File::create(file).expect("stderr file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .arg("serve")
             .arg("--config")
@@ -36,7 +55,7 @@ impl Process {
             .env("RUST_LOG", filter)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("agentgate starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -53,6 +72,8 @@ impl Process {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             lines,
+            seen: Vec::new(),
+            stderr: stderr_path,
             config: path,
             _dir: dir,
         };
@@ -66,8 +87,12 @@ impl Process {
     pub fn line_where(&mut self, matches: impl Fn(&str) -> bool) -> String {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if matches(&line) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
                 Err(e) => panic!("no matching line from agentgate: {e}"),
             }
         }
@@ -100,6 +125,21 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Everything the process wrote to stdout, then to stderr (when captured): call after
+    /// [`terminate`](Self::terminate), once the output is complete.
+    pub fn output(&mut self) -> String {
+        // The reader thread ends at EOF, which follows the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        let mut all = self.seen.join("\n");
+        if let Some(file) = &self.stderr {
+            all.push('\n');
+            all.push_str(&std::fs::read_to_string(file).expect("stderr file"));
+        }
+        all
     }
 
     fn signal(&self, which: &str) {
