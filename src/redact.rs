@@ -7,7 +7,7 @@
 //! between the log formatter and stdout and, in every line, replaces with `<redacted>`:
 //!
 //! - the value of an `Authorization`, `Proxy-Authorization`, `Cookie` or `Set-Cookie` header,
-//!   in the spellings those dumps use (`"authorization": "Bearer …"`, `cookie: …\r\n`, and
+//!   in the spellings those dumps use (`"authorization": "Bearer <key>"`, `cookie: <value>\r\n`, and
 //!   either one inside a JSON log line);
 //! - what follows `Bearer `;
 //! - the value of a `token` or `tokens` query parameter (stream tokens);
@@ -22,7 +22,7 @@
 //! ```
 //! use agentgate::redact::redact;
 //!
-//! let line = br#"uri: /v2/sessions/s1/stream?token=v1.1.abc, headers: {"authorization": "Bearer k"}"#;
+//! let line = br#"uri: /v2/sessions/s1/stream?token=v1.1.abc, headers: {"authorization": "Bearer <api-key>"}"#;
 //! assert_eq!(
 //!     &*redact(line),
 //!     br#"uri: /v2/sessions/s1/stream?token=<redacted>, headers: {"authorization": "<redacted>"}"#
