@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(tokens.verify(&id, Some(&token)), Ok(()));
         assert_eq!(tokens.verify(&other, Some(&token)), Err(AuthError::Invalid));
         assert_eq!(tokens.verify(&id, None), Err(AuthError::Missing));
-        assert_eq!(tokens.verify(&id, Some("v1.x.y")), Err(AuthError::Malformed));
+        assert_eq!(
+            tokens.verify(&id, Some("v1.x.y")),
+            Err(AuthError::Malformed)
+        );
         let expired = tokens.token(&id, unix_now() - 1);
         assert_eq!(tokens.verify(&id, Some(&expired)), Err(AuthError::Expired));
         let forged = self::tokens(b"another-secret-another-secret-xx");
@@ -244,7 +247,11 @@ mod tests {
         let now = unix_now();
         let edge = tokens.token(&id, now + 60 + EXPIRY_SKEW.as_secs() - 1);
         assert_eq!(tokens.verify(&id, Some(&edge)), Ok(()));
-        for expires in [now + 60 + EXPIRY_SKEW.as_secs() + 5, 4_102_444_800, u64::MAX] {
+        for expires in [
+            now + 60 + EXPIRY_SKEW.as_secs() + 5,
+            4_102_444_800,
+            u64::MAX,
+        ] {
             let far = tokens.token(&id, expires);
             assert_eq!(
                 tokens.verify(&id, Some(&far)),
@@ -308,9 +315,15 @@ mod tests {
         assert_eq!(rotated.verify(&id, Some(&before)), Ok(()));
         let after = rotated.issue(&id).0;
         assert_eq!(tokens(new).verify(&id, Some(&after)), Ok(()));
-        assert_eq!(tokens(old).verify(&id, Some(&after)), Err(AuthError::Invalid));
+        assert_eq!(
+            tokens(old).verify(&id, Some(&after)),
+            Err(AuthError::Invalid)
+        );
         // Once the old secret is dropped its tokens stop working.
-        assert_eq!(tokens(new).verify(&id, Some(&before)), Err(AuthError::Invalid));
+        assert_eq!(
+            tokens(new).verify(&id, Some(&before)),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]
@@ -324,7 +337,8 @@ mod tests {
         let single = StreamTokens::from_config(&auth).issue(&id).0;
         assert_eq!(tokens(SECRET).verify(&id, Some(&single)), Ok(()));
         auth.stream_token_secret.clear();
-        auth.stream_token_secrets = vec!["n".repeat(32), String::from_utf8(SECRET.to_vec()).unwrap()];
+        auth.stream_token_secrets =
+            vec!["n".repeat(32), String::from_utf8(SECRET.to_vec()).unwrap()];
         let listed = StreamTokens::from_config(&auth);
         assert_eq!(listed.verify(&id, Some(&single)), Ok(()));
         let fresh = listed.issue(&id).0;

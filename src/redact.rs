@@ -155,20 +155,26 @@ mod tests {
     #[test]
     fn escaped_quotes_inside_a_value_are_covered() {
         let line = r#"headers: {"cookie": "a=\"secret\"; b=more", "host": "x"}"#;
-        assert_eq!(text(line), r#"headers: {"cookie": "<redacted>", "host": "x"}"#);
+        assert_eq!(
+            text(line),
+            r#"headers: {"cookie": "<redacted>", "host": "x"}"#
+        );
     }
 
     #[test]
     fn bare_tokens_and_bearer_anywhere() {
         assert_eq!(
-            text(&format!("body: {{\"stream_token\":\"{TOKEN}\"}} Bearer abc.def")),
+            text(&format!(
+                "body: {{\"stream_token\":\"{TOKEN}\"}} Bearer abc.def"
+            )),
             "body: {\"stream_token\":\"v1.1796363218.<redacted>\"} Bearer <redacted>"
         );
     }
 
     #[test]
     fn lines_without_credentials_are_not_copied() {
-        let line = b"INFO agentgate::access: access method=GET path=/v2/sessions/s1/stream status=200";
+        let line =
+            b"INFO agentgate::access: access method=GET path=/v2/sessions/s1/stream status=200";
         assert!(matches!(redact(line), Cow::Borrowed(_)));
         // Words that only look alike stay.
         let line = b"tokens issued: 3; cookie jar empty; authorization failed";

@@ -56,14 +56,21 @@ fn reference_on_all_interfaces() -> String {
         "\nlisten = [\"127.0.0.1:8080\"]\n",
         "\nlisten = [\"0.0.0.0:0\"]\n",
     );
-    assert_ne!(src, agentgate_config::REFERENCE_TOML, "listen line not found");
+    assert_ne!(
+        src,
+        agentgate_config::REFERENCE_TOML,
+        "listen line not found"
+    );
     src
 }
 
 #[test]
 fn published_credentials_are_refused_off_loopback() {
     let (ok, _, stderr) = check(&reference_on_all_interfaces());
-    assert!(!ok, "check-config accepted published credentials on 0.0.0.0");
+    assert!(
+        !ok,
+        "check-config accepted published credentials on 0.0.0.0"
+    );
     for key in ["auth.api_keys[0]", "auth.stream_token_secret"] {
         let line = stderr
             .lines()
@@ -72,7 +79,10 @@ fn published_credentials_are_refused_off_loopback() {
         assert!(line.contains("published"), "{line}");
         assert!(line.contains("openssl rand"), "{line}");
     }
-    assert!(!stderr.contains("change-me"), "a value was echoed: {stderr}");
+    assert!(
+        !stderr.contains("change-me"),
+        "a value was echoed: {stderr}"
+    );
 }
 
 #[test]
@@ -84,7 +94,10 @@ fn published_credentials_on_loopback_are_a_warning() {
         stderr.contains("warning: auth.api_keys[0] is an example value published"),
         "{stderr}"
     );
-    assert!(stderr.contains("warning: auth.stream_token_secret"), "{stderr}");
+    assert!(
+        stderr.contains("warning: auth.stream_token_secret"),
+        "{stderr}"
+    );
 }
 
 #[test]

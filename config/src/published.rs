@@ -35,26 +35,33 @@ impl Config {
     /// on loopback the gateway warns about them.
     pub fn published_credentials(&self) -> Vec<String> {
         let a = &self.auth;
-        let keys = a
-            .api_keys
-            .iter()
-            .enumerate()
-            .filter(|(_, key)| is_published(key))
-            .map(|(i, _)| format!("auth.api_keys[{i}]"));
-        let single = is_published(&a.stream_token_secret)
-            .then(|| "auth.stream_token_secret".to_owned());
-        let listed = a
-            .stream_token_secrets
-            .iter()
-            .enumerate()
-            .filter(|(_, secret)| is_published(secret))
-            .map(|(i, _)| format!("auth.stream_token_secrets[{i}]"));
-        keys.chain(single).chain(listed).collect()
+        let mut keys = published_in("auth.api_keys", &a.api_keys);
+        if is_published(&a.stream_token_secret) {
+            keys.push("auth.stream_token_secret".to_owned());
+        }
+        keys.extend(published_in(
+            "auth.stream_token_secrets",
+            &a.stream_token_secrets,
+        ));
+        keys
     }
 
     /// Whether every `server.listen` address is a loopback address (reachable from this
     /// machine only).
     pub fn listens_on_loopback_only(&self) -> bool {
-        self.server.listen.iter().all(|addr| addr.ip().is_loopback())
+        self.server
+            .listen
+            .iter()
+            .all(|addr| addr.ip().is_loopback())
     }
+}
+
+/// `list[i]` for every published value of the list `list`.
+fn published_in(list: &str, values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, value)| is_published(value))
+        .map(|(i, _)| format!("{list}[{i}]"))
+        .collect()
 }

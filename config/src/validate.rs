@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
 
 use crate::error::ValidationError;
-use crate::published::GENERATE_HINT;
 use crate::locate::{is_bare_key, key_name};
+use crate::published::GENERATE_HINT;
 use crate::schema::{AuthConfig, Config, Dispatch, RouteKind, StoreKind, ToolKind};
 
 /// Shortest accepted API key, in characters.

@@ -42,10 +42,7 @@ fn published_credentials_are_refused_off_loopback() {
             assert!(!e.message.contains("change-me"), "{e}");
         }
     }
-    for listen in [
-        r#"["127.0.0.1:8080"]"#,
-        r#"["127.0.0.2:0", "[::1]:8080"]"#,
-    ] {
+    for listen in [r#"["127.0.0.1:8080"]"#, r#"["127.0.0.2:0", "[::1]:8080"]"#] {
         let config = Config::from_toml_str(&reference_listening_on(listen)).expect(listen);
         assert_eq!(
             config.published_credentials(),
@@ -104,12 +101,21 @@ stream_token_secrets = ["short", "{long}", "{long}"]
     let errors = Config::from_toml_str(&bad).expect_err("bad list");
     assert_eq!(
         keys(&errors),
-        ["auth.stream_token_secrets[0]", "auth.stream_token_secrets[2]"]
+        [
+            "auth.stream_token_secrets[0]",
+            "auth.stream_token_secrets[2]"
+        ]
     );
-    assert!(errors[0].message.contains("at least 32 bytes"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("at least 32 bytes"),
+        "{}",
+        errors[0]
+    );
     assert!(errors[1].message.contains("duplicates"), "{}", errors[1]);
 
-    let many: Vec<String> = (0..9).map(|i| format!("\"{}{i}\"", "s".repeat(40))).collect();
+    let many: Vec<String> = (0..9)
+        .map(|i| format!("\"{}{i}\"", "s".repeat(40)))
+        .collect();
     let src = format!(
         "[auth]\napi_keys = [\"k3N8t2vQ9xLm4pRw\"]\nstream_token_secrets = [{}]\n",
         many.join(", ")
@@ -151,19 +157,27 @@ fn workspace_root() -> PathBuf {
 fn published_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("readable dir") {
         let path = entry.expect("dir entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if path.is_dir() {
             if !matches!(name, "target" | "tests" | ".git" | "node_modules") {
                 published_files(&path, out);
             }
             continue;
         }
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
-        let in_scripts = path.components().any(|c| {
-            matches!(c.as_os_str().to_str(), Some("scripts" | ".ci"))
-        });
-        if matches!(ext, "md" | "toml" | "sh" | "rs" | "yml" | "yaml" | "json" | "txt")
-            || (ext.is_empty() && in_scripts)
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        let in_scripts = path
+            .components()
+            .any(|c| matches!(c.as_os_str().to_str(), Some("scripts" | ".ci")));
+        if matches!(
+            ext,
+            "md" | "toml" | "sh" | "rs" | "yml" | "yaml" | "json" | "txt"
+        ) || (ext.is_empty() && in_scripts)
         {
             out.push(path);
         }
@@ -178,10 +192,9 @@ fn credentials_in(text: &str) -> Vec<String> {
         r#"(?:api_keys|stream_token_secrets?)\s*=\s*(\[[^\]\n]*\]|\\?"[^"\\\n]*\\?")"#,
     )
     .unwrap();
-    let single = regex::Regex::new(
-        r#"(?:\bBearer[ \t]+|--api-key[ =]+|\bAPI_KEY=)([^\s'"\\`,;)\]]+)"#,
-    )
-    .unwrap();
+    let single =
+        regex::Regex::new(r#"(?:\bBearer[ \t]+|--api-key[ =]+|\bAPI_KEY=)([^\s'"\\`,;)\]]+)"#)
+            .unwrap();
     let mut found = Vec::new();
     for caps in lists.captures_iter(text) {
         let inner = caps[1].trim_start_matches('[').trim_end_matches(']');

@@ -30,7 +30,12 @@ fn assert_invalid(reply: Result<crate::client::SseStream, Reply>, message: &str,
         Err(reply) => reply,
     };
     assert_eq!(reply.status, 401, "{what}: {}", reply.text);
-    assert_eq!(reply.error_code(), "invalid_credentials", "{what}: {}", reply.text);
+    assert_eq!(
+        reply.error_code(),
+        "invalid_credentials",
+        "{what}: {}",
+        reply.text
+    );
     assert!(
         reply.error_message().contains(message),
         "{what}: message {:?} should contain {message:?}",
@@ -44,7 +49,10 @@ async fn init(client: &Client, key: &str) -> (String, String) {
         .await;
     assert_eq!(reply.status, 201, "init: {}", reply.text);
     let id = reply.json["id"].as_str().expect("id").to_owned();
-    let token = reply.json["stream_token"].as_str().expect("token").to_owned();
+    let token = reply.json["stream_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     (id, token)
 }
 
@@ -153,7 +161,10 @@ async fn rotating_the_token_secret_keeps_viewers_and_old_tokens() {
     gateway.hangup();
     blocking(|| gateway.line_where(|l| l.contains("configuration reloaded")));
     append(&c, &id, 1).await;
-    let event = viewer.next_event().await.expect("the viewer is still connected");
+    let event = viewer
+        .next_event()
+        .await
+        .expect("the viewer is still connected");
     assert_eq!(event.json()["n"], Value::from(1));
     let mut again = c
         .stream(c.get(&format!("{stream}?token={old_token}")))
@@ -178,7 +189,10 @@ async fn rotating_the_token_secret_keeps_viewers_and_old_tokens() {
     gateway.rewrite_config(&rotating_config(&format!(r#"["{NEW}"]"#)));
     gateway.hangup();
     blocking(|| gateway.line_where(|l| l.contains("configuration reloaded")));
-    match c.stream(c.get(&format!("{stream}?token={old_token}"))).await {
+    match c
+        .stream(c.get(&format!("{stream}?token={old_token}")))
+        .await
+    {
         Ok(_) => panic!("a token of the retired secret was accepted"),
         Err(reply) => {
             assert_eq!(reply.status, 401, "{}", reply.text);

@@ -75,7 +75,8 @@ async fn no_credential_in_logs(log_format: &str) {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .to_string();
-    let mut gateway = blocking(|| Process::start_capturing(&config(&origin, &dead, log_format), "trace"));
+    let mut gateway =
+        blocking(|| Process::start_capturing(&config(&origin, &dead, log_format), "trace"));
     let addr = gateway.addr;
     let c = Client::new(addr);
     let cookie = format!("pin={COOKIE}");
@@ -97,11 +98,17 @@ async fn no_credential_in_logs(log_format: &str) {
 
     // Viewers that go away: after the first frame, mid-stream, by query and by header.
     for call in [
-        c.get(&format!("{stream}?token={token}")).header("cookie", &cookie),
+        c.get(&format!("{stream}?token={token}"))
+            .header("cookie", &cookie),
         c.get(&stream).bearer(&token).header("cookie", &cookie),
-        c.get(&format!("/v2/stream?sessions={id},{other_id}&tokens={token},{other_token}")),
+        c.get(&format!(
+            "/v2/stream?sessions={id},{other_id}&tokens={token},{other_token}"
+        )),
     ] {
-        let mut viewer = c.stream(call).await.unwrap_or_else(|r| panic!("{}", r.text));
+        let mut viewer = c
+            .stream(call)
+            .await
+            .unwrap_or_else(|r| panic!("{}", r.text));
         viewer.expect_retry().await;
         drop(viewer);
     }
@@ -161,7 +168,9 @@ async fn no_credential_in_logs(log_format: &str) {
             "GET {stream}?token={token} HTTP/1.1\r\nauthorization: Bearer {KEY}\r\n\
              cookie: {cookie}\r\nbad header line\r\n\r\n"
         ),
-        format!("GET {stream}?token={token} HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nCookie: {cookie}\r\n"),
+        format!(
+            "GET {stream}?token={token} HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nCookie: {cookie}\r\n"
+        ),
         format!(
             "POST /v2/sessions/{id}/events?token={token} HTTP/1.1\r\nhost: x\r\n\
              authorization: Bearer {KEY}\r\ncookie: {cookie}\r\n\
@@ -215,14 +224,22 @@ async fn no_credential_in_logs(log_format: &str) {
             leaks.push(format!("{what}: {line}"));
         }
     }
-    assert!(leaks.is_empty(), "credentials in the logs:\n{}", leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "credentials in the logs:\n{}",
+        leaks.join("\n")
+    );
 
     // Closed streams are not server errors.
     let errors: Vec<_> = output
         .lines()
         .filter(|l| l.contains(" 500") || (l.contains("ERROR") && l.contains("/stream")))
         .collect();
-    assert!(errors.is_empty(), "closed streams logged as errors:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "closed streams logged as errors:\n{}",
+        errors.join("\n")
+    );
     assert!(
         output
             .lines()
