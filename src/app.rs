@@ -299,10 +299,7 @@ impl Generation {
             metrics: Arc::clone(metrics),
             store: Arc::clone(store),
             keys: ApiKeys::new(config.auth.api_keys.iter().map(String::as_str)),
-            tokens: StreamTokens::new(
-                config.auth.stream_token_secret.as_bytes(),
-                config.auth.stream_token_ttl(),
-            ),
+            tokens: StreamTokens::from_config(&config.auth),
             dispatch,
             settings: ApiSettings {
                 max_body_bytes: config.server.max_body_bytes,

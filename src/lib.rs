@@ -25,6 +25,7 @@ pub mod auth;
 pub mod loadtest;
 pub mod metrics;
 pub mod pid_file;
+pub mod redact;
 pub mod runtime_dir;
 pub mod server;
 pub mod store;

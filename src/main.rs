@@ -52,7 +52,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::CheckConfig { file } => match load(&file) {
-            Some(_) => {
+            Some(config) => {
+                for key in config.published_credentials() {
+                    eprintln!("{}: warning: {}", file.display(), published_warning(&key));
+                }
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
@@ -191,8 +194,8 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`) filtering a layered
-/// registry of the fmt layer (text or JSON lines; JSON lines carry the request span's
-/// fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
+/// registry of the fmt layer (text or JSON lines on stdout, credentials redacted; JSON lines
+/// carry the request span's fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
 /// from `runtime`. `log` records (pingora's) are captured too.
 fn init_tracing(
     config: &Config,
@@ -204,10 +207,13 @@ fn init_tracing(
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Every line passes the redactor: dependencies' DEBUG/TRACE lines dump request heads.
+    let writer = agentgate::redact::Redacting(std::io::stdout);
     let fmt = match config.server.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         // The current span (the request's) under "span"; no "spans" list repeating it.
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_span_list(false)
@@ -233,6 +239,16 @@ fn init_tracing(
     }
 }
 
+/// The warning for a published example credential on a loopback-only gateway (elsewhere
+/// validation refuses it).
+fn published_warning(key: &str) -> String {
+    format!(
+        "{key} is an example value published with agentgate: accepted only because every \
+         server.listen address is loopback; {}",
+        agentgate_config::GENERATE_HINT
+    )
+}
+
 fn serve(
     config: Config,
     path: &Path,
@@ -240,6 +256,9 @@ fn serve(
     app_runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let runtime_dir = private_runtime_dir(&config.server)?;
+    for key in config.published_credentials() {
+        tracing::warn!("{}", published_warning(&key));
+    }
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),

@@ -11,7 +11,10 @@ use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
 
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
-use crate::schema::{Config, Dispatch, RouteConfig, RouteKind, SseShare, StoreKind, ToolKind};
+use crate::published::GENERATE_HINT;
+use crate::schema::{
+    AuthConfig, Config, Dispatch, RouteConfig, RouteKind, SseShare, StoreKind, ToolKind,
+};
 
 /// Shortest accepted API key, in characters.
 const MIN_API_KEY_LEN: usize = 16;
@@ -138,19 +141,64 @@ impl Config {
             "at least one API key is required",
         );
         check_secrets(p, "auth.api_keys", &a.api_keys);
-        p.require(
-            a.stream_token_secret.len() >= MIN_SECRET_BYTES,
-            "auth.stream_token_secret",
-            format!(
-                "must be at least {MIN_SECRET_BYTES} bytes (it is {})",
-                a.stream_token_secret.len()
-            ),
-        );
+        self.check_token_secrets(p);
         p.require(
             a.stream_token_ttl_secs >= 1,
             "auth.stream_token_ttl_secs",
             "must be at least 1",
         );
+        if !self.listens_on_loopback_only() {
+            for key in self.published_credentials() {
+                p.push(
+                    &key,
+                    format!(
+                        "is an example value published with agentgate, refused while \
+                         server.listen has a non-loopback address; {GENERATE_HINT}"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_token_secrets(&self, p: &mut Problems) {
+        let a = &self.auth;
+        if a.stream_token_secrets.is_empty() {
+            p.require(
+                a.stream_token_secret.len() >= MIN_SECRET_BYTES,
+                "auth.stream_token_secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (it is {}); {GENERATE_HINT}",
+                    a.stream_token_secret.len()
+                ),
+            );
+            return;
+        }
+        p.require(
+            a.stream_token_secret.is_empty(),
+            "auth.stream_token_secret",
+            "set either auth.stream_token_secret or auth.stream_token_secrets, not both",
+        );
+        p.require(
+            a.stream_token_secrets.len() <= AuthConfig::MAX_TOKEN_SECRETS,
+            "auth.stream_token_secrets",
+            format!("at most {} secrets", AuthConfig::MAX_TOKEN_SECRETS),
+        );
+        for (i, secret) in a.stream_token_secrets.iter().enumerate() {
+            p.require(
+                secret.len() >= MIN_SECRET_BYTES,
+                &format!("auth.stream_token_secrets[{i}]"),
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (it is {}); {GENERATE_HINT}",
+                    secret.len()
+                ),
+            );
+        }
+        for (i, first) in duplicates(a.stream_token_secrets.iter().enumerate()) {
+            p.push(
+                &format!("auth.stream_token_secrets[{i}]"),
+                format!("duplicates auth.stream_token_secrets[{first}]"),
+            );
+        }
     }
 
     fn check_store(&self, p: &mut Problems) {

@@ -9,11 +9,12 @@ use agentgate_config::{
     RouteConfig, RouteKind, SseShare, StoreKind, UpstreamConfig, ValidationError,
 };
 
-/// Credentials that pass validation, for sources that test something else.
+/// Credentials that pass validation on any listener (not published examples), for sources
+/// that test something else.
 const AUTH: &str = r#"
 [auth]
-api_keys = ["0123456789abcdef"]
-stream_token_secret = "0123456789abcdef0123456789abcdef"
+api_keys = ["load-test-key-0123456789"]
+stream_token_secret = "load-test-secret-load-test-secret-xx"
 "#;
 
 fn errors(src: &str) -> Vec<ConfigError> {

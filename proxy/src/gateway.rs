@@ -13,6 +13,10 @@
 //!   `traceparent` (this request's span as the parent; `tracestate` passes through).
 //! - `logging`: the request is over; the admission (and any permit it holds) is dropped.
 //!
+//! Failures of the client's side (it hung up, sent a broken body) are logged at DEBUG, not as
+//! pingora's ERROR line. pingora's error lines name the request by method, path and host:
+//! never the query string, which carries stream tokens.
+//!
 //! # Tracing
 //!
 //! Every request gets a `tracing` span, `request` at INFO (target `agentgate::request`), with
@@ -405,14 +409,41 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // A client that hangs up mid-request is routine at the edge (load tools, browsers
-        // navigating away), not an error worth a log line per request.
-        matches!(error.esource(), pingora::ErrorSource::Downstream)
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // The client's side failed: it hung up mid-request (a viewer closing its stream, a
+        // load tool, a browser navigating away) or sent a broken body. Routine at the edge and
+        // not the gateway's fault, so DEBUG instead of pingora's ERROR line per request; the
+        // access log still has the request and its status.
+        if !matches!(error.esource(), pingora::ErrorSource::Downstream) {
+            return false;
+        }
+        let _span = ctx.span.clone().entered();
+        if matches!(
+            error.etype(),
+            ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+        ) {
+            tracing::debug!(error = %error, "client went away");
+        } else {
+            tracing::debug!(error = %error, "client sent a broken request");
+        }
+        true
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // What pingora puts at the end of its error lines. Its own summary has the query
+        // string, which carries stream tokens (`?token=`, `?tokens=`): the path only.
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or("-");
+        format!("{} {}, Host: {host}", req.method, req.uri.path())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

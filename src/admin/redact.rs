@@ -19,7 +19,11 @@ pub const REDACTED: &str = "<redacted>";
 pub fn redacted(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     redact_urls(&mut value);
-    for list in ["/auth/api_keys", "/server/admin_tokens"] {
+    for list in [
+        "/auth/api_keys",
+        "/auth/stream_token_secrets",
+        "/server/admin_tokens",
+    ] {
         if let Some(secrets) = value.pointer_mut(list).and_then(Value::as_array_mut) {
             for secret in secrets {
                 *secret = json!(REDACTED);
@@ -119,6 +123,7 @@ mod tests {
         let mut config = Config::default();
         config.auth.api_keys = vec!["k-0123456789abcdef".to_owned()];
         config.auth.stream_token_secret = "s".repeat(40);
+        config.auth.stream_token_secrets = vec!["r".repeat(40)];
         config.server.admin_tokens = vec!["admin-token-0123456789".to_owned()];
         config.store.redis.urls = vec![
             "redis://app:hunter2@10.0.0.1:6379/0".to_owned(),
@@ -133,6 +138,7 @@ mod tests {
         for secret in [
             "k-0123456789abcdef",
             &"s".repeat(40),
+            &"r".repeat(40),
             "admin-token-0123456789",
             "hunter2",
             "s3cret",

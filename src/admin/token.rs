@@ -152,7 +152,10 @@ fn refusal(e: AuthError) -> ApiError {
             "an admin token is required (server.admin_tokens): send Authorization: Bearer \
              <token>, or open /?token=<token> once in the browser",
         ),
-        AuthError::Invalid | AuthError::Expired => (
+        AuthError::Invalid
+        | AuthError::Malformed
+        | AuthError::ExpiryTooFar
+        | AuthError::Expired => (
             "invalid_admin_token",
             "the admin token is not one of server.admin_tokens",
         ),

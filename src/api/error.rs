@@ -220,7 +220,9 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let code = match e {
             AuthError::Missing => "missing_credentials",
-            AuthError::Invalid => "invalid_credentials",
+            AuthError::Invalid | AuthError::Malformed | AuthError::ExpiryTooFar => {
+                "invalid_credentials"
+            }
             AuthError::Expired => "token_expired",
         };
         Self::new(StatusCode::UNAUTHORIZED, code, e.to_string())

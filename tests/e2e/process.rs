@@ -16,6 +16,9 @@ pub struct Process {
     /// Where its admin listener listens, when `server.admin_listen` is set.
     pub admin: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
+    /// Every output line [`line_where`](Self::line_where) and
+    /// [`lines_until`](Self::lines_until) have read so far.
+    seen: Vec<String>,
     config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -42,6 +45,7 @@ impl Process {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: None,
             lines,
+            seen: Vec::new(),
             config,
             _dir: dir,
         };
@@ -103,8 +107,12 @@ impl Process {
     pub fn line_where(&mut self, matches: impl Fn(&str) -> bool) -> String {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if matches(&line) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
                 Err(e) => panic!("no matching line from agentgate: {e}"),
             }
         }
@@ -120,9 +128,12 @@ impl Process {
             match self.lines.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => {
                     let done = matches(&line);
+                    self.seen.push(line.clone());
                     lines.push(line);
                     if done {
-                        lines.extend(self.lines.try_iter());
+                        let rest: Vec<String> = self.lines.try_iter().collect();
+                        self.seen.extend(rest.iter().cloned());
+                        lines.extend(rest);
                         return lines;
                     }
                 }
@@ -160,6 +171,16 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Everything the process wrote to stdout and stderr (both are read into one line
+    /// channel): call after [`terminate`](Self::terminate), once the output is complete.
+    pub fn output(&mut self) -> String {
+        // The reader threads end at EOF, which follows the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
     }
 
     /// Sends SIGTERM (graceful stop) and waits for the process to exit; panics if it is
