@@ -207,7 +207,7 @@ async fn random_keys_never_grow_the_key_map_past_max_keys() {
     };
     let keys = value(r#"agentgate_rate_limit_keys{route="limited"}"#);
     let evicted = value(r#"agentgate_rate_limit_evictions_total{route="limited"}"#);
-    assert!(keys.is_some_and(|k| k >= 1.0 && k <= 16.0), "{metrics}");
+    assert!(keys.is_some_and(|k| (1.0..=16.0).contains(&k)), "{metrics}");
     assert!(evicted.is_some_and(|e| e >= 84.0), "{metrics}");
     edge.stop().await;
 }

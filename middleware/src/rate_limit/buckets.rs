@@ -123,7 +123,7 @@ impl<K: Eq + Hash + Clone> StateStore for BucketMap<K> {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         if let Some(tat) = self.buckets.get(key) {
-            return update(&*tat, f);
+            return update(&tat, f);
         }
         let one_at_a_time = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
         if self.buckets.len() >= self.max_keys {
@@ -138,7 +138,7 @@ impl<K: Eq + Hash + Clone> StateStore for BucketMap<K> {
             }
         };
         drop(one_at_a_time);
-        update(&*tat, f)
+        update(&tat, f)
     }
 }
 
