@@ -70,7 +70,7 @@ pub struct ServerConfig {
     /// page cannot read the admin endpoints by pointing its own domain at this address (DNS
     /// rebinding). Names only — no port, no scheme; compared case-insensitively. Default `[]`.
     pub admin_hosts: Vec<String>,
-    /// Bearer tokens of the admin listener. When any is set, every admin endpoint except
+    /// Tokens of the admin listener. When any is set, every admin endpoint except
     /// `/healthz` needs one, as `Authorization: Bearer <token>` or, for a browser, the
     /// cookie set by opening `/?token=<token>` once. Required when `admin_listen` is not a
     /// loopback address. Each at least 16 visible ASCII characters, no whitespace, no

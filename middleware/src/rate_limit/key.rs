@@ -43,7 +43,7 @@ impl KeyDigest {
     /// The digest of a header value, normalised so that spellings that mean the same
     /// credential share a bucket: surrounding whitespace is ignored, and for `Authorization`
     /// and `Proxy-Authorization` the scheme is case-insensitive and any run of spaces after
-    /// it counts as one (`Bearer k`, `bearer  k`, `BEARER k ` are one key). `None` if the
+    /// it counts as one (`Bearer <k>`, `bearer  <k>`, `BEARER <k> ` are one key). `None` if the
     /// value is empty.
     pub fn of_header(name: &HeaderName, value: &[u8]) -> Option<Self> {
         let value = value.trim_ascii();
