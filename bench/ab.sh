@@ -132,6 +132,11 @@ kind = "redis"
 [store.redis]
 urls = ["redis://127.0.0.1:$GATEWAY_REDIS_PORT"]
 
+# Every load-test session runs under one API key: lift its running-session quota (default
+# 1000) past the load's peak.
+[store.quotas]
+max_active_sessions_per_key = 1_000_000
+
 [agent]
 dispatch = "none"
 

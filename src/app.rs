@@ -13,24 +13,28 @@
 //! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
 //!   to the group; the admission response, and the queue slot in it, lives until pingora
 //!   has sent the whole response
-//! - sse routes: SSE fan-out (one upstream request per stream, whatever the viewers;
-//!   `features.sse_fanout`) ─► a pooled HTTP client to the group
-//! - a route's policies, on any kind, outermost first: rate limit (in process, or in
-//!   Redis shared by every gateway: `store = "redis"`) ─► priority queue
+//! - sse routes: SSE fan-out (one upstream request per stream and credentials, whatever
+//!   the viewers; `features.sse_fanout`) ─► a pooled HTTP client to the group
+//! - a route's policies, on any kind, outermost first: identify (peer address; the
+//!   verified API key's fingerprint when a policy reads it) ─► rate limit (in process, or in
+//!   Redis shared by every gateway: `store = "redis"`) ─► priority queue (removes an
+//!   untrusted `x-priority`; on upstream routes the gateway drops it from the proxied
+//!   request too)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
-    RouteKind, StoreKind, ToolKind, UpstreamConfig,
+    RouteKind, SseShare, StoreKind, ToolKind, UpstreamConfig,
 };
+use agentgate_middleware::client::{ClientIdentity, PeerAddr};
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
-use agentgate_middleware::priority_queue::PriorityQueueLayer;
+use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
 use agentgate_middleware::rate_limit::{
-    LimitStore, PeerAddr, RateLimitLayer, RateLimited, SharedGcra, SharedRateLimitLayer,
+    KeyKind, LimitStore, RateLimitLayer, RateLimited, SharedGcra, SharedRateLimitLayer,
 };
-use agentgate_middleware::sse::fanout::{PathAndAuth, SseFanoutLayer};
+use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::{
@@ -46,6 +50,7 @@ use tower::util::Either;
 use crate::admin::Admin;
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
+use crate::api::bearer;
 use crate::api::error::SESSION_NOT_FOUND;
 use crate::api::stream::StreamSessionKey;
 use crate::api::{AgentApi, ApiSettings, ApiState};
@@ -294,10 +299,7 @@ impl Generation {
             metrics: Arc::clone(metrics),
             store: Arc::clone(store),
             keys: ApiKeys::new(config.auth.api_keys.iter().map(String::as_str)),
-            tokens: StreamTokens::new(
-                config.auth.stream_token_secret.as_bytes(),
-                config.auth.stream_token_ttl(),
-            ),
+            tokens: StreamTokens::from_config(&config.auth),
             dispatch,
             settings: ApiSettings {
                 max_body_bytes: config.server.max_body_bytes,
@@ -309,9 +311,15 @@ impl Generation {
             tools,
         };
         let tokens = state.tokens.clone();
+        let keys = state.keys.clone();
         let api = AgentApi::new(Arc::new(state));
         let agent = agent_stack(config, &api, store, tokens, metrics, retired)?;
-        let routes = build_routes(config, agent, &groups, metrics, core.shared_limits.as_ref())?;
+        let policies = Policies {
+            metrics,
+            shared_limits: core.shared_limits.as_ref(),
+            keys: &keys,
+        };
+        let routes = build_routes(config, agent, &groups, &policies)?;
         // Built without error: from here on this generation runs.
         run_health_checks(&groups, retired);
         metrics.watch_upstreams(groups.values().cloned().collect());
@@ -401,6 +409,7 @@ async fn build_store(
                 events_maxlen: usize::try_from(store.events_maxlen).unwrap_or(usize::MAX),
                 retention: store.retention(),
                 session_ttl: store.session_ttl(),
+                quotas: store.quotas,
             }),
             None,
         ),
@@ -415,6 +424,7 @@ async fn build_store(
                 session_ttl: store.session_ttl(),
                 pipelining: config.features.pipelining,
                 hash_state: config.features.hash_state,
+                quotas: store.quotas,
             })
             .await?;
             let limiter = redis.rate_limiter();
@@ -506,6 +516,7 @@ fn build_tools(
         limits: PlanLimits {
             max_calls: t.max_calls,
             max_input_bytes: t.max_input_bytes,
+            max_batch_bytes: t.max_batch_bytes,
         },
     };
     Ok(Arc::new(Executor::new(
@@ -595,8 +606,7 @@ fn build_routes(
     config: &Config,
     agent: RouteService,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
-    metrics: &Metrics,
-    shared_limits: Option<&Arc<dyn SharedGcra>>,
+    policies: &Policies<'_>,
 ) -> Result<RouteTable, AppError> {
     let mut table = RouteTable::new();
     if config.routes.is_empty() {
@@ -611,6 +621,22 @@ fn build_routes(
         return Ok(table);
     }
     for route in &config.routes {
+        // Requests are matched by their normal path: a prefix in another form never matches.
+        match agentgate_proxy::path::normalize(&route.path_prefix) {
+            Ok(normal) if normal == route.path_prefix.as_str() => {}
+            normal => {
+                return Err(AppError::Route {
+                    name: route.name.clone(),
+                    reason: match normal {
+                        Ok(normal) => format!(
+                            "path_prefix {:?} never matches a normalised path; write {normal:?}",
+                            route.path_prefix
+                        ),
+                        Err(e) => format!("path_prefix {:?}: {e}", route.path_prefix),
+                    },
+                });
+            }
+        }
         let has_policies = route.rate_limit.is_some() || route.priority_queue.is_some();
         let target = match (
             route.kind,
@@ -621,18 +647,16 @@ fn build_routes(
                 canary: route.canary.as_ref().and_then(|c| canary(c, groups)),
                 // admission: the route's policies around "admit"; none without policies
                 admission: if has_policies {
-                    Some(with_policies(route, admit_all(), metrics, shared_limits)?)
+                    Some(policies.wrap(route, admit_all())?)
                 } else {
                     None
                 },
             },
             (RouteKind::Sse, Some(group)) => {
                 let streams = sse_upstream_stack(config, route, group)?;
-                Target::Service(with_policies(route, streams, metrics, shared_limits)?)
+                Target::Service(policies.wrap(route, streams)?)
             }
-            (RouteKind::Agent, _) => {
-                Target::Service(with_policies(route, agent.clone(), metrics, shared_limits)?)
-            }
+            (RouteKind::Agent, _) => Target::Service(policies.wrap(route, agent.clone())?),
             // validate() guarantees that upstream and sse routes name an existing group.
             (RouteKind::Upstream | RouteKind::Sse, None) => {
                 return Err(AppError::Route {
@@ -674,9 +698,9 @@ fn canary(
     )))
 }
 
-/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path,
-/// query and `Authorization` — share one upstream request; `features.sse_fanout`) ─► a
-/// pooled HTTP client to the group's peers.
+/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path
+/// and query, and same credentials unless `share = "public"` — share one upstream request;
+/// `features.sse_fanout`) ─► a pooled HTTP client to the group's peers.
 fn sse_upstream_stack(
     config: &Config,
     route: &RouteConfig,
@@ -686,12 +710,24 @@ fn sse_upstream_stack(
     if !config.features.sse_fanout {
         return Ok(route_service(client));
     }
-    let fanout = SseFanoutLayer::new(PathAndAuth, config.sse.fanout.clone()).map_err(|e| {
-        AppError::Route {
-            name: route.name.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let error = |reason: String| AppError::Route {
+        name: route.name.clone(),
+        reason,
+    };
+    let share = match route.share {
+        SseShare::Credentials => Share::Credentials {
+            // validate() checked the names.
+            headers: route
+                .credential_headers
+                .iter()
+                .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| error(format!("credential_headers: {e}")))?,
+        },
+        SseShare::Public => Share::Public,
+    };
+    let fanout = SseFanoutLayer::new(PathAndCredentials::new(share), config.sse.fanout.clone())
+        .map_err(|e| error(e.to_string()))?;
     Ok(route_service(
         ServiceBuilder::new().layer(fanout).service(client),
     ))
@@ -700,61 +736,89 @@ fn sse_upstream_stack(
 /// How often rate limiters forget idle keys.
 const RATE_LIMIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Wraps `inner` in the route's policy layers. The stack, outermost first:
-/// rate limit (local, or shared in Redis) ─► priority queue ─► `inner`.
-fn with_policies(
-    route: &RouteConfig,
-    inner: RouteService,
-    metrics: &Metrics,
-    shared_limits: Option<&Arc<dyn SharedGcra>>,
-) -> Result<RouteService, AppError> {
-    let error = |reason: String| AppError::Route {
-        name: route.name.clone(),
-        reason,
-    };
-    let mut service = inner;
-    // priority queue: bounded, classed waiting; a slot is held until the body ends
-    if let Some(policy) = &route.priority_queue {
-        let queue = PriorityQueueLayer::from_policy(policy)
-            .map_err(|e| error(e.to_string()))?
-            .observed(Arc::new(metrics.queue_observer(&route.name)));
-        service = route_service(ServiceBuilder::new().layer(queue).service(service));
-    }
-    // rate limit: per-key GCRA, 429 before anything else runs
-    if let Some(policy) = &route.rate_limit {
-        let limit = match (policy.store, shared_limits) {
-            (LimitStore::Local, _) => {
-                let limit =
-                    RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
-                // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
-                // minute. The task ends when the route's stack is dropped.
-                drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
-                Either::Left(limit)
-            }
-            (LimitStore::Redis, Some(gcra)) => {
-                // One bucket per route and key, shared by every gateway on this Redis.
-                let prefix = format!("agentgate:rl:{}:", route.name);
-                let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
-                    .map_err(|e| error(e.to_string()))?;
-                Either::Right(limit)
-            }
-            // validate() rejects `store = "redis"` without a Redis session store.
-            (LimitStore::Redis, None) => {
-                return Err(error(
-                    "rate_limit.store = \"redis\" needs store.kind = \"redis\"".to_owned(),
-                ));
-            }
+/// What the routes' policy layers share.
+struct Policies<'a> {
+    metrics: &'a Metrics,
+    /// The shared rate limiter's store (with the Redis session store).
+    shared_limits: Option<&'a Arc<dyn SharedGcra>>,
+    /// The API keys a request's identity is verified against.
+    keys: &'a ApiKeys,
+}
+
+impl Policies<'_> {
+    /// Wraps `inner` in the route's policy layers. The stack, outermost first:
+    /// identify (peer address; the verified API key's fingerprint when a policy uses it) ─►
+    /// rate limit (local, or shared in Redis) ─► priority queue ─► `inner`.
+    fn wrap(&self, route: &RouteConfig, inner: RouteService) -> Result<RouteService, AppError> {
+        let error = |reason: String| AppError::Route {
+            name: route.name.clone(),
+            reason,
         };
-        let rejected = metrics.rate_limit_rejections(&route.name);
-        service = route_service(
+        let mut service = inner;
+        // priority queue: bounded, classed waiting; a slot is held until the body ends
+        if let Some(policy) = &route.priority_queue {
+            let mut policy = policy.clone();
+            // Which requests are streams: the route kind decides unless the policy says.
+            policy.streams.get_or_insert(match route.kind {
+                RouteKind::Sse => StreamRule::All,
+                RouteKind::Agent | RouteKind::Upstream => StreamRule::Path,
+            });
+            let queue = PriorityQueueLayer::from_policy(&policy)
+                .map_err(|e| error(e.to_string()))?
+                .observed(Arc::new(self.metrics.queue_observer(&route.name)));
+            service = route_service(ServiceBuilder::new().layer(queue).service(service));
+        }
+        // rate limit: per-key GCRA, 429 before anything else runs
+        if let Some(policy) = &route.rate_limit {
+            let limit = match (policy.store, self.shared_limits) {
+                (LimitStore::Local, _) => {
+                    let limit =
+                        RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+                    // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
+                    // minute. The task ends when the route's stack is dropped.
+                    drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
+                    self.metrics
+                        .watch_rate_limit_keys(&route.name, &limit.stats());
+                    Either::Left(limit)
+                }
+                (LimitStore::Redis, Some(gcra)) => {
+                    // One bucket per route and key, shared by every gateway on this Redis.
+                    let prefix = format!("agentgate:rl:{}:", route.name);
+                    let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
+                        .map_err(|e| error(e.to_string()))?;
+                    Either::Right(limit)
+                }
+                // validate() rejects `store = "redis"` without a Redis session store.
+                (LimitStore::Redis, None) => {
+                    return Err(error(
+                        "rate_limit.store = \"redis\" needs store.kind = \"redis\"".to_owned(),
+                    ));
+                }
+            };
+            let rejected = self.metrics.rate_limit_rejections(&route.name);
+            service = route_service(
+                ServiceBuilder::new()
+                    .map_response(count_rejections(rejected))
+                    .layer(limit)
+                    .service(service),
+            );
+        }
+        // identify: who the policies above see; the key is verified only if one reads it
+        let uses_api_key = route
+            .rate_limit
+            .as_ref()
+            .is_some_and(|limit| limit.key == KeyKind::ApiKey)
+            || route
+                .priority_queue
+                .as_ref()
+                .is_some_and(|queue| !queue.api_key_priorities.is_empty());
+        let keys = uses_api_key.then(|| self.keys.clone());
+        Ok(route_service(
             ServiceBuilder::new()
-                .map_response(count_rejections(rejected))
-                .map_request(peer_addr::<RequestBody>)
-                .layer(limit)
+                .map_request(move |req| identify::<RequestBody>(req, keys.as_ref()))
                 .service(service),
-        );
+        ))
     }
-    Ok(service)
 }
 
 /// Counts the rate limiter's own 429s (marked [`RateLimited`]), not the service's.
@@ -769,10 +833,19 @@ fn count_rejections<B>(
     }
 }
 
-/// Hands the bridge's client address to the rate limiter's peer-IP key.
-fn peer_addr<B>(mut req: http::Request<B>) -> http::Request<B> {
+/// Tells the policy layers who sent the request: the bridge's client address as
+/// [`PeerAddr`] and, with `keys`, the fingerprint of a verified `Authorization: Bearer` API
+/// key as [`ClientIdentity`] (an unknown key gets none: the policies then treat the request
+/// as unauthenticated).
+fn identify<B>(mut req: http::Request<B>, keys: Option<&ApiKeys>) -> http::Request<B> {
     if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied() {
         req.extensions_mut().insert(PeerAddr(addr));
+    }
+    if let Some(keys) = keys
+        && let Ok(fingerprint) = keys.verify(bearer(req.headers()))
+    {
+        req.extensions_mut()
+            .insert(ClientIdentity::new(fingerprint));
     }
     req
 }

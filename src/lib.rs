@@ -14,6 +14,7 @@
 //!   status page and its feeds).
 //! - [`loadtest`]: the load generator behind `agentgate loadtest`.
 //! - [`server`]: serving over HTTP.
+//! - [`runtime_dir`], [`pid_file`]: the private directory of the pid file and upgrade socket.
 //! - [`telemetry`]: OTLP export of request spans (`[telemetry]`, cargo feature `otlp`).
 
 pub mod admin;
@@ -23,6 +24,9 @@ pub mod app;
 pub mod auth;
 pub mod loadtest;
 pub mod metrics;
+pub mod pid_file;
+pub mod redact;
+pub mod runtime_dir;
 pub mod server;
 pub mod store;
 pub mod telemetry;

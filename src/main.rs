@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentgate::app::App;
-use agentgate_config::{Config, LogFormat};
+use agentgate::pid_file::PidFile;
+use agentgate::runtime_dir;
+use agentgate_config::{Config, LogFormat, ServerConfig};
 use agentgate_proxy::{ServerSettings, unix_signals};
 use clap::{Parser, Subcommand};
 
@@ -50,7 +52,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::CheckConfig { file } => match load(&file) {
-            Some(_) => {
+            Some(config) => {
+                for key in config.published_credentials() {
+                    eprintln!("{}: warning: {}", file.display(), published_warning(&key));
+                }
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
@@ -189,8 +194,8 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`) filtering a layered
-/// registry of the fmt layer (text or JSON lines; JSON lines carry the request span's
-/// fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
+/// registry of the fmt layer (text or JSON lines on stdout, credentials redacted; JSON lines
+/// carry the request span's fields under `span`) and, with `[telemetry]`, the OpenTelemetry layer exporting spans
 /// from `runtime`. `log` records (pingora's) are captured too.
 fn init_tracing(
     config: &Config,
@@ -202,10 +207,13 @@ fn init_tracing(
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Every line passes the redactor: dependencies' DEBUG/TRACE lines dump request heads.
+    let writer = agentgate::redact::Redacting(std::io::stdout);
     let fmt = match config.server.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         // The current span (the request's) under "span"; no "spans" list repeating it.
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_span_list(false)
@@ -231,12 +239,26 @@ fn init_tracing(
     }
 }
 
+/// The warning for a published example credential on a loopback-only gateway (elsewhere
+/// validation refuses it).
+fn published_warning(key: &str) -> String {
+    format!(
+        "{key} is an example value published with agentgate: accepted only because every \
+         server.listen address is loopback; {}",
+        agentgate_config::GENERATE_HINT
+    )
+}
+
 fn serve(
     config: Config,
     path: &Path,
     upgrade: bool,
     app_runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime_dir = private_runtime_dir(&config.server)?;
+    for key in config.published_credentials() {
+        tracing::warn!("{}", published_warning(&key));
+    }
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
         listen: config.server.listen.clone(),
@@ -259,15 +281,15 @@ fn serve(
     };
     app_runtime.spawn(reload_on_sighup(Arc::clone(&app), path.to_owned(), admin));
     let port = server.local_addrs().first().map_or(0, |a| a.port());
-    let upgrade_sock = config.server.upgrade_sock_path(port);
+    let upgrade_sock = config.server.upgrade_sock_path(&runtime_dir, port);
     server.set_upgrade_sock(upgrade_sock.clone());
-    let pid_file = PidFile::write(config.server.pid_file_path(port))?;
+    let pid_file = PidFile::create(config.server.pid_file_path(&runtime_dir, port), upgrade)?;
     tracing::info!(
         addrs = ?server.local_addrs(),
         threads = config.server.worker_threads(),
         store = ?config.store.kind,
         dispatch = ?config.agent.dispatch,
-        pid_file = %pid_file.0.display(),
+        pid_file = %pid_file.path().display(),
         upgrade_sock = %upgrade_sock.display(),
         "agentgate listening"
     );
@@ -388,23 +410,20 @@ fn loadtest(args: &LoadtestArgs) -> ExitCode {
     ExitCode::from(3)
 }
 
-/// This process's pid file; removed on drop unless another process (a graceful upgrade's
-/// successor) has written its own pid there since.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn write(path: PathBuf) -> std::io::Result<Self> {
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.0)
-            .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.0);
+/// The checked runtime directory, created if missing, when the pid file or the upgrade
+/// socket lives there; and the directories of those configured elsewhere, checked.
+fn private_runtime_dir(server: &ServerConfig) -> std::io::Result<PathBuf> {
+    for (key, path) in [
+        ("server.pid_file", &server.pid_file),
+        ("server.upgrade_sock", &server.upgrade_sock),
+    ] {
+        if let Some(path) = path {
+            runtime_dir::check_file_dir(key, path)?;
         }
     }
+    let path = server.runtime_dir_path(runtime_dir::current_uid());
+    if server.uses_runtime_dir() {
+        runtime_dir::prepare(&path)?;
+    }
+    Ok(path)
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use agentgate_middleware::priority_queue::{OverloadReason, QueueObserver};
+use agentgate_middleware::rate_limit::BucketStats;
 use agentgate_middleware::sse::fanout::FanoutStats;
 use agentgate_proxy::UpstreamGroup;
 use prometheus_client::encoding::text::encode;
@@ -75,6 +76,7 @@ pub struct Metrics {
     tools: ToolMetrics,
     fanout: FanoutGauges,
     rate_limited: Family<RouteLabel, Counter>,
+    rate_limit_keys: RateLimitKeyMetrics,
     durations: HistogramFamily<HandlerLabel>,
     process: ProcessMetrics,
     upstreams: UpstreamGauges,
@@ -187,6 +189,52 @@ impl UpstreamGauges {
             let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
             self.healthy.get_or_create(&label).set(count(healthy));
             self.peers.get_or_create(&label).set(count(peers));
+        }
+    }
+}
+
+/// Keys held and evicted by the routes' local rate limiters, read from them at each scrape.
+#[derive(Debug, Default)]
+struct RateLimitKeyMetrics {
+    /// Each limiter's route, its figures, and the evictions already counted.
+    limiters: Mutex<Vec<(RouteLabel, Weak<BucketStats>, u64)>>,
+    keys: Family<RouteLabel, Gauge>,
+    evictions: Family<RouteLabel, Counter>,
+}
+
+impl RateLimitKeyMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "rate_limit_keys",
+            "Keys holding a bucket in a route's local rate limiter (at most its max_keys), by \
+             route",
+            metrics.keys.clone(),
+        );
+        registry.register(
+            "rate_limit_evictions",
+            "Keys a route's local rate limiter evicted to stay within max_keys, by route",
+            metrics.evictions.clone(),
+        );
+        metrics
+    }
+
+    fn refresh(&self) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        // Limiters of a replaced generation are gone once their last request is.
+        limiters.retain(|(_, stats, _)| stats.strong_count() > 0);
+        self.keys.clear();
+        for (route, stats, counted) in limiters.iter_mut() {
+            let Some(stats) = stats.upgrade() else {
+                continue;
+            };
+            let keys = i64::try_from(stats.keys()).unwrap_or(i64::MAX);
+            self.keys.get_or_create(route).inc_by(keys);
+            let evicted = stats.evicted();
+            self.evictions
+                .get_or_create(route)
+                .inc_by(evicted.saturating_sub(*counted));
+            *counted = evicted;
         }
     }
 }
@@ -455,6 +503,7 @@ impl Metrics {
             "Requests a route's rate limit answered with 429, by route",
             rate_limited.clone(),
         );
+        let rate_limit_keys = RateLimitKeyMetrics::register(&mut registry);
         let reloads = Family::<ReloadLabel, Counter>::default();
         // Both series exist from the start (at 0), so rules can use them before a reload.
         for result in ["applied", "rejected"] {
@@ -474,6 +523,7 @@ impl Metrics {
             tools,
             fanout,
             rate_limited,
+            rate_limit_keys,
             durations,
             process,
             upstreams,
@@ -564,6 +614,20 @@ impl Metrics {
         counter
     }
 
+    /// Reports the key count and evictions of `route`'s local rate limiter
+    /// (`agentgate_rate_limit_keys`, `agentgate_rate_limit_evictions_total`) while it lives.
+    pub fn watch_rate_limit_keys(&self, route: &str, stats: &Arc<BucketStats>) {
+        let label = RouteLabel {
+            route: route.to_owned(),
+        };
+        let mut limiters = self
+            .rate_limit_keys
+            .limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        limiters.push((label, Arc::downgrade(stats), 0));
+    }
+
     /// The observer of `route`'s priority queue, feeding `agentgate_queue_*`.
     pub fn queue_observer(&self, route: &str) -> QueueMetrics {
         QueueMetrics {
@@ -640,6 +704,7 @@ impl Metrics {
         self.fanout.refresh(self.active_streams.get());
         self.process.refresh();
         self.upstreams.refresh();
+        self.rate_limit_keys.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -15,8 +15,8 @@ use std::time::Duration;
 use agentgate::store::memory::{MemoryLimits, MemoryStore};
 use agentgate::store::redis::{RedisSettings, RedisStore};
 use agentgate::store::{
-    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, Presence, SessionId, SessionStore,
-    StoreError,
+    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, Presence, Quotas, SessionId,
+    SessionStore, StoreError,
 };
 use support::redis_cluster::RedisCluster;
 use support::redis_server::RedisServer;
@@ -27,13 +27,26 @@ struct Limits {
     maxlen: u64,
     retention: Duration,
     session_ttl: Duration,
+    max_sessions: u64,
+    max_bytes: u64,
 }
 
 const DEFAULT: Limits = Limits {
     maxlen: 10_000,
     retention: Duration::from_secs(3600),
     session_ttl: Duration::from_secs(3600),
+    max_sessions: 1_000,
+    max_bytes: 16 * 1024 * 1024,
 };
+
+impl Limits {
+    fn quotas(&self) -> Quotas {
+        Quotas {
+            max_active_sessions_per_key: self.max_sessions,
+            max_session_bytes: self.max_bytes,
+        }
+    }
+}
 
 /// An engine under test; holds its Redis process alive.
 struct Engine {
@@ -50,6 +63,7 @@ fn memory(limits: Limits) -> Engine {
             events_maxlen: limits.maxlen as usize,
             retention: limits.retention,
             session_ttl: limits.session_ttl,
+            quotas: limits.quotas(),
         }),
         expiry_events: true,
         _redis: None,
@@ -109,6 +123,7 @@ async fn redis_store(
         session_ttl: limits.session_ttl,
         pipelining: mode.pipelining,
         hash_state: mode.hash_state,
+        quotas: limits.quotas(),
     })
     .await
     .unwrap()
@@ -132,16 +147,35 @@ fn batch(from: usize, to: usize) -> Vec<NewEvent> {
 }
 
 async fn create(store: &dyn SessionStore, id: &SessionId) {
+    create_as(store, id, OWNER).await.unwrap();
+}
+
+async fn create_as(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    owner: &str,
+) -> Result<(), StoreError> {
     store
         .create(
             id,
             NewSession {
-                owner: OWNER.to_owned(),
+                owner: owner.to_owned(),
                 metadata: r#"{"user":"u1"}"#.to_owned(),
             },
         )
         .await
-        .unwrap();
+}
+
+/// An event whose kind and data total `n` bytes (n >= 3): kind `k`, data a JSON string.
+fn sized(n: usize) -> NewEvent {
+    NewEvent {
+        kind: "k".to_owned(),
+        data: format!("\"{}\"", "x".repeat(n - 3)),
+    }
+}
+
+fn over_session_quota(result: Result<(), StoreError>) -> bool {
+    matches!(result, Err(StoreError::SessionQuotaExceeded { limit: 3 }))
 }
 
 fn done() -> Completion {
@@ -387,6 +421,116 @@ async fn presence_reports_creates_and_expiries(engine: Engine) {
     }
 }
 
+async fn running_sessions_are_capped_per_key(engine: Engine) {
+    let store = &*engine.store;
+    let ids: Vec<SessionId> = (0..3).map(|i| sid(&format!("quota{i}"))).collect();
+    for id in &ids {
+        create(store, id).await;
+    }
+    let extra = sid("quota-extra");
+    assert!(over_session_quota(create_as(store, &extra, OWNER).await));
+    assert!(
+        !store.exists(&extra).await.unwrap(),
+        "a refused init writes nothing"
+    );
+    // Another key has its own quota.
+    create_as(store, &sid("other-key"), "another-owner")
+        .await
+        .unwrap();
+    // Writing to a session takes no slot; refused completions free none.
+    store.append(&ids[0], OWNER, &batch(0, 2)).await.unwrap();
+    assert!(matches!(
+        store.complete(&ids[1], "another-owner", done()).await,
+        Err(StoreError::Forbidden)
+    ));
+    assert!(over_session_quota(create_as(store, &extra, OWNER).await));
+    // Completing frees exactly one slot.
+    store.complete(&ids[0], OWNER, done()).await.unwrap();
+    assert!(matches!(
+        store.complete(&ids[0], OWNER, done()).await,
+        Err(StoreError::Completed)
+    ));
+    create(store, &extra).await;
+    assert!(over_session_quota(
+        create_as(store, &sid("quota-more"), OWNER).await
+    ));
+    assert!(!store.exists(&sid("quota-more")).await.unwrap());
+}
+
+/// QUOTA_TTL: 2 sessions per key, 1 s TTL. A session that expires frees its slot; one kept
+/// alive by appends past its first deadline stays counted.
+async fn expiry_frees_a_slot_and_writes_keep_one(engine: Engine) {
+    let store = &*engine.store;
+    let (kept, idle) = (sid("kept"), sid("idle"));
+    create(store, &kept).await;
+    create(store, &idle).await;
+    let refused = create_as(store, &sid("early"), OWNER).await;
+    assert!(
+        matches!(refused, Err(StoreError::SessionQuotaExceeded { limit: 2 })),
+        "{refused:?}"
+    );
+    // `kept` was created first, so once `idle` has expired, `kept`'s first deadline has
+    // passed too: only its appends keep it counted.
+    let mut n = 0;
+    while store.exists(&idle).await.unwrap() {
+        store.append(&kept, OWNER, &batch(n, n + 1)).await.unwrap();
+        n += 1;
+        assert!(n < 300, "idle session never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.append(&kept, OWNER, &batch(n, n + 1)).await.unwrap();
+    create(store, &sid("after-expiry")).await;
+    let refused = create_as(store, &sid("one-too-many"), OWNER).await;
+    assert!(
+        matches!(refused, Err(StoreError::SessionQuotaExceeded { limit: 2 })),
+        "the appended session still counts: {refused:?}"
+    );
+}
+
+/// QUOTAS: 100 bytes per session.
+async fn session_bytes_are_capped(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("bytes");
+    create(store, &id).await;
+    store
+        .append(&id, OWNER, &[sized(40), sized(40)])
+        .await
+        .unwrap();
+    // A batch that would pass the cap is refused whole, though its first event fits.
+    assert!(matches!(
+        store.append(&id, OWNER, &[sized(10), sized(11)]).await,
+        Err(StoreError::SessionBytesExceeded { limit: 100 })
+    ));
+    assert_eq!(store.read(&id, None, 100).await.unwrap().len(), 2);
+    assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 2);
+    // Up to the cap exactly is fine; one byte more is not.
+    store.append(&id, OWNER, &[sized(20)]).await.unwrap();
+    assert!(matches!(
+        store.append(&id, OWNER, &[sized(3)]).await,
+        Err(StoreError::SessionBytesExceeded { limit: 100 })
+    ));
+    // Another session has its own budget.
+    let other = sid("bytes-other");
+    create(store, &other).await;
+    store.append(&other, OWNER, &[sized(100)]).await.unwrap();
+    // A session at its cap can still complete.
+    store.complete(&id, OWNER, done()).await.unwrap();
+    let events = store.read(&id, None, 100).await.unwrap();
+    assert_eq!(events.len(), 4, "3 appended + complete: {events:?}");
+    assert_eq!(events[3].kind, COMPLETE_KIND);
+    assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 4);
+}
+
+const QUOTAS: Limits = Limits {
+    max_sessions: 3,
+    max_bytes: 100,
+    ..DEFAULT
+};
+const QUOTA_TTL: Limits = Limits {
+    max_sessions: 2,
+    session_ttl: Duration::from_secs(1),
+    ..DEFAULT
+};
 const CAPPED: Limits = Limits {
     maxlen: 50,
     ..DEFAULT
@@ -444,4 +588,7 @@ conformance! {
     completed_sessions_expire_after_retention: SHORT_RETENTION;
     idle_sessions_expire: SHORT_TTL;
     presence_reports_creates_and_expiries: SHORT_TTL;
+    running_sessions_are_capped_per_key: QUOTAS;
+    expiry_frees_a_slot_and_writes_keep_one: QUOTA_TTL;
+    session_bytes_are_capped: QUOTAS;
 }

@@ -8,7 +8,7 @@
 //! | table                | holds                                                        |
 //! |----------------------|--------------------------------------------------------------|
 //! | `[server]`           | listen addresses, worker threads, PID file, upgrade socket, request body limit, shutdown grace |
-//! | `[auth]`             | API keys and the stream-token signing secret                 |
+//! | `[auth]`             | API keys and the stream-token signing secret(s)              |
 //! | `[store]`            | `kind = "memory"` or `"redis"`, event-log cap, retention, TTL |
 //! | `[store.redis]`      | Redis URLs, cluster mode, timeouts (used with `kind = "redis"`) |
 //! | `[sse]`              | heartbeat interval, client `retry:`, replay batch size        |
@@ -68,15 +68,17 @@
 mod error;
 mod load;
 mod locate;
+mod published;
 mod schema;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
+pub use published::{GENERATE_HINT, PUBLISHED_CREDENTIALS, is_published};
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, Config, DemoConfig, Dispatch,
     ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
-    RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, StoreConfig, StoreKind,
-    TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, SseShare,
+    StoreConfig, StoreKind, TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -11,7 +11,10 @@ use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
 
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
-use crate::schema::{Config, Dispatch, RouteKind, StoreKind, ToolKind};
+use crate::published::GENERATE_HINT;
+use crate::schema::{
+    AuthConfig, Config, Dispatch, RouteConfig, RouteKind, SseShare, StoreKind, ToolKind,
+};
 
 /// Shortest accepted API key, in characters.
 const MIN_API_KEY_LEN: usize = 16;
@@ -83,6 +86,14 @@ impl Config {
                 p.push(key, "must not be empty; leave the key out for the default");
             }
         }
+        if let Some(dir) = &s.runtime_dir {
+            p.require(
+                dir.is_absolute(),
+                "server.runtime_dir",
+                "must be an absolute path; leave the key out for the default",
+            );
+        }
+        self.check_admin(p);
         p.require(
             s.max_body_bytes >= 1024,
             "server.max_body_bytes",
@@ -95,6 +106,33 @@ impl Config {
         );
     }
 
+    /// `server.admin_hosts` and `server.admin_tokens`: a token is required on a listener
+    /// other machines can reach.
+    fn check_admin(&self, p: &mut Problems) {
+        let s = &self.server;
+        for (i, host) in s.admin_hosts.iter().enumerate() {
+            p.require(
+                is_plain_host(host),
+                &format!("server.admin_hosts[{i}]"),
+                "must be a host name such as \"gw1.internal\" (letters, digits, '-', '.', '_'; \
+                 no port, no scheme; IP addresses are always accepted)",
+            );
+        }
+        check_secrets(p, "server.admin_tokens", &s.admin_tokens);
+        if let Some(addr) = s.admin_listen
+            && !addr.ip().is_loopback()
+        {
+            p.require(
+                !s.admin_tokens.is_empty(),
+                "server.admin_tokens",
+                format!(
+                    "at least one token is required when server.admin_listen ({addr}) is not \
+                     a loopback address: the admin endpoints would be open to the network"
+                ),
+            );
+        }
+    }
+
     fn check_auth(&self, p: &mut Problems) {
         let a = &self.auth;
         p.require(
@@ -102,40 +140,65 @@ impl Config {
             "auth.api_keys",
             "at least one API key is required",
         );
-        for (i, api_key) in a.api_keys.iter().enumerate() {
-            let key = format!("auth.api_keys[{i}]");
-            // Messages never include the key itself: error output ends up in logs.
-            if api_key.chars().any(char::is_whitespace) {
-                p.push(&key, "must not contain whitespace");
-            } else if !api_key.chars().all(|c| c.is_ascii_graphic()) {
-                p.push(&key, "must contain only visible ASCII characters");
-            }
-            if api_key.chars().count() < MIN_API_KEY_LEN {
-                p.push(
-                    &key,
-                    format!("must be at least {MIN_API_KEY_LEN} characters long"),
-                );
-            }
-        }
-        for (i, first) in duplicates(a.api_keys.iter().enumerate()) {
-            p.push(
-                &format!("auth.api_keys[{i}]"),
-                format!("duplicates auth.api_keys[{first}]"),
-            );
-        }
-        p.require(
-            a.stream_token_secret.len() >= MIN_SECRET_BYTES,
-            "auth.stream_token_secret",
-            format!(
-                "must be at least {MIN_SECRET_BYTES} bytes (it is {})",
-                a.stream_token_secret.len()
-            ),
-        );
+        check_secrets(p, "auth.api_keys", &a.api_keys);
+        self.check_token_secrets(p);
         p.require(
             a.stream_token_ttl_secs >= 1,
             "auth.stream_token_ttl_secs",
             "must be at least 1",
         );
+        if !self.listens_on_loopback_only() {
+            for key in self.published_credentials() {
+                p.push(
+                    &key,
+                    format!(
+                        "is an example value published with agentgate, refused while \
+                         server.listen has a non-loopback address; {GENERATE_HINT}"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_token_secrets(&self, p: &mut Problems) {
+        let a = &self.auth;
+        if a.stream_token_secrets.is_empty() {
+            p.require(
+                a.stream_token_secret.len() >= MIN_SECRET_BYTES,
+                "auth.stream_token_secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (it is {}); {GENERATE_HINT}",
+                    a.stream_token_secret.len()
+                ),
+            );
+            return;
+        }
+        p.require(
+            a.stream_token_secret.is_empty(),
+            "auth.stream_token_secret",
+            "set either auth.stream_token_secret or auth.stream_token_secrets, not both",
+        );
+        p.require(
+            a.stream_token_secrets.len() <= AuthConfig::MAX_TOKEN_SECRETS,
+            "auth.stream_token_secrets",
+            format!("at most {} secrets", AuthConfig::MAX_TOKEN_SECRETS),
+        );
+        for (i, secret) in a.stream_token_secrets.iter().enumerate() {
+            p.require(
+                secret.len() >= MIN_SECRET_BYTES,
+                &format!("auth.stream_token_secrets[{i}]"),
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (it is {}); {GENERATE_HINT}",
+                    secret.len()
+                ),
+            );
+        }
+        for (i, first) in duplicates(a.stream_token_secrets.iter().enumerate()) {
+            p.push(
+                &format!("auth.stream_token_secrets[{i}]"),
+                format!("duplicates auth.stream_token_secrets[{first}]"),
+            );
+        }
     }
 
     fn check_store(&self, p: &mut Problems) {
@@ -154,6 +217,16 @@ impl Config {
             s.session_ttl_secs >= 1,
             "store.session_ttl_secs",
             "must be at least 1",
+        );
+        p.require(
+            s.quotas.max_active_sessions_per_key >= 1,
+            "store.quotas.max_active_sessions_per_key",
+            "must be at least 1 (there is no unlimited; set a large value)",
+        );
+        p.require(
+            s.quotas.max_session_bytes >= 1,
+            "store.quotas.max_session_bytes",
+            "must be at least 1 (there is no unlimited; set a large value)",
         );
         if s.kind != StoreKind::Redis {
             return;
@@ -343,8 +416,23 @@ impl Config {
             if let Some(queue) = &route.priority_queue
                 && let Err(error) = queue.validate()
             {
-                let agentgate_middleware::priority_queue::PolicyError::Zero(field) = &error;
-                p.push(&key(&format!("priority_queue.{field}")), error.to_string());
+                p.push(
+                    &key(&format!("priority_queue.{}", error.key())),
+                    error.to_string(),
+                );
+            }
+            if let Some(queue) = &route.priority_queue
+                && !queue
+                    .api_key_priorities
+                    .keys()
+                    .all(|id| is_key_fingerprint(id))
+            {
+                // The entry is not named: it may be an API key pasted by mistake.
+                p.push(
+                    &key("priority_queue.api_key_priorities"),
+                    "keys must be API key fingerprints, 16 lower-case hex digits (printf %s \
+                     \"$KEY\" | sha256sum | cut -c1-16), never the API keys themselves",
+                );
             }
             if let Some(limit) = &route.rate_limit {
                 p.require(
@@ -401,6 +489,7 @@ impl Config {
             if let Some(canary) = &route.canary {
                 self.check_canary(p, i, route, canary);
             }
+            check_sse_share(p, i, route);
         }
         let named = self
             .routes
@@ -455,11 +544,7 @@ impl Config {
             "must be a percentage from 0 to 100",
         );
         p.require(
-            canary.header.is_empty()
-                || canary
-                    .header
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            canary.header.is_empty() || is_lower_header_name(&canary.header),
             &key("header"),
             "must be a lower-case header name (letters, digits, '-'), or \"\" for none",
         );
@@ -585,6 +670,14 @@ impl Config {
             "must be at least 1",
         );
         p.require(
+            t.max_batch_bytes >= t.max_input_bytes.max(1),
+            "tools.max_batch_bytes",
+            format!(
+                "must be at least tools.max_input_bytes ({}), or a single call's input could not fit",
+                t.max_input_bytes
+            ),
+        );
+        p.require(
             t.max_output_bytes >= 1,
             "tools.max_output_bytes",
             "must be at least 1",
@@ -641,8 +734,73 @@ impl Config {
 /// Longest tool name, in characters.
 const MAX_TOOL_NAME_LEN: usize = 64;
 
+/// `share` and `credential_headers` of route `i`: `kind = "sse"` only; header names valid;
+/// no headers to compare on a public stream.
+fn check_sse_share(p: &mut Problems, i: usize, route: &RouteConfig) {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    if route.kind != RouteKind::Sse {
+        p.require(
+            route.share == SseShare::Credentials,
+            &key("share"),
+            "only kind = \"sse\" routes share streams",
+        );
+        p.require(
+            route.credential_headers.is_empty(),
+            &key("credential_headers"),
+            "only kind = \"sse\" routes share streams",
+        );
+        return;
+    }
+    p.require(
+        route.share == SseShare::Credentials || route.credential_headers.is_empty(),
+        &key("credential_headers"),
+        "must be empty with share = \"public\": a public stream compares no credentials",
+    );
+    for (j, name) in route.credential_headers.iter().enumerate() {
+        p.require(
+            is_lower_header_name(name),
+            &format!("routes[{i}].credential_headers[{j}]"),
+            "must be a lower-case header name (letters, digits, '-')",
+        );
+    }
+}
+
+/// A non-empty lower-case header name: ASCII letters, digits and `-`.
+fn is_lower_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Whether `host` is a host name, IPv4 address or bracketed IPv6 address, with no scheme,
 /// port or path.
+/// The rules shared by lists of bearer secrets (`auth.api_keys`, `server.admin_tokens`):
+/// visible ASCII without whitespace, at least [`MIN_API_KEY_LEN`] characters, no duplicates.
+/// Messages never include a secret itself: error output ends up in logs.
+fn check_secrets(p: &mut Problems, list: &str, secrets: &[String]) {
+    for (i, secret) in secrets.iter().enumerate() {
+        let key = format!("{list}[{i}]");
+        if secret.chars().any(char::is_whitespace) {
+            p.push(&key, "must not contain whitespace");
+        } else if !secret.chars().all(|c| c.is_ascii_graphic()) {
+            p.push(&key, "must contain only visible ASCII characters");
+        }
+        if secret.chars().count() < MIN_API_KEY_LEN {
+            p.push(
+                &key,
+                format!("must be at least {MIN_API_KEY_LEN} characters long"),
+            );
+        }
+    }
+    for (i, first) in duplicates(secrets.iter().enumerate()) {
+        p.push(
+            &format!("{list}[{i}]"),
+            format!("duplicates {list}[{first}]"),
+        );
+    }
+}
+
 fn is_plain_host(host: &str) -> bool {
     match host.strip_prefix('[') {
         Some(v6) => v6
@@ -684,4 +842,9 @@ impl Problems {
             self.push(key, message);
         }
     }
+}
+
+/// An API key's fingerprint as agentgate shows it: 16 lower-case hex digits.
+fn is_key_fingerprint(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -1,19 +1,20 @@
 //! Loading, defaults and located errors, through the public API only.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentgate_config::{
     Balance, Config, ConfigError, Dispatch, HashOn, HealthCheckConfig, REFERENCE_TOML, RedisConfig,
-    RouteConfig, RouteKind, StoreKind, UpstreamConfig, ValidationError,
+    RouteConfig, RouteKind, SseShare, StoreKind, UpstreamConfig, ValidationError,
 };
 
-/// Credentials that pass validation, for sources that test something else.
+/// Credentials that pass validation on any listener (not published examples), for sources
+/// that test something else.
 const AUTH: &str = r#"
 [auth]
-api_keys = ["0123456789abcdef"]
-stream_token_secret = "0123456789abcdef0123456789abcdef"
+api_keys = ["load-test-key-0123456789"]
+stream_token_secret = "load-test-secret-load-test-secret-xx"
 "#;
 
 fn errors(src: &str) -> Vec<ConfigError> {
@@ -120,16 +121,26 @@ fn defaults_are_as_documented() {
     assert_eq!(c.server.listen, [addr("127.0.0.1:8080")]);
     assert_eq!(c.server.threads, 0);
     assert!(c.server.worker_threads() >= 1);
+    assert_eq!(c.server.runtime_dir, None);
+    let runtime_dir = c.server.runtime_dir_path(1000);
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(xdg) if xdg.is_absolute() => assert_eq!(runtime_dir, xdg.join("agentgate")),
+        _ => assert_eq!(runtime_dir, std::env::temp_dir().join("agentgate-1000")),
+    }
     assert_eq!(c.server.pid_file, None);
+    let run = Path::new("/run/user/1000/agentgate");
     assert_eq!(
-        c.server.pid_file_path(8080),
-        std::env::temp_dir().join("agentgate-8080.pid")
+        c.server.pid_file_path(run, 8080),
+        run.join("agentgate-8080.pid")
     );
     assert_eq!(c.server.upgrade_sock, None);
     assert_eq!(
-        c.server.upgrade_sock_path(41234),
-        std::env::temp_dir().join("agentgate-41234.upgrade.sock")
+        c.server.upgrade_sock_path(run, 41234),
+        run.join("agentgate-41234.upgrade.sock")
     );
+    assert!(c.server.uses_runtime_dir());
+    assert!(c.server.admin_hosts.is_empty());
+    assert!(c.server.admin_tokens.is_empty());
     assert_eq!(c.server.max_body_bytes, 1_048_576);
     assert_eq!(c.server.shutdown_grace(), Duration::from_secs(10));
     assert!(c.auth.api_keys.is_empty());
@@ -139,6 +150,8 @@ fn defaults_are_as_documented() {
     assert_eq!(c.store.events_maxlen, 10_000);
     assert_eq!(c.store.retention(), Duration::from_secs(3_600));
     assert_eq!(c.store.session_ttl(), Duration::from_secs(86_400));
+    assert_eq!(c.store.quotas.max_active_sessions_per_key, 1_000);
+    assert_eq!(c.store.quotas.max_session_bytes, 16 * 1024 * 1024);
     assert_eq!(c.store.redis.urls, ["redis://127.0.0.1:6379"]);
     assert!(!c.store.redis.cluster);
     assert_eq!(c.store.redis.timeout(), Duration::from_millis(2_000));
@@ -571,11 +584,16 @@ fn server_rules() {
     ))
     .expect("valid");
     assert_eq!(config.server.worker_threads(), 1024);
-    assert_eq!(config.server.pid_file_path(0), PathBuf::from("/run/ag.pid"));
+    let run = Path::new("/unused");
     assert_eq!(
-        config.server.upgrade_sock_path(0),
+        config.server.pid_file_path(run, 0),
+        PathBuf::from("/run/ag.pid")
+    );
+    assert_eq!(
+        config.server.upgrade_sock_path(run, 0),
         PathBuf::from("/run/ag.sock")
     );
+    assert!(!config.server.uses_runtime_dir());
 }
 
 const ROUTING: &str = r#"
@@ -633,6 +651,8 @@ fn routes_and_upstreams_load_with_their_values() {
                 rate_limit: None,
                 priority_queue: None,
                 canary: None,
+                share: SseShare::Credentials,
+                credential_headers: Vec::new(),
             },
             RouteConfig {
                 name: "users".into(),
@@ -996,6 +1016,125 @@ fn route_priority_queues_load_and_bad_ones_name_the_key() {
 }
 
 #[test]
+fn priorities_and_key_bounds_name_the_key_and_never_echo_a_misplaced_api_key() {
+    let base = "[auth]\napi_keys = [\"0123456789abcdef\"]\nstream_token_secret = \"0123456789abcdef0123456789abcdef\"\n[[routes]]\nname = \"a\"\n";
+    let config = Config::from_toml_str(&format!(
+        "{base}[routes.priority_queue]\ntrusted_proxies = [\"10.0.0.5\"]\napi_key_priorities = {{ \"0123456789abcdef\" = 7 }}\nstreams = \"all\"\n[routes.rate_limit]\nkey = \"api_key\"\nmax_keys = 10\n"
+    ))
+    .expect("valid");
+    let queue = config.routes[0].priority_queue.as_ref().expect("queue");
+    assert_eq!(queue.api_key_priorities["0123456789abcdef"], 7);
+    assert_eq!(
+        config.routes[0]
+            .rate_limit
+            .as_ref()
+            .expect("limit")
+            .max_keys,
+        10
+    );
+    for (bad, key) in [
+        (
+            "[routes.priority_queue]\ndefault_priority = 12\n",
+            "routes[0].priority_queue.default_priority",
+        ),
+        (
+            "[routes.priority_queue]\napi_key_priorities = { \"0123456789abcdef\" = 10 }\n",
+            "routes[0].priority_queue.api_key_priorities",
+        ),
+        (
+            "[routes.priority_queue]\napi_key_priorities = { \"sk-live-secret-api-key\" = 3 }\n",
+            "routes[0].priority_queue.api_key_priorities",
+        ),
+        (
+            "[routes.rate_limit]\nmax_keys = 0\n",
+            "routes[0].rate_limit.max_keys",
+        ),
+    ] {
+        let errors = Config::from_toml_str(&format!("{base}{bad}")).expect_err(bad);
+        assert_eq!(errors[0].key.as_deref(), Some(key), "{bad}");
+        let text = errors.iter().map(ToString::to_string).collect::<String>();
+        assert!(!text.contains("sk-live-secret"), "{text}");
+    }
+}
+
+#[test]
+fn sse_sharing_loads_and_each_misplaced_or_broken_key_is_named_with_its_line() {
+    let ok = format!(
+        r#"{AUTH}
+[upstreams.feeds]
+peers = ["127.0.0.1:9001"]
+[[routes]]
+name = "private"
+kind = "sse"
+path_prefix = "/me/"
+upstream = "feeds"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "public"
+kind = "sse"
+upstream = "feeds"
+share = "public"
+"#
+    );
+    let config = Config::from_toml_str(&ok).expect("valid sharing");
+    assert_eq!(config.routes[0].share, SseShare::Credentials);
+    assert_eq!(config.routes[0].credential_headers, ["x-api-key"]);
+    assert_eq!(config.routes[1].share, SseShare::Public);
+
+    let bad = format!(
+        r#"{AUTH}
+[upstreams.feeds]
+peers = ["127.0.0.1:9001"]
+[[routes]]
+name = "proxied"
+kind = "upstream"
+upstream = "feeds"
+share = "public"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "public"
+kind = "sse"
+upstream = "feeds"
+share = "public"
+credential_headers = ["x-api-key"]
+[[routes]]
+name = "private"
+kind = "sse"
+upstream = "feeds"
+credential_headers = ["X-Api-Key", ""]
+"#
+    );
+    let errors = errors(&bad);
+    let line = |key: &str| error_for(&errors, key).line;
+    assert_eq!(line("routes[0].share"), Some(12));
+    assert_eq!(line("routes[0].credential_headers"), Some(13));
+    assert!(
+        error_for(&errors, "routes[1].credential_headers")
+            .message
+            .contains("share = \"public\"")
+    );
+    assert_eq!(line("routes[1].credential_headers"), Some(19));
+    assert_eq!(line("routes[2].credential_headers[0]"), Some(24));
+    assert!(
+        error_for(&errors, "routes[2].credential_headers[1]")
+            .message
+            .contains("lower-case header name")
+    );
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    let unknown = errors_of_share("\"everyone\"");
+    assert!(unknown.contains("share"), "{unknown}");
+}
+
+/// The error of an sse route whose `share` is `value`.
+fn errors_of_share(value: &str) -> String {
+    let src = format!(
+        "{AUTH}\n[upstreams.u]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"s\"\n\
+         kind = \"sse\"\nupstream = \"u\"\nshare = {value}\n"
+    );
+    format!("{:?}", errors(&src))
+}
+
+#[test]
 fn canary_is_parsed_with_defaults_and_each_broken_key_is_named_with_its_line() {
     let ok = format!(
         r#"{AUTH}
@@ -1152,4 +1291,21 @@ fn bad_telemetry_values_name_their_keys() {
         "{AUTH}\n[telemetry]\notlp_endpoint = \"http://c:4318\"\nsample_rate = 0.5\n"
     ));
     assert!(typo[0].message.contains("sample_rate"), "{typo:?}");
+}
+
+#[test]
+fn quotas_must_be_at_least_one() {
+    let src =
+        format!("{AUTH}\n[store.quotas]\nmax_active_sessions_per_key = 0\nmax_session_bytes = 0\n");
+    let found = errors(&src);
+    for key in [
+        "store.quotas.max_active_sessions_per_key",
+        "store.quotas.max_session_bytes",
+    ] {
+        let e = error_for(&found, key);
+        assert!(e.message.starts_with("must be at least 1"), "{e}");
+        assert!(e.line.is_some(), "{key} is located: {e}");
+    }
+    let typo = errors(&format!("{AUTH}\n[store.quotas]\nmax_sessions = 5\n"));
+    assert!(typo[0].to_string().contains("max_sessions"), "{}", typo[0]);
 }

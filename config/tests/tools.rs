@@ -41,6 +41,7 @@ fn defaults_are_as_documented() {
     assert_eq!(t.queue_capacity, 1024);
     assert_eq!(t.max_calls, 64);
     assert_eq!(t.max_input_bytes, 65_536);
+    assert_eq!(t.max_batch_bytes, 16_777_216);
     assert_eq!(t.max_output_bytes, 1_048_576);
     assert!(t.tools.is_empty());
     assert!(Config::default().features.parallel_tools);
@@ -119,6 +120,7 @@ workers = 3
 queue_capacity = 7
 max_calls = 10
 max_input_bytes = 2048
+max_batch_bytes = 8192
 max_output_bytes = 4096
 [tools.hash]
 kind = \"sha256\"
@@ -138,9 +140,10 @@ upstream = \"api\"
             t.queue_capacity,
             t.max_calls,
             t.max_input_bytes,
+            t.max_batch_bytes,
             t.max_output_bytes
         ),
-        (2, 500, 3, 7, 10, 2048, 4096)
+        (2, 500, 3, 7, 10, 2048, 8192, 4096)
     );
     assert_eq!(t.tools["hash"].kind, ToolKind::Sha256);
     assert_eq!(t.tools["lookup"].http_path(), "/");
@@ -234,4 +237,29 @@ kind = \"json_query\"
         "no [upstreams.nowhere] table is defined"
     );
     assert!(message("tools.c.upstream").contains("only applies to kind = \"http\""));
+}
+
+#[test]
+fn the_batch_budget_must_hold_one_whole_input() {
+    let errors = located(
+        "[tools]
+max_input_bytes = 2048
+max_batch_bytes = 2047
+",
+    );
+    assert_eq!(
+        errors,
+        [(
+            "tools.max_batch_bytes".to_owned(),
+            Some(3),
+            "must be at least tools.max_input_bytes (2048), or a single call's input could not fit"
+                .to_owned()
+        )],
+    );
+    assert!(
+        Config::from_toml_str(&format!(
+            "{AUTH}[tools]\nmax_input_bytes = 2048\nmax_batch_bytes = 2048\n"
+        ))
+        .is_ok()
+    );
 }

@@ -3,8 +3,9 @@
 //! - `GET /users/{name}` is guarded by an [`ExistenceCacheLayer`]: a toy [`ExistenceCheck`]
 //!   over an in-memory set of users answers "does `{name}` exist?", the answer is cached,
 //!   and a missing user gets the layer's own `404` JSON without the handler running.
-//! - The whole app runs under a [`PriorityQueueLayer`] (`x-priority: 0..=255`, higher
-//!   first; at most 4 requests in flight, up to 16 waiting for at most 2 s, then `503`) ...
+//! - The whole app runs under a [`PriorityQueueLayer`] (at most 4 requests in flight, up to
+//!   16 waiting for at most 2 s, then `503`; every request has the default priority: a
+//!   client's own `x-priority` is ignored and removed, as no `trusted_proxies` are set) ...
 //! - ... under a [`RateLimitLayer`] keyed by the `x-api-key` header (a burst of 3, then one
 //!   request per second per key, `429` with `Retry-After` beyond; requests without the
 //!   header are not limited). Rate limiting is outermost, so rejected requests never take a
@@ -21,7 +22,7 @@
 //! ```text
 //! curl -i localhost:3000/users/alice                      # 200 hello, alice
 //! curl -i localhost:3000/users/mallory                    # 404 {"error":{"code":"user_not_found",..}}
-//! curl -i -H 'x-priority: 9' localhost:3000/              # 200, queued ahead of lower priorities
+//! curl -i -H 'x-priority: 9' localhost:3000/              # 200, at the default priority
 //! for i in 1 2 3 4; do curl -si -H 'x-api-key: k1' localhost:3000/ | head -1; done
 //!                                                         # 200 200 200 429 (Retry-After: 1)
 //! ```
@@ -37,7 +38,7 @@ use agentgate_middleware::existence_cache::{
     ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, Exists, KeyExtractor, NotFound,
 };
 use agentgate_middleware::priority_queue::{
-    AcceptEventStream, HeaderPriority, PriorityQueueLayer, PriorityQueuePolicy,
+    PolicyPriority, PriorityQueueLayer, PriorityQueuePolicy,
 };
 use agentgate_middleware::rate_limit::{KeyKind, PolicyKey, RateLimitLayer, RateLimitPolicy};
 use axum::extract::{Path, Request};
@@ -129,7 +130,7 @@ impl<B> KeyExtractor<B> for UserName {
 }
 
 /// The priority-queue layer made by [`PriorityQueueLayer::from_policy`].
-pub type QueueLayer = PriorityQueueLayer<AcceptEventStream<HeaderPriority>>;
+pub type QueueLayer = PriorityQueueLayer<PolicyPriority>;
 
 /// The app and handles on its layers (for metrics, pruning and tests).
 #[derive(Debug)]

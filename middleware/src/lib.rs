@@ -4,6 +4,8 @@
 //! server (hyper, axum, tonic). Redis appears only behind the `redis` feature, as one store
 //! for the shared rate limiter.
 //!
+//! - [`client`]: who sent a request (peer address, authenticated identity), as earlier
+//!   layers established it; read by the rate limiter and the priority queue.
 //! - [`existence_cache`]: cached, single-flight "does this key exist?" in front of a service.
 //! - [`priority_queue`]: concurrency limit with a bounded priority queue answering `503`.
 //! - [`rate_limit`]: per-key GCRA rate limiting answering `429` with `Retry-After`.
@@ -16,6 +18,8 @@
 mod builder;
 #[cfg(feature = "builder")]
 pub use builder::ServiceBuilderExt;
+#[cfg(any(feature = "priority-queue", feature = "rate-limit"))]
+pub mod client;
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;
 #[cfg(any(

@@ -1,8 +1,9 @@
 //! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
 //!
 //! Phases, in pingora's order:
-//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), open the
-//!   request's span and trace context, find the route (JSON 404 if none). A service route is
+//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), normalise the
+//!   path ([`path`](crate::path); JSON 400 for an ambiguous one), open the request's span and
+//!   trace context, find the route by the normal path (JSON 404 if none). A service route is
 //!   served right here through the [bridge](crate::bridge). An upstream route first runs its
 //!   admission stack: a rejection is written to the client; an admission is kept in the
 //!   request context.
@@ -11,6 +12,10 @@
 //! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `x-request-id`,
 //!   `traceparent` (this request's span as the parent; `tracestate` passes through).
 //! - `logging`: the request is over; the admission (and any permit it holds) is dropped.
+//!
+//! Failures of the client's side (it hung up, sent a broken body) are logged at DEBUG, not as
+//! pingora's ERROR line. pingora's error lines name the request by method, path and host:
+//! never the query string, which carries stream tokens.
 //!
 //! # Tracing
 //!
@@ -27,6 +32,7 @@
 //! in-process services. A [`SpanLink`] (OpenTelemetry, with agentgate's `otlp` feature)
 //! makes the exported span and the propagated ids agree.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,7 +49,8 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::bridge::{self, RequestBody};
-use crate::route::{Admitted, LiveRoutes, Route, Target};
+use crate::path::normalize;
+use crate::route::{Admitted, AdmittedHeaders, LiveRoutes, Route, Target};
 use crate::trace::{SpanLink, TRACESTATE, TraceContext};
 use crate::upstream::{self, UpstreamGroup};
 
@@ -199,7 +206,19 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.request_id = Some(request_id);
+        // Routing, the span, in-process services and the upstream all see the normal path.
+        let normalized = normalize_target(session.req_header_mut());
         self.open_span(session.req_header(), ctx);
+        if let Err(message) = normalized {
+            bridge::write_error(
+                session,
+                StatusCode::BAD_REQUEST,
+                &message,
+                ctx.request_id.as_ref(),
+            )
+            .await?;
+            return Ok(true);
+        }
         let Some(route) = self.routes.find(session.req_header()) else {
             let path = session.req_header().uri.path().to_owned();
             bridge::write_error(
@@ -267,7 +286,10 @@ impl ProxyHttp for Gateway {
                 let name = route.name.clone();
                 ctx.route = Some(route);
                 match response {
-                    Ok(r) if r.extensions().get::<Admitted>().is_some() => {
+                    Ok(mut r) if r.extensions().get::<Admitted>().is_some() => {
+                        if let Some(AdmittedHeaders(kept)) = r.extensions_mut().remove() {
+                            drop_removed_headers(session.req_header_mut(), &kept);
+                        }
                         *ctx.admission.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                         Ok(false)
                     }
@@ -387,14 +409,41 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // A client that hangs up mid-request is routine at the edge (load tools, browsers
-        // navigating away), not an error worth a log line per request.
-        matches!(error.esource(), pingora::ErrorSource::Downstream)
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // The client's side failed: it hung up mid-request (a viewer closing its stream, a
+        // load tool, a browser navigating away) or sent a broken body. Routine at the edge and
+        // not the gateway's fault, so DEBUG instead of pingora's ERROR line per request; the
+        // access log still has the request and its status.
+        if !matches!(error.esource(), pingora::ErrorSource::Downstream) {
+            return false;
+        }
+        let _span = ctx.span.clone().entered();
+        if matches!(
+            error.etype(),
+            ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+        ) {
+            tracing::debug!(error = %error, "client went away");
+        } else {
+            tracing::debug!(error = %error, "client sent a broken request");
+        }
+        true
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // What pingora puts at the end of its error lines. Its own summary has the query
+        // string, which carries stream tokens (`?token=`, `?tokens=`): the path only.
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or("-");
+        format!("{} {}, Host: {host}", req.method, req.uri.path())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -409,6 +458,20 @@ impl ProxyHttp for Gateway {
             access_log(session, ctx);
         }
         // The span closes when pingora drops the context, right after this.
+    }
+}
+
+/// Removes from the request to proxy every header the admission stack removed (absent from
+/// `kept`), so a layer's decision to drop one (an untrusted `x-priority`) holds upstream.
+fn drop_removed_headers(req: &mut RequestHeader, kept: &http::HeaderMap) {
+    let removed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| !kept.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in removed {
+        req.remove_header(&name);
     }
 }
 
@@ -446,6 +509,40 @@ impl Gateway {
         ctx.span = span;
         ctx.trace = Some(trace);
     }
+}
+
+/// Rewrites the request's target to its [normal path](crate::path) (query untouched), the
+/// one every later phase reads and the upstream receives; or says why it is refused.
+///
+/// A target that is not origin-form (absolute-form `http://host/path`, or one pingora could
+/// not classify) is rewritten to origin-form too: pingora would otherwise send its raw
+/// bytes upstream, not the path the route table matched.
+fn normalize_target(req: &mut RequestHeader) -> std::result::Result<(), String> {
+    if !req.raw_path_is_utf8() {
+        return Err("invalid request path: it is not valid UTF-8".to_owned());
+    }
+    let normal = normalize(req.uri.path()).map_err(|e| e.to_string())?;
+    let origin_form = req
+        .uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().as_bytes() == req.raw_path());
+    if matches!(normal, Cow::Borrowed(_)) && origin_form {
+        return Ok(());
+    }
+    let target = match req.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal.into_owned(),
+    };
+    // Scheme and authority (HTTP/2 `:authority`) stay: host routing reads them.
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(target)
+            .map_err(|_| "invalid request path: it cannot be normalised".to_owned())?,
+    );
+    let uri = http::Uri::from_parts(parts)
+        .map_err(|_| "invalid request path: it cannot be normalised".to_owned())?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// One access log line for the finished request.

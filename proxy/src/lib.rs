@@ -9,10 +9,13 @@
 //!   session, pinnable by header or cookie.
 //! - [`client`]: a tower service sending requests to an upstream group (for layers that
 //!   need the whole exchange, like SSE fan-out).
+//! - [`path`]: the request-path normaliser run before routing (dot segments, percent
+//!   encodings; ambiguous spellings refused).
 //! - [`gateway`]: the `ProxyHttp` implementation tying them together; one `tracing` span
 //!   per request.
 //! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
+//! - [`upgrade`]: the upgrade socket's receiving end, private to the gateway's user.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
 
@@ -24,17 +27,19 @@ pub mod client;
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
 
 pub mod gateway;
+pub mod path;
 pub mod route;
 pub mod server;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 pub use canary::Canary;
 pub use client::UpstreamClient;
 pub use gateway::Gateway;
 pub use route::{
-    AdmissionService, Admitted, LiveRoutes, Route, RouteService, RouteTable, Target, admit_all,
-    route_service,
+    AdmissionService, Admitted, AdmittedHeaders, LiveRoutes, Route, RouteService, RouteTable,
+    Target, admit_all, route_service,
 };
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
 pub use trace::{SpanLink, TraceContext};

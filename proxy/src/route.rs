@@ -29,11 +29,22 @@ pub type AdmissionService = RouteService;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted;
 
-/// The innermost service of an admission stack: admits every request.
+/// The request headers that came through an admission stack, in the [`Admitted`] response's
+/// extensions: a header the stack's layers removed (an untrusted `x-priority`) is removed
+/// from the proxied request too. Other edits are not carried over.
+#[derive(Debug, Clone, Default)]
+pub struct AdmittedHeaders(pub http::HeaderMap);
+
+/// The innermost service of an admission stack: admits every request (and hands back its
+/// headers as [`AdmittedHeaders`]).
 pub fn admit_all() -> AdmissionService {
-    BoxCloneSyncService::new(tower::service_fn(|_req: Request<RequestBody>| async {
+    BoxCloneSyncService::new(tower::service_fn(|req: Request<RequestBody>| async {
         let mut response = Response::new(crate::empty_body());
         response.extensions_mut().insert(Admitted);
+        let (parts, _) = req.into_parts();
+        response
+            .extensions_mut()
+            .insert(AdmittedHeaders(parts.headers));
         Ok::<_, BoxError>(response)
     }))
 }

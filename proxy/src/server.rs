@@ -13,11 +13,13 @@
 //!   (agentgate: `serve --upgrade`); it waits on the upgrade socket. Send SIGQUIT to the old
 //!   process ([`Stop::Upgrade`]): it sends its listening sockets over the socket, then drains
 //!   like a graceful stop. The listening sockets never close, so no connection is refused.
+//!   The new process receives them itself ([`upgrade`]: a 0600 socket, only from its own
+//!   user); the old one sends with pingora's sender, only to a socket of its own user.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as PingoraService;
 
 use crate::Gateway;
+use crate::upgrade;
 use crate::upstream::HealthChecker;
 
 /// How the edge server runs.
@@ -129,9 +132,11 @@ impl EdgeServer {
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
         let sock = self.settings.upgrade_sock.to_string_lossy().into_owned();
         if self.settings.upgrade {
-            fds.lock()
-                .get_from_sock(sock.as_str())
-                .map_err(|e| std::io::Error::other(format!("upgrade socket {sock}: {e}")))?;
+            let received = upgrade::receive(&self.settings.upgrade_sock, upgrade::RECEIVE_WAIT)?;
+            let mut table = fds.lock();
+            for (addr, fd) in received {
+                table.add(addr, fd);
+            }
         } else {
             let mut table = fds.lock();
             for (addr, fd) in self.prebound {
@@ -174,7 +179,14 @@ impl EdgeServer {
                 return;
             }
             if how == Stop::Upgrade {
-                match fds.lock().send_to_sock(sock.as_str()) {
+                let sent = upgrade::check_receiver(Path::new(&sock))
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        fds.lock()
+                            .send_to_sock(sock.as_str())
+                            .map_err(|e| e.to_string())
+                    });
+                match sent {
                     Ok(_) => tracing::info!(%sock, "listening sockets handed to the new process"),
                     Err(e) => tracing::error!(%sock, error = %e, "graceful upgrade failed"),
                 }

@@ -6,15 +6,23 @@
 //! | `GET /metrics` | Prometheus text (the same registry as the public `/metrics`) |
 //! | `GET /healthz` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /readyz` | `200` when the session store answers and every upstream group a route uses has a healthy peer, else `503`; the body lists each check |
-//! | `GET /admin/config` | the effective configuration as JSON, secrets redacted |
+//! | `GET /admin/config` | the effective configuration as JSON, secrets and URL credentials redacted ([`redact`]) |
 //! | `GET /` | the live status page ([`STATUS_PAGE`]): sessions, streams, requests/s, p99, store ops/s, sheds, rejections, updated every second, and a session viewer |
 //! | `GET /admin/live` | SSE: a JSON snapshot of those figures every second ([`live`]) |
 //! | `GET /admin/sessions/{id}/stream` | SSE: one session's events, resumable, no stream token needed ([`viewer`]) |
 //!
+//! Every request first passes the `Host` allow-list ([`hosts`]: 421 otherwise, against DNS
+//! rebinding), then, when `server.admin_tokens` is set, the token check ([`token`]: 401
+//! otherwise; `/healthz` stays open). Both are read at start; `[server]` changes need a
+//! restart.
+//!
 //! It is a plain hyper server on the application runtime, so it keeps answering while the
 //! edge proxy is saturated. Its streams end at shutdown.
 
+pub mod hosts;
 pub mod live;
+pub mod redact;
+pub mod token;
 pub mod viewer;
 
 use std::collections::BTreeMap;
@@ -29,23 +37,33 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
+
+pub use hosts::AdminHosts;
+pub use redact::{redact_url, redacted};
+pub use token::AdminTokens;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AgentApi, Body, body};
+use crate::api::{AgentApi, ApiError, Body, body};
 use crate::metrics::Metrics;
 use crate::store::{SessionId, SessionStore};
-
-/// Shown instead of a secret.
-const REDACTED: &str = "<redacted>";
 
 /// The live status page served at `GET /`: one self-contained HTML file (no external
 /// scripts, styles or fonts) fed by `GET /admin/live`.
 ///
-/// Query parameters: `session=<id>` follows that session at once; `report=<url>` makes the
-/// page POST what it shows (JSON) to `url` after every update, which is how the browser
-/// test reads it.
+/// Query parameters: `session=<id>` follows that session at once; `report` (any value) makes
+/// the page POST what it shows (JSON) to its own origin's `/admin/report` after every
+/// update. The admin listener answers that with 405 and the page ignores it; the browser
+/// test puts a proxy in front of the listener that collects them. The page never contacts
+/// another origin.
 pub const STATUS_PAGE: &str = include_str!("status.html");
+
+/// The status page's Content-Security-Policy: its inline script and style, connections to
+/// its own origin only (the browser itself enforces that the page reports nowhere else),
+/// no forms posting anywhere, no framing by other sites.
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// What the admin endpoints read.
 pub struct Admin {
@@ -57,6 +75,10 @@ pub struct Admin {
     live: OnceLock<live::Latest>,
     /// The application's shutdown: admin streams end with it.
     shutdown: CancellationToken,
+    /// The `Host` names answered (`server.admin_hosts`).
+    hosts: AdminHosts,
+    /// The accepted tokens (`server.admin_tokens`).
+    tokens: AdminTokens,
 }
 
 /// The configuration-dependent part of the admin endpoints.
@@ -90,6 +112,8 @@ impl Admin {
             metrics: Arc::clone(&state.metrics),
             store: Arc::clone(&state.store),
             shutdown: state.shutdown.clone(),
+            hosts: AdminHosts::new(&config.server.admin_hosts),
+            tokens: AdminTokens::new(&config.server.admin_tokens),
             view: Mutex::new(Arc::new(View {
                 api,
                 required,
@@ -119,31 +143,41 @@ impl Admin {
         Arc::clone(&self.view.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Answers one admin request.
+    /// Answers one admin request: the Host and token checks, then the endpoint.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "application/json",
-                json!({"error": {"code": "method_not_allowed", "message": "admin endpoints are read with GET"}})
-                    .to_string(),
-            );
+        let (parts, _body) = req.into_parts();
+        if let Err(e) = self.hosts.check(&parts) {
+            return e.into_response();
         }
-        let path = req.uri().path();
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return ApiError::method_not_allowed("GET, HEAD").into_response();
+        }
+        if let Some(login) = self.tokens.login(&parts) {
+            return login;
+        }
+        if let Err(e) = self.tokens.check(&parts) {
+            return e.into_response();
+        }
+        let path = parts.uri.path();
         if let Some(id) = path
             .strip_prefix("/admin/sessions/")
             .and_then(|rest| rest.strip_suffix("/stream"))
         {
-            let id = id.to_owned();
-            let (parts, _body) = req.into_parts();
-            return viewer::follow(&self.view().api, &id, &parts).await;
+            return viewer::follow(&self.view().api, id, &parts).await;
         }
         match path {
-            "/" => reply(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                Bytes::from_static(STATUS_PAGE.as_bytes()),
-            ),
+            "/" => {
+                let mut page = reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from_static(STATUS_PAGE.as_bytes()),
+                );
+                page.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(STATUS_PAGE_CSP),
+                );
+                page
+            }
             "/admin/live" => {
                 // Started by `serve`; started here when `handle` is used without it.
                 let latest = self
@@ -174,13 +208,18 @@ impl Admin {
                     json!({"ready": ready, "checks": checks}).to_string(),
                 )
             }
-            "/admin/config" => reply(StatusCode::OK, "application/json", self.view().config.clone()),
-            _ => reply(
-                StatusCode::NOT_FOUND,
+            "/admin/config" => reply(
+                StatusCode::OK,
                 "application/json",
-                json!({"error": {"code": "not_found", "message": "no such admin endpoint; see /, /metrics, /healthz, /readyz, /admin/config, /admin/live, /admin/sessions/{id}/stream"}})
-                    .to_string(),
+                self.view().config.clone(),
             ),
+            _ => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such admin endpoint; see /, /metrics, /healthz, /readyz, /admin/config, \
+                 /admin/live, /admin/sessions/{id}/stream",
+            )
+            .into_response(),
         }
     }
 
@@ -259,81 +298,4 @@ fn reply(status: StatusCode, content_type: &'static str, text: impl Into<Bytes>)
         http::HeaderValue::from_static(content_type),
     );
     response
-}
-
-/// The configuration as JSON with API keys, the token secret and Redis passwords replaced.
-pub fn redacted(config: &Config) -> Value {
-    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
-    if let Some(keys) = value
-        .pointer_mut("/auth/api_keys")
-        .and_then(Value::as_array_mut)
-    {
-        for key in keys {
-            *key = json!(REDACTED);
-        }
-    }
-    if let Some(secret) = value.pointer_mut("/auth/stream_token_secret") {
-        *secret = json!(REDACTED);
-    }
-    if let Some(urls) = value
-        .pointer_mut("/store/redis/urls")
-        .and_then(Value::as_array_mut)
-    {
-        for url in urls {
-            if let Some(text) = url.as_str() {
-                *url = json!(redact_url_password(text));
-            }
-        }
-    }
-    value
-}
-
-/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
-fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
-        None => format!("{scheme}://{REDACTED}@{host}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_redacted() {
-        let mut config = Config::default();
-        config.auth.api_keys = vec!["k-0123456789abcdef".to_owned()];
-        config.auth.stream_token_secret = "s".repeat(40);
-        config.store.redis.urls = vec![
-            "redis://app:hunter2@10.0.0.1:6379/0".to_owned(),
-            "redis://10.0.0.2:6379".to_owned(),
-            "rediss://:only-password@host:6380".to_owned(),
-        ];
-        let value = redacted(&config);
-        let text = value.to_string();
-        for secret in [
-            "k-0123456789abcdef",
-            &"s".repeat(40),
-            "hunter2",
-            "only-password",
-        ] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-        assert_eq!(
-            value["store"]["redis"]["urls"],
-            json!([
-                "redis://app:<redacted>@10.0.0.1:6379/0",
-                "redis://10.0.0.2:6379",
-                "rediss://:<redacted>@host:6380"
-            ])
-        );
-        assert_eq!(value["auth"]["api_keys"], json!(["<redacted>"]));
-    }
 }

@@ -3,8 +3,8 @@
 //!
 //! It is the agent API's own stream handler (`crate::api::stream`: replay, then live, ending
 //! after `complete`; resume with `Last-Event-ID` or `?last_event_id=`), called in process
-//! with a stream token minted here: the admin listener is trusted and kept off public
-//! traffic, so it needs none from the caller. It skips the public route's layers (no
+//! with a stream token minted here: the caller has passed the admin listener's own checks
+//! (its Host allow-list and, when configured, the admin token), so it needs none. It skips the public route's layers (no
 //! fan-out: each viewer reads the store itself; operators' viewers are few). Its frames are re-framed for a page that cannot
 //! know every event kind in advance (a browser `EventSource` only delivers named events to
 //! listeners of that name): each event becomes an unnamed message with the same `id:`, whose

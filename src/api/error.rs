@@ -33,7 +33,9 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// `status` with `code` and `message` (for answers outside the agent API's own, such as
+    /// the admin listener's refusals).
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -99,6 +101,25 @@ impl ApiError {
         )
     }
 
+    /// 413: a tool batch would hold more than its memory budget; `message` names the call.
+    pub fn tool_budget_exceeded(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "tool_budget_exceeded",
+            message,
+        )
+    }
+
+    /// 500: the gateway failed; `reason` is logged, not told to the client.
+    pub fn internal(reason: impl std::fmt::Display) -> Self {
+        tracing::error!(%reason, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
     /// 415: the body is not JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(
@@ -156,6 +177,23 @@ impl From<StoreError> for ApiError {
                 "forbidden",
                 "session belongs to another API key",
             ),
+            // No Retry-After: a quota does not free with time; completing a session does.
+            StoreError::SessionQuotaExceeded { limit } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "session_quota_exceeded",
+                format!(
+                    "this API key already has {limit} running sessions, its quota \
+                     (store.quotas.max_active_sessions_per_key); complete one first"
+                ),
+            ),
+            StoreError::SessionBytesExceeded { limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "session_bytes_exceeded",
+                format!(
+                    "events: this batch would take the session past its quota of {limit} \
+                     bytes of events (store.quotas.max_session_bytes); nothing was appended"
+                ),
+            ),
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "session store unavailable");
                 let mut e = Self::new(
@@ -182,7 +220,9 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let code = match e {
             AuthError::Missing => "missing_credentials",
-            AuthError::Invalid => "invalid_credentials",
+            AuthError::Invalid | AuthError::Malformed | AuthError::ExpiryTooFar => {
+                "invalid_credentials"
+            }
             AuthError::Expired => "token_expired",
         };
         Self::new(StatusCode::UNAUTHORIZED, code, e.to_string())

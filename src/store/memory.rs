@@ -9,14 +9,20 @@
 //! so the memory per session it reports is the sum of the session's data (strings, events)
 //! and the fixed sizes of its structures; allocator overhead and spare capacity are not
 //! counted, so it is a lower bound.
+//!
+//! Quotas ([`super::quota`]): a map from owner to its running sessions and their deadlines
+//! (the same deadlines as the sessions' own), checked and updated under the owner's entry
+//! lock, so concurrent inits of one key cannot pass the cap together; each session counts
+//! the bytes appended to it under its own lock.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 
+use super::quota::{Quotas, batch_bytes};
 use super::watch::WatchRegistry;
 use super::{
     COMPLETE_KIND, Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING,
@@ -32,6 +38,8 @@ pub struct MemoryLimits {
     pub retention: Duration,
     /// How long an unfinished session lives without a write.
     pub session_ttl: Duration,
+    /// Running sessions per owner, bytes per session.
+    pub quotas: Quotas,
 }
 
 #[derive(Debug)]
@@ -42,6 +50,8 @@ struct Session {
     expires_at: Instant,
     /// Estimated bytes this session holds (see [`Session::base_bytes`], [`event_bytes`]).
     bytes: usize,
+    /// Bytes appended over the session's life, for the byte quota ([`batch_bytes`]).
+    appended: u64,
 }
 
 impl Session {
@@ -72,6 +82,8 @@ fn event_bytes(kind: &str, data: &str) -> usize {
 #[derive(Debug)]
 pub struct MemoryStore {
     sessions: DashMap<SessionId, Arc<Mutex<Session>>>,
+    /// Each owner's running sessions and their expiry deadlines (the quota's count).
+    owners: DashMap<String, HashMap<SessionId, Instant>>,
     limits: MemoryLimits,
     watches: Arc<WatchRegistry>,
     stats: StoreStats,
@@ -84,6 +96,7 @@ impl MemoryStore {
     pub fn new(limits: MemoryLimits) -> Arc<Self> {
         let store = Arc::new(Self {
             sessions: DashMap::new(),
+            owners: DashMap::new(),
             limits,
             watches: Arc::default(),
             stats: StoreStats::default(),
@@ -100,12 +113,13 @@ impl MemoryStore {
         live.then_some(session)
     }
 
-    /// Runs `write` on the session if it is live, running and owned by `owner`.
+    /// Runs `write` on the session if it is live, running and owned by `owner`; readers are
+    /// woken if it succeeds.
     fn write<T>(
         &self,
         id: &SessionId,
         owner: &str,
-        write: impl FnOnce(&mut Session, u64) -> T,
+        write: impl FnOnce(&mut Session, u64) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let session = self.session(id).ok_or(StoreError::NotFound)?;
         let out = {
@@ -119,10 +133,42 @@ impl MemoryStore {
             if s.state.is_completed() {
                 return Err(StoreError::Completed);
             }
-            write(&mut s, now_ms())
+            write(&mut s, now_ms())?
         };
         self.watches.notify(id);
         Ok(out)
+    }
+
+    /// Counts `id` among `owner`'s running sessions until `deadline`, unless the owner
+    /// already holds its quota of them (expired ones do not count).
+    fn reserve(&self, owner: &str, id: &SessionId, deadline: Instant) -> Result<(), StoreError> {
+        let limit = self.limits.quotas.max_active_sessions_per_key;
+        let mut running = self.owners.entry(owner.to_owned()).or_default();
+        let now = Instant::now();
+        running.retain(|_, until| *until > now);
+        if running.len() as u64 >= limit {
+            return Err(StoreError::SessionQuotaExceeded { limit });
+        }
+        running.insert(id.clone(), deadline);
+        Ok(())
+    }
+
+    /// Moves `id`'s deadline in its owner's count, if it is still counted.
+    fn refresh(&self, owner: &str, id: &SessionId, deadline: Instant) {
+        if let Some(mut running) = self.owners.get_mut(owner)
+            && let Some(until) = running.get_mut(id)
+        {
+            *until = deadline;
+        }
+    }
+
+    /// Stops counting `id` among `owner`'s running sessions.
+    fn release(&self, owner: &str, id: &SessionId) {
+        if let Some(mut running) = self.owners.get_mut(owner) {
+            running.remove(id);
+        }
+        self.owners
+            .remove_if(owner, |_, running| running.is_empty());
     }
 
     fn push(&self, s: &mut Session, kind: &str, data: &str, now: u64) -> EventId {
@@ -172,6 +218,11 @@ async fn sweep(store: Weak<MemoryStore>) {
             }
             live
         });
+        // Owners' counts forget what expired, and owners with nothing running.
+        store.owners.retain(|_, running| {
+            running.retain(|_, until| *until > now);
+            !running.is_empty()
+        });
         let per_session = bytes.checked_div(held).unwrap_or(0);
         store
             .stats
@@ -183,6 +234,8 @@ async fn sweep(store: Weak<MemoryStore>) {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        let expires_at = Instant::now() + self.limits.session_ttl;
+        self.reserve(&session.owner, id, expires_at)?;
         let now = now_ms();
         let mut fresh = Session {
             state: SessionState {
@@ -197,8 +250,9 @@ impl SessionStore for MemoryStore {
             },
             events: VecDeque::new(),
             last_id: None,
-            expires_at: Instant::now() + self.limits.session_ttl,
+            expires_at,
             bytes: 0,
+            appended: 0,
         };
         fresh.bytes = Session::base_bytes(id, &fresh.state);
         let replaced = self
@@ -221,13 +275,22 @@ impl SessionStore for MemoryStore {
         owner: &str,
         events: &[NewEvent],
     ) -> Result<Vec<EventId>, StoreError> {
-        self.write(id, owner, |s, now| {
-            s.expires_at = Instant::now() + self.limits.session_ttl;
-            events
+        let expires_at = Instant::now() + self.limits.session_ttl;
+        let limit = self.limits.quotas.max_session_bytes;
+        let size = batch_bytes(events);
+        let ids = self.write(id, owner, |s, now| {
+            if s.appended.saturating_add(size) > limit {
+                return Err(StoreError::SessionBytesExceeded { limit });
+            }
+            s.appended += size;
+            s.expires_at = expires_at;
+            Ok(events
                 .iter()
                 .map(|e| self.push(s, &e.kind, &e.data, now))
-                .collect()
-        })
+                .collect())
+        })?;
+        self.refresh(owner, id, expires_at);
+        Ok(ids)
     }
 
     async fn complete(
@@ -236,7 +299,7 @@ impl SessionStore for MemoryStore {
         owner: &str,
         completion: Completion,
     ) -> Result<EventId, StoreError> {
-        self.write(id, owner, |s, now| {
+        let event_id = self.write(id, owner, |s, now| {
             let data = completion.event_data();
             let event_id = self.push(s, COMPLETE_KIND, &data, now);
             s.bytes += completion.final_response.len();
@@ -246,8 +309,10 @@ impl SessionStore for MemoryStore {
             s.expires_at = Instant::now() + self.limits.retention;
             self.stats.live_sessions.dec();
             self.stats.session_completed(s.state.created_at, now);
-            event_id
-        })
+            Ok(event_id)
+        })?;
+        self.release(owner, id);
+        Ok(event_id)
     }
 
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {

@@ -17,6 +17,7 @@ pub mod census;
 pub mod id;
 pub mod memory;
 pub mod presence;
+pub mod quota;
 pub mod redis;
 pub mod watch;
 
@@ -31,6 +32,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 pub use id::{EventId, SessionId};
 pub use presence::{Presence, PresenceFeed};
+pub use quota::Quotas;
 pub use watch::Watch;
 
 /// The `kind` of the event that [`SessionStore::complete`] appends; agents may not append it.
@@ -128,6 +130,20 @@ pub enum StoreError {
     /// The caller's API key does not own the session.
     #[error("session belongs to another API key")]
     Forbidden,
+    /// The owner already holds `limit` running sessions (`max_active_sessions_per_key`);
+    /// nothing was created.
+    #[error("the API key already holds {limit} running sessions, its quota")]
+    SessionQuotaExceeded {
+        /// The quota.
+        limit: u64,
+    },
+    /// The batch would take the bytes appended to the session past `limit`
+    /// (`max_session_bytes`); nothing was appended.
+    #[error("the batch would take the session past {limit} bytes of events")]
+    SessionBytesExceeded {
+        /// The quota.
+        limit: u64,
+    },
     /// The backend did not answer in time or is unreachable; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -190,7 +206,7 @@ pub struct CommandLabel {
 }
 
 /// Names of the commands the Redis engine sends, for the `command` label without allocating.
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 22] = [
     "EVALSHA",
     "EVAL",
     "SCRIPT",
@@ -209,6 +225,10 @@ const COMMANDS: [&str; 18] = [
     "HINCRBY",
     "XADD",
     "PUBLISH",
+    "ZREMRANGEBYSCORE",
+    "ZCARD",
+    "ZADD",
+    "ZREM",
 ];
 
 impl StoreStats {
@@ -252,10 +272,13 @@ impl StoreStats {
 /// `store::redis::sequential`.)
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Creates a session in state `running`.
+    /// Creates a session in state `running`, unless its owner already holds its quota of
+    /// running sessions ([`StoreError::SessionQuotaExceeded`]).
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError>;
 
     /// Appends events to a running session owned by `owner`; returns their ids in order.
+    /// All or nothing: a batch that would take the session past its byte quota is refused
+    /// whole ([`StoreError::SessionBytesExceeded`]).
     async fn append(
         &self,
         id: &SessionId,
@@ -264,7 +287,8 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Vec<EventId>, StoreError>;
 
     /// Completes a running session owned by `owner`: sets the terminal status, appends the
-    /// `complete` event and starts the retention TTL. Returns the complete event's id.
+    /// `complete` event (not counted in the byte quota), starts the retention TTL and frees
+    /// the session's slot in its owner's quota. Returns the complete event's id.
     async fn complete(
         &self,
         id: &SessionId,

@@ -11,11 +11,18 @@
 //!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
 //!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.
 //!
-//! With the default `[features]`, every handler call is ONE round trip: init is a MULTI/EXEC
-//! pipeline; append and complete are Lua scripts (EVALSHA), because they must refuse to write
-//! to a session that is missing, owned by another key or already completed, and a pipeline
-//! (or MULTI/EXEC without a WATCH round trip) cannot make its writes conditional. A script is
-//! atomic, so a refused or failed call leaves nothing half-written.
+//! and, per owner (API key fingerprint; tagged `{<fingerprint>}`, so another slot):
+//!
+//! - `ag:owner:{<fingerprint>}:sessions` — ZSET of the owner's running session ids scored by
+//!   expiry deadline, the per-key session quota ([`super::quota`]).
+//!
+//! With the default `[features]`, every handler call is ONE round trip: init, append and
+//! complete are Lua scripts (EVALSHA, `redis/lua/*.lua`), because they must refuse to write
+//! when the owner is over its session quota, or to a session that is missing, owned by
+//! another key, completed or over its byte quota, and a pipeline (or MULTI/EXEC without a
+//! WATCH round trip) cannot make its writes conditional. A script is atomic, so a refused or
+//! failed call leaves nothing half-written. On Cluster the owner's quota set is in another
+//! slot, so init and complete take a second round trip to it ([`super::quota`] says how).
 //!
 //! Two `[features]` switches turn this into the naive baseline the benchmark (`bench/ab.sh`)
 //! measures against, held to the same conformance suite:
@@ -59,7 +66,7 @@ mod sequential;
 use self::json_state::JsonState;
 use super::watch::{Batch, WatchRegistry};
 use super::{
-    Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
+    Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, Quotas, RUNNING, SessionId,
     SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
@@ -80,11 +87,13 @@ pub struct RedisSettings {
     pub retention: Duration,
     /// TTL of an unfinished session, refreshed on every write.
     pub session_ttl: Duration,
-    /// `features.pipelining`: each write is one round trip (MULTI/EXEC or a Lua script).
+    /// `features.pipelining`: each write is one round trip (a Lua script).
     /// Off: one command per round trip, awaited in turn (`redis::sequential`).
     pub pipelining: bool,
     /// `features.hash_state`: the state is a HASH. Off: one JSON string (`redis::json_state`).
     pub hash_state: bool,
+    /// Running sessions per owner, bytes per session (`[store.quotas]`).
+    pub quotas: Quotas,
 }
 
 /// Pattern matching every session's notification channel.
@@ -103,6 +112,11 @@ fn events_key(id: &SessionId) -> String {
 
 fn notify_channel(id: &SessionId) -> String {
     format!("ag:{{{id}}}:notify")
+}
+
+/// The owner's quota set. `owner` is the API key's fingerprint, never the key.
+fn owner_key(owner: &str) -> String {
+    format!("ag:owner:{{{owner}}}:sessions")
 }
 
 /// The session id inside a notification channel name, if it is one of ours.
@@ -153,60 +167,46 @@ fn notice_batch(payload: &Value) -> Option<Batch> {
     (!events.is_empty()).then_some(Batch { after, events })
 }
 
-/// Appends a batch. KEYS: meta, events. ARGV: owner, maxlen, ttl_ms, now_ms, channel,
-/// then kind/data pairs. Returns `{"ok", id...}` or `{"not_found"|"forbidden"|"completed"}`.
-/// Publishes the notice (module docs): the id before comes from `XREVRANGE ... COUNT 1`
-/// inside the script, so it is exact whoever wrote last.
-const APPEND_LUA: &str = r#"
-local meta = redis.call('HMGET', KEYS[1], 'status', 'owner')
-if not meta[1] then return {'not_found'} end
-if meta[2] ~= ARGV[1] then return {'forbidden'} end
-if meta[1] ~= 'running' then return {'completed'} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local out, events, size = {'ok'}, {}, 0
-for i = 6, #ARGV, 2 do
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                        'kind', ARGV[i], 'data', ARGV[i + 1])
-  out[#out + 1] = id
-  events[#events + 1] = {id, ARGV[i], ARGV[i + 1]}
-  size = size + #ARGV[i + 1]
-end
-redis.call('HINCRBY', KEYS[1], 'event_count', #out - 1)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if size <= 8192 then
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last[1] and last[1][1] or '', e = events}))
-else
-  redis.call('PUBLISH', ARGV[5], out[#out])
-end
-return out
-"#;
+/// The write scripts of one state layout, and the Cluster-only quota scripts.
+struct Scripts {
+    init: LuaScript,
+    append: LuaScript,
+    complete: LuaScript,
+    owner_reserve: LuaScript,
+    owner_refresh: LuaScript,
+}
 
-/// Completes. KEYS: meta, events. ARGV: owner, maxlen, retention_ms, now_ms, channel,
-/// status, final_response, complete-event data. Returns `{"ok", id, created_at}` or an
-/// error word.
-const COMPLETE_LUA: &str = r#"
-local meta = redis.call('HMGET', KEYS[1], 'status', 'owner', 'created_at')
-if not meta[1] then return {'not_found'} end
-if meta[2] ~= ARGV[1] then return {'forbidden'} end
-if meta[1] ~= 'running' then return {'completed'} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                      'kind', 'complete', 'data', ARGV[8])
-redis.call('HSET', KEYS[1], 'status', ARGV[6], 'completed_at', ARGV[4],
-           'updated_at', ARGV[4], 'final_response', ARGV[7])
-redis.call('HINCRBY', KEYS[1], 'event_count', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if #ARGV[8] <= 8192 then
-  local events = {{id, 'complete', ARGV[8]}}
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last[1] and last[1][1] or '', e = events}))
-else
-  redis.call('PUBLISH', ARGV[5], id)
-end
-return {'ok', id, meta[3] or '0'}
-"#;
+/// Prepends the quota functions (`lua/quota.lua`) to the script file `$file`.
+macro_rules! with_quota {
+    ($file:literal) => {
+        concat!(include_str!("redis/lua/quota.lua"), include_str!($file))
+    };
+}
+
+impl Scripts {
+    fn new(hash_state: bool) -> Self {
+        let (init, append, complete) = if hash_state {
+            (
+                with_quota!("redis/lua/init.lua"),
+                with_quota!("redis/lua/append.lua"),
+                include_str!("redis/lua/complete.lua"),
+            )
+        } else {
+            (
+                with_quota!("redis/lua/json_init.lua"),
+                with_quota!("redis/lua/json_append.lua"),
+                include_str!("redis/lua/json_complete.lua"),
+            )
+        };
+        Self {
+            init: LuaScript::new(init),
+            append: LuaScript::new(append),
+            complete: LuaScript::new(complete),
+            owner_reserve: LuaScript::new(with_quota!("redis/lua/owner_reserve.lua")),
+            owner_refresh: LuaScript::new(with_quota!("redis/lua/owner_refresh.lua")),
+        }
+    }
+}
 
 /// A Lua script and its SHA1, for EVALSHA.
 struct LuaScript {
@@ -281,8 +281,7 @@ fn record_name(stats: &StoreStats, cmd: &Cmd) {
 pub struct RedisStore {
     conn: CountedConnection,
     settings: RedisSettings,
-    append: LuaScript,
-    complete: LuaScript,
+    scripts: Scripts,
     watches: Arc<WatchRegistry>,
     stats: StoreStats,
     presence: PresenceFeed,
@@ -321,19 +320,14 @@ impl RedisStore {
             stats.connections.clone(),
         ));
         let census = Census::new(stats.live_sessions.clone());
-        let (append, complete) = if settings.hash_state {
-            (APPEND_LUA, COMPLETE_LUA)
-        } else {
-            (json_state::APPEND_LUA, json_state::COMPLETE_LUA)
-        };
+        let scripts = Scripts::new(settings.hash_state);
         let store = Arc::new(Self {
             conn: CountedConnection {
                 backend,
                 stats: stats.clone(),
             },
             settings,
-            append: LuaScript::new(append),
-            complete: LuaScript::new(complete),
+            scripts,
             watches,
             stats,
             presence,
@@ -381,22 +375,19 @@ impl RedisStore {
             })
     }
 
-    /// Runs a write script on the session's keys: EVALSHA, one round trip. Only when Redis
-    /// does not know the script yet (first call after it started) does it fall back to
-    /// EVAL, which also caches it: two round trips once, never three.
+    /// Runs a write script on `keys`: EVALSHA, one round trip. Only when Redis does not
+    /// know the script yet (first call after it started) does it fall back to EVAL, which
+    /// also caches it: two round trips once, never three. The reply's first word is `ok` or
+    /// why the script refused (it then wrote nothing).
     async fn script_write(
         &self,
         script: &LuaScript,
-        id: &SessionId,
+        keys: &[String],
         args: &[&str],
     ) -> Result<Vec<String>, StoreError> {
         let invoke = |command: &str, script_arg: &str| {
             let mut cmd = redis::cmd(command);
-            cmd.arg(script_arg)
-                .arg(2)
-                .arg(meta_key(id))
-                .arg(events_key(id))
-                .arg(args);
+            cmd.arg(script_arg).arg(keys.len()).arg(keys).arg(args);
             cmd
         };
         let mut conn = self.conn.clone();
@@ -413,6 +404,12 @@ impl RedisStore {
             Some("not_found") => Err(StoreError::NotFound),
             Some("forbidden") => Err(StoreError::Forbidden),
             Some("completed") => Err(StoreError::Completed),
+            Some("quota") => Err(StoreError::SessionQuotaExceeded {
+                limit: self.settings.quotas.max_active_sessions_per_key,
+            }),
+            Some("too_large") => Err(StoreError::SessionBytesExceeded {
+                limit: self.settings.quotas.max_session_bytes,
+            }),
             _ => Err(StoreError::Protocol(format!(
                 "unexpected script reply {reply:?}"
             ))),
@@ -636,30 +633,103 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// Append as one script call (atomic; one round trip).
+    /// The keys a session write script touches: the session's, and on standalone Redis the
+    /// owner's quota set (on Cluster it is in another slot; the caller handles it apart).
+    fn script_keys(&self, id: &SessionId, owner: &str, events: bool) -> Vec<String> {
+        let mut keys = vec![meta_key(id)];
+        if events {
+            keys.push(events_key(id));
+        }
+        if !self.settings.cluster {
+            keys.push(owner_key(owner));
+        }
+        keys
+    }
+
+    /// Create as one script call (atomic; one round trip), the owner's quota checked inside.
+    /// On Cluster: a reservation in the owner's set first, then the create.
+    async fn create_scripted(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (ttl, max) = (
+            millis(self.settings.session_ttl),
+            self.settings.quotas.max_active_sessions_per_key.to_string(),
+        );
+        let state = if self.settings.hash_state {
+            vec![session.owner.clone(), session.metadata, now.to_string()]
+        } else {
+            vec![new_json_state(&session.owner, session.metadata, now).to_json()]
+        };
+        let mut args = vec![ttl.as_str(), id.as_str(), max.as_str()];
+        args.extend(state.iter().map(String::as_str));
+        let keys = self.script_keys(id, &session.owner, false);
+        if !self.settings.cluster {
+            return self
+                .script_write(&self.scripts.init, &keys, &args)
+                .await
+                .map(drop);
+        }
+        let owners = [owner_key(&session.owner)];
+        self.script_write(&self.scripts.owner_reserve, &owners, &args[..3])
+            .await?;
+        let created = self.script_write(&self.scripts.init, &keys, &args).await;
+        if created.is_err() {
+            // Best effort: a reservation left behind frees itself at its deadline.
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&owners[0]).arg(id.as_str());
+            let _ = self.one::<i64>(&zrem).await;
+        }
+        created.map(drop)
+    }
+
+    /// Append as one script call (atomic; one round trip), the byte quota checked inside.
+    /// On Cluster the owner's quota deadline is refreshed by a second script, concurrently.
     async fn append_scripted(
         &self,
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
     ) -> Result<Vec<EventId>, StoreError> {
-        let (maxlen, ttl, now, channel) = (
+        let (maxlen, ttl, now, channel, max_bytes) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.session_ttl),
             now_ms().to_string(),
             notify_channel(id),
+            self.settings.quotas.max_session_bytes.to_string(),
         );
-        let mut args = vec![owner, &maxlen, &ttl, &now, &channel];
+        let mut args = vec![
+            owner,
+            &maxlen,
+            &ttl,
+            &now,
+            &channel,
+            &max_bytes,
+            id.as_str(),
+        ];
         for e in events {
             args.push(&e.kind);
             args.push(&e.data);
         }
-        let reply = self.script_write(&self.append, id, &args).await?;
+        let keys = self.script_keys(id, owner, true);
+        let append = self.script_write(&self.scripts.append, &keys, &args);
+        let reply = if self.settings.cluster {
+            let owners = [owner_key(owner)];
+            let refresh_args = [&*ttl, id.as_str()];
+            let refresh = self.script_write(&self.scripts.owner_refresh, &owners, &refresh_args);
+            let (reply, refreshed) = tokio::join!(append, refresh);
+            if let Err(e) = refreshed {
+                // The slot then frees at its older deadline: the quota undercounts, briefly.
+                tracing::debug!(error = %e, "session quota deadline not refreshed");
+            }
+            reply?
+        } else {
+            append.await?
+        };
         reply[1..].iter().map(|raw| parse_id(raw)).collect()
     }
 
-    /// Complete as one script call (atomic; one round trip); the event id and the
-    /// session's `created_at` (0 if unknown).
+    /// Complete as one script call (atomic; one round trip) that frees the owner's quota
+    /// slot (on Cluster, a second call after it); the event id and the session's
+    /// `created_at` (0 if unknown).
     async fn complete_scripted(
         &self,
         id: &SessionId,
@@ -682,8 +752,20 @@ impl RedisStore {
             &completion.status,
             &completion.final_response,
             &data,
+            id.as_str(),
         ];
-        let reply = self.script_write(&self.complete, id, &args).await?;
+        let keys = self.script_keys(id, owner, true);
+        let reply = self
+            .script_write(&self.scripts.complete, &keys, &args)
+            .await?;
+        if self.settings.cluster {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(owner_key(owner)).arg(id.as_str());
+            if let Err(e) = self.one::<i64>(&zrem).await {
+                // Completed all the same; the slot frees at its deadline.
+                tracing::warn!(error = %e, "session quota slot not freed on completion");
+            }
+        }
         let created_at = reply.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
         Ok((
             parse_id(reply.get(1).map_or("", String::as_str))?,
@@ -692,56 +774,28 @@ impl RedisStore {
     }
 }
 
+/// The JSON-layout state of a session just created.
+fn new_json_state(owner: &str, metadata: String, now: u64) -> JsonState {
+    JsonState {
+        status: RUNNING.to_owned(),
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        owner: owner.to_owned(),
+        metadata,
+        final_response: None,
+        event_count: 0,
+        bytes: 0,
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
-        let now = now_ms();
-        let meta = meta_key(id);
-        let write = if self.settings.hash_state {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&meta)
-                .arg("status")
-                .arg(RUNNING)
-                .arg("created_at")
-                .arg(now)
-                .arg("updated_at")
-                .arg(now)
-                .arg("owner")
-                .arg(&session.owner)
-                .arg("metadata")
-                .arg(&session.metadata)
-                .arg("event_count")
-                .arg(0);
-            hset
-        } else {
-            let state = JsonState {
-                status: RUNNING.to_owned(),
-                created_at: now,
-                updated_at: now,
-                completed_at: None,
-                owner: session.owner,
-                metadata: session.metadata,
-                final_response: None,
-                event_count: 0,
-            };
-            let mut set = redis::cmd("SET");
-            set.arg(&meta).arg(state.to_json());
-            set
-        };
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(&meta).arg(millis(self.settings.session_ttl));
         if self.settings.pipelining {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .add_command(write)
-                .ignore()
-                .add_command(expire)
-                .ignore();
-            let mut conn = self.conn.clone();
-            self.call(pipe.query_async::<()>(&mut conn)).await?;
+            self.create_scripted(id, session).await?;
         } else {
-            self.one::<()>(&write).await?;
-            self.one::<()>(&expire).await?;
+            self.create_sequential(id, session).await?;
         }
         self.presence.changed(id);
         self.census.created(id, self.settings.session_ttl);
@@ -914,5 +968,13 @@ mod tests {
         assert_eq!(session_of_channel(notify_channel(&id).as_bytes()), Some(id));
         assert_eq!(session_of_channel(b"ag:{a b}:notify"), None);
         assert_eq!(session_of_channel(b"other"), None);
+    }
+
+    #[test]
+    fn the_quota_set_is_tagged_by_owner_and_is_no_session_key() {
+        let owners = owner_key("0123456789abcdef");
+        assert_eq!(owners, "ag:owner:{0123456789abcdef}:sessions");
+        assert_eq!(session_of_meta_key(owners.as_bytes()), None);
+        assert_eq!(session_of_channel(owners.as_bytes()), None);
     }
 }

@@ -258,6 +258,14 @@ mod tests {
     use prometheus_client::metrics::gauge::Gauge;
     use serde_json::json;
 
+    fn raw(value: Value) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(&value).expect("encodes")
+    }
+
+    fn parsed(out: &serde_json::value::RawValue) -> Value {
+        serde_json::from_str(out.get()).expect("JSON")
+    }
+
     fn cx(pool: &WorkerPool) -> ToolContext {
         ToolContext::new("s1".parse().expect("id"), "c1", pool.clone())
     }
@@ -266,15 +274,15 @@ mod tests {
     async fn sha256_hashes_text() {
         let pool = WorkerPool::new(1, 4, Gauge::default());
         let out = Sha256Tool
-            .call_json(json!({"text": "abc"}), &cx(&pool))
+            .call_json(raw(json!({"text": "abc"})), &cx(&pool))
             .await
             .expect("hashes");
         assert_eq!(
-            out,
+            parsed(&out),
             json!({"sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})
         );
         let err = Sha256Tool
-            .call_json(json!({"txt": "abc"}), &cx(&pool))
+            .call_json(raw(json!({"txt": "abc"})), &cx(&pool))
             .await
             .unwrap_err();
         assert!(
@@ -329,7 +337,7 @@ mod tests {
         let (holder, release_tx) = crate::tools::pool::hold_only_thread(&pool).await;
         let hash = tokio::spawn({
             let cx = cx(&pool);
-            async move { Sha256Tool.call_json(json!({"text": ""}), &cx).await }
+            async move { Sha256Tool.call_json(raw(json!({"text": ""})), &cx).await }
         });
         while pool.queue_depth() < 1 {
             tokio::task::yield_now().await;
@@ -339,7 +347,7 @@ mod tests {
         holder.await.expect("joined").expect("ran");
         let out = hash.await.expect("joined").expect("hashed");
         assert_eq!(
-            out["sha256"],
+            parsed(&out)["sha256"],
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

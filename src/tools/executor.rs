@@ -4,7 +4,11 @@
 //!
 //! 1. Start the calls that are ready (all dependencies succeeded), up to the parallelism
 //!    limit (`tools.max_parallel`, or 1 without `features.parallel_tools`), resolving their
-//!    `$ref`s first (a reference that finds no value fails the call before it starts).
+//!    `$ref`s first (a reference that finds no value fails the call before it starts) and
+//!    charging their resolved size to the batch's [`budget`](super::budget) before the
+//!    input is built (a result is charged when its call ends). Going over stops the
+//!    batch ([`BatchError::OverBudget`]): calls not started are skipped, running ones are
+//!    dropped and reported failed, and the stop's `tool_finished` events are appended.
 //! 2. Append, in ONE store round trip, the `tool_finished` events of the previous wave and
 //!    the `tool_started` events of this one. Running calls keep running meanwhile; the
 //!    wave's calls start once their `tool_started` is stored, so a watcher never sees a
@@ -37,12 +41,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use agentgate_proxy::TraceContext;
 
+use super::budget::{Budget, OverBudget};
 use super::graph::{Plan, PlanError, PlanLimits, PlannedCall};
-use super::{Registered, ToolContext, ToolError, ToolRegistry, WorkerPool, refs};
+use super::refs::{self, Resolution};
+use super::{Registered, ToolContext, ToolError, ToolRegistry, WorkerPool};
 use crate::metrics::ToolMetrics;
 use crate::store::{NewEvent, SessionId, SessionStore, StoreError};
 
@@ -103,7 +112,7 @@ impl CallStatus {
 }
 
 /// What became of one call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CallReport {
     /// The call's id.
     pub id: String,
@@ -111,8 +120,8 @@ pub struct CallReport {
     pub tool: String,
     /// How it ended.
     pub status: CallStatus,
-    /// The output, when it succeeded.
-    pub output: Option<Value>,
+    /// The output, when it succeeded: its JSON text, as the tool produced it.
+    pub output: Option<Box<RawValue>>,
     /// Why it did not succeed.
     pub error: Option<String>,
     /// For a skipped call: the id of the call whose failure caused it.
@@ -121,27 +130,32 @@ pub struct CallReport {
     pub duration: Option<Duration>,
 }
 
-impl CallReport {
-    fn to_json(&self) -> Value {
-        let mut out = json!({"id": self.id, "tool": self.tool, "status": self.status});
+impl Serialize for CallReport {
+    /// `{"id", "tool", "status", "output" | "error", "cause", "duration_ms"}`, the output
+    /// written from its text as it is.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("id", &self.id)?;
+        out.serialize_entry("tool", &self.tool)?;
+        out.serialize_entry("status", &self.status)?;
         if let Some(output) = &self.output {
-            out["output"] = output.clone();
+            out.serialize_entry("output", output)?;
         }
         if let Some(error) = &self.error {
-            out["error"] = json!(error);
+            out.serialize_entry("error", error)?;
         }
         if let Some(cause) = &self.cause {
-            out["cause"] = json!(cause);
+            out.serialize_entry("cause", cause)?;
         }
         if let Some(duration) = self.duration {
-            out["duration_ms"] = json!(millis(duration));
+            out.serialize_entry("duration_ms", &millis(duration))?;
         }
-        out
+        out.end()
     }
 }
 
 /// The result of a batch: every call, in request order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Report {
     /// The batch's id, as in its events.
     pub batch: String,
@@ -156,21 +170,26 @@ impl Report {
     pub fn count(&self, status: CallStatus) -> usize {
         self.calls.iter().filter(|c| c.status == status).count()
     }
+}
 
+impl Serialize for Report {
     /// The response body: `{"batch", "calls": [..], "succeeded", "failed", "skipped"}`
-    /// (`failed` counts timeouts too), plus `progress_error` when set.
-    pub fn to_json(&self) -> Value {
-        let mut out = json!({
-            "batch": self.batch,
-            "calls": self.calls.iter().map(CallReport::to_json).collect::<Vec<_>>(),
-            "succeeded": self.count(CallStatus::Succeeded),
-            "failed": self.count(CallStatus::Failed) + self.count(CallStatus::TimedOut),
-            "skipped": self.count(CallStatus::Skipped),
-        });
+    /// (`failed` counts timeouts too), plus `progress_error` when set. Outputs are written
+    /// from the text the calls produced, not copied into a new tree first.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("batch", &self.batch)?;
+        out.serialize_entry("calls", &self.calls)?;
+        out.serialize_entry("succeeded", &self.count(CallStatus::Succeeded))?;
+        out.serialize_entry(
+            "failed",
+            &(self.count(CallStatus::Failed) + self.count(CallStatus::TimedOut)),
+        )?;
+        out.serialize_entry("skipped", &self.count(CallStatus::Skipped))?;
         if let Some(error) = &self.progress_error {
-            out["progress_error"] = json!(error);
+            out.serialize_entry("progress_error", error)?;
         }
-        out
+        out.end()
     }
 }
 
@@ -185,6 +204,22 @@ pub struct Progress<'a> {
     pub owner: &'a str,
     /// The trace of the request running the batch (HTTP tools propagate it).
     pub trace: Option<&'a TraceContext>,
+}
+
+/// Why a batch got no report.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The batch is malformed (a 400); nothing ran.
+    #[error(transparent)]
+    Invalid(#[from] PlanError),
+    /// The batch would go over its memory budget (a 413 naming the call): refused before
+    /// anything ran, or stopped while running.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
+    /// The first progress event could not be appended (unknown, completed or foreign
+    /// session, or the store is down); nothing ran.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Checks and runs tool batches. Shared by every request.
@@ -208,7 +243,7 @@ impl std::fmt::Debug for Executor {
 /// A call that has finished running.
 struct Finished {
     index: usize,
-    result: Result<Value, (CallStatus, String)>,
+    result: Result<Box<RawValue>, (CallStatus, String)>,
     duration: Duration,
 }
 
@@ -238,16 +273,23 @@ impl Executor {
         &self.settings
     }
 
-    /// Checks a batch (the request's `calls`): see [`Plan::new`].
-    pub fn plan(&self, calls: Vec<Value>) -> Result<Plan, PlanError> {
-        Plan::new(calls, &self.tools, self.settings.limits)
+    /// Checks a batch (the request's `calls`): see [`Plan::new`] and
+    /// [`Plan::check_budget`]. Nothing has run or been written when it fails.
+    pub fn plan(&self, calls: Vec<Value>) -> Result<Plan, BatchError> {
+        let plan = Plan::new(calls, &self.tools, self.settings.limits)?;
+        plan.check_budget(self.settings.limits)?;
+        Ok(plan)
     }
 
-    /// Runs `plan`, appending progress events to `progress`. Fails only if the first
-    /// append fails, and then no call has run.
-    pub async fn run(&self, plan: Plan, progress: Progress<'_>) -> Result<Report, StoreError> {
+    /// Runs `plan`, appending progress events to `progress`. Fails if the first append
+    /// fails (then no call has run), or if the batch goes over its budget (then it was
+    /// stopped, and its events say how each call ended).
+    pub async fn run(&self, plan: Plan, progress: Progress<'_>) -> Result<Report, BatchError> {
         let mut run = Run::new(self, plan, progress);
         run.execute().await?;
+        if let Some(over) = run.refused.take() {
+            return Err(BatchError::OverBudget(over));
+        }
         Ok(run.into_report())
     }
 }
@@ -269,6 +311,20 @@ struct Run<'e> {
     /// Whether an append has succeeded yet (the first one checks the session).
     appended: bool,
     progress_error: Option<String>,
+    /// Bytes of resolved inputs and results charged so far.
+    budget: Budget,
+    /// Per call: whether it has started (and so has a `tool_started` event).
+    started: Vec<bool>,
+    /// Why the batch was stopped, once it was.
+    refused: Option<OverBudget>,
+}
+
+/// Why a ready call could not start.
+enum NotStarted {
+    /// Its input could not be resolved: the call fails, the batch goes on.
+    Failed(ToolError),
+    /// Its resolved input would go over the budget: the batch stops.
+    OverBudget(OverBudget),
 }
 
 impl<'e> Run<'e> {
@@ -276,7 +332,11 @@ impl<'e> Run<'e> {
         let calls = plan.calls;
         let waiting: Vec<usize> = calls.iter().map(|c| c.deps.len()).collect();
         let ready = (0..calls.len()).filter(|&i| waiting[i] == 0).collect();
+        let limits = executor.settings.limits;
         Self {
+            budget: Budget::new(limits.max_input_bytes, limits.max_batch_bytes),
+            started: vec![false; calls.len()],
+            refused: None,
             executor,
             progress,
             batch: uuid::Uuid::new_v4().simple().to_string(),
@@ -304,10 +364,22 @@ impl<'e> Run<'e> {
                 match self.input_of(i) {
                     Ok(input) => {
                         self.events.push(self.started_event(i));
+                        self.started[i] = true;
                         starting.push((i, input));
                     }
-                    Err(e) => self.settle_failure(i, CallStatus::Failed, e.to_string(), None),
+                    Err(NotStarted::Failed(e)) => {
+                        self.settle_failure(i, CallStatus::Failed, e.to_string(), None);
+                    }
+                    Err(NotStarted::OverBudget(over)) => {
+                        self.stop(over);
+                        break;
+                    }
                 }
+            }
+            if self.refused.is_some() {
+                // Running calls are dropped with `running`; the stop's events are
+                // appended below.
+                break;
             }
             // 2. One round trip for the wave's events; running calls keep going meanwhile.
             if !self.events.is_empty() {
@@ -345,7 +417,17 @@ impl<'e> Run<'e> {
             }
             for done in finished.drain(..) {
                 self.settle(done);
+                if self.refused.is_some() {
+                    break;
+                }
             }
+            if self.refused.is_some() {
+                break;
+            }
+        }
+        if self.refused.is_some() && !self.appended {
+            // Stopped before anything was written: write nothing.
+            return Ok(());
         }
         if !self.events.is_empty() {
             let events = std::mem::take(&mut self.events);
@@ -376,26 +458,40 @@ impl<'e> Run<'e> {
         }
     }
 
-    /// The input of call `i`, its references resolved from its dependencies' outputs.
-    fn input_of(&mut self, i: usize) -> Result<Value, ToolError> {
-        let mut input = std::mem::take(&mut self.calls[i].input);
-        if !self.calls[i].has_refs {
-            return Ok(input);
+    /// The input of call `i`, its references resolved from its dependencies' outputs,
+    /// charged to the budget before it is built.
+    fn input_of(&mut self, i: usize) -> Result<Box<RawValue>, NotStarted> {
+        let input = std::mem::take(&mut self.calls[i].input);
+        let call = &self.calls[i];
+        if !call.has_refs {
+            self.budget
+                .charge_input(i, &call.id, call.input_bytes)
+                .map_err(NotStarted::OverBudget)?;
+            return serde_json::value::to_raw_value(&input).map_err(|e| {
+                NotStarted::Failed(ToolError::new(format!("input could not be encoded: {e}")))
+            });
         }
-        let outputs: HashMap<&str, &Value> = self.calls[i]
+        let outputs: HashMap<&str, &RawValue> = call
             .deps
             .iter()
             .filter_map(|&d| {
-                let output = self.settled[d].as_ref()?.output.as_ref()?;
+                let output = self.settled[d].as_ref()?.output.as_deref()?;
                 Some((self.calls[d].id.as_str(), output))
             })
             .collect();
-        refs::resolve(&mut input, &outputs)?;
-        Ok(input)
+        let resolution = Resolution::new(&input, &outputs).map_err(NotStarted::Failed)?;
+        self.budget
+            .charge_input(i, &call.id, resolution.len())
+            .map_err(NotStarted::OverBudget)?;
+        resolution.materialise().map_err(NotStarted::Failed)
     }
 
     /// Call `i` with `input`, under its deadline; never panics.
-    fn call(&self, index: usize, input: Value) -> impl Future<Output = Finished> + Send + use<> {
+    fn call(
+        &self,
+        index: usize,
+        input: Box<RawValue>,
+    ) -> impl Future<Output = Finished> + Send + use<> {
         let call = &self.calls[index];
         let Registered { tool, timeout } = call.tool.clone();
         let timeout = timeout.unwrap_or(self.executor.settings.timeout);
@@ -425,9 +521,23 @@ impl<'e> Run<'e> {
         }
     }
 
-    /// Records a finished call and releases or skips its dependents.
+    /// Records a finished call and releases or skips its dependents; stops the batch if
+    /// what the call produced goes over the budget.
     fn settle(&mut self, done: Finished) {
         let i = done.index;
+        let charged = match &done.result {
+            Ok(output) => ("output", output.get().len()),
+            Err((_, error)) => ("error", refs::json_len(error.as_str())),
+        };
+        if let Err(over) = self
+            .budget
+            .charge_result(i, &self.calls[i].id, charged.0, charged.1)
+        {
+            // The result is dropped: reported as the reason the batch stopped.
+            self.settle_failure(i, CallStatus::Failed, over.to_string(), Some(done.duration));
+            self.stop(over);
+            return;
+        }
         match done.result {
             Ok(output) => {
                 self.record(
@@ -495,6 +605,39 @@ impl<'e> Run<'e> {
                 },
             );
         }
+    }
+
+    /// Stops the batch because of `over`: call `over.index` fails with it (unless it is
+    /// settled already), calls that started and are not settled fail (they are dropped), and
+    /// the rest are skipped with `over`'s call as their cause.
+    fn stop(&mut self, over: OverBudget) {
+        let reason = over.to_string();
+        if self.settled[over.index].is_none() {
+            self.settle_failure(over.index, CallStatus::Failed, reason.clone(), None);
+        }
+        for i in 0..self.calls.len() {
+            if self.settled[i].is_some() {
+                continue;
+            }
+            let started = self.started[i];
+            self.record(
+                i,
+                CallReport {
+                    id: self.calls[i].id.clone(),
+                    tool: self.calls[i].tool_name.clone(),
+                    status: if started {
+                        CallStatus::Failed
+                    } else {
+                        CallStatus::Skipped
+                    },
+                    output: None,
+                    error: Some(format!("batch stopped: {reason}")),
+                    cause: (!started).then(|| over.id.clone()),
+                    duration: None,
+                },
+            );
+        }
+        self.refused = Some(over);
     }
 
     /// Stores a call's report, queues its `tool_finished` event and counts it.

@@ -7,13 +7,16 @@
 //! `tools.max_input_bytes`; a `depends_on` entry names no call of the batch or repeats;
 //! an input's `$ref` is malformed or names a call outside its `depends_on` (see
 //! [`refs`]); or the dependencies form a cycle (the error lists the ids
-//! around it, `a → b → a`).
+//! around it, `a → b → a`). [`Plan::check_budget`] then refuses a batch whose inputs
+//! without references already add up to more than `tools.max_batch_bytes` (see
+//! [`budget`](super::budget)).
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::budget::{Budget, OverBudget};
 use super::{Registered, ToolRegistry, refs};
 
 /// Longest call id.
@@ -40,8 +43,11 @@ pub struct CallSpec {
 pub struct PlanLimits {
     /// Most calls per batch.
     pub max_calls: usize,
-    /// Largest input of one call, in bytes of compact JSON.
+    /// Largest input of one call, in bytes of compact JSON, as sent and after `$ref`
+    /// resolution.
     pub max_input_bytes: usize,
+    /// Most bytes of resolved inputs plus outputs one batch may hold (see [`super::budget`]).
+    pub max_batch_bytes: usize,
 }
 
 /// Why a batch was refused: the offending field (`calls[2].depends_on[0]`) and the reason.
@@ -76,6 +82,9 @@ pub struct PlannedCall {
     pub input: Value,
     /// Whether the input holds references to resolve before the call runs.
     pub has_refs: bool,
+    /// Bytes of the input as sent, as compact JSON (its final size when it has no
+    /// references).
+    pub input_bytes: usize,
     /// Indexes of the calls this one depends on.
     pub deps: Vec<usize>,
     /// Indexes of the calls that depend on this one.
@@ -157,7 +166,7 @@ impl Plan {
                     ),
                 ));
             }
-            let size = json_len(&spec.input);
+            let size = refs::json_len(&spec.input);
             if size > limits.max_input_bytes {
                 return Err(PlanError::new(
                     format!("calls[{i}].input"),
@@ -219,6 +228,7 @@ impl Plan {
             .zip(dependents)
             .zip(has_refs)
             .map(|(((spec, deps), dependents), has_refs)| {
+                let input_bytes = refs::json_len(&spec.input);
                 let tool = tools
                     .get(&spec.tool)
                     .cloned()
@@ -229,12 +239,26 @@ impl Plan {
                     tool,
                     input: spec.input,
                     has_refs,
+                    input_bytes,
                     deps,
                     dependents,
                 })
             })
             .collect::<Result<Vec<_>, PlanError>>()?;
         Ok(Self { calls })
+    }
+
+    /// Checks, before anything runs, what can be known of the batch's budget: the inputs
+    /// without references are final, and together must fit `limits.max_batch_bytes`.
+    /// Fails naming the call that would go over.
+    pub fn check_budget(&self, limits: PlanLimits) -> Result<(), OverBudget> {
+        let mut budget = Budget::new(limits.max_input_bytes, limits.max_batch_bytes);
+        for (i, call) in self.calls.iter().enumerate() {
+            if !call.has_refs {
+                budget.charge_input(i, &call.id, call.input_bytes)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -246,24 +270,6 @@ pub fn is_call_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
-
-/// The size of `value` as compact JSON, without building the text.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a Value to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// A cycle of the graph (`deps[i]`: what `i` depends on), as the indexes around it with the
@@ -334,6 +340,7 @@ mod tests {
     const LIMITS: PlanLimits = PlanLimits {
         max_calls: 4,
         max_input_bytes: 32,
+        max_batch_bytes: 64,
     };
 
     fn plan(calls: Value) -> Result<Plan, PlanError> {
@@ -421,5 +428,32 @@ mod tests {
                 "{calls}: got {err}, expected {expected}"
             );
         }
+    }
+
+    #[test]
+    fn inputs_without_references_are_charged_before_anything_runs() {
+        let fits = plan(json!([
+            {"id": "a", "tool": "echo", "input": "x".repeat(28)},
+            {"id": "b", "tool": "echo", "input": "y".repeat(28)},
+            {"id": "c", "tool": "echo", "input": [{"$ref": "a"}, {"$ref": "b"}], "depends_on": ["a", "b"]},
+        ]))
+        .expect("valid");
+        assert_eq!(
+            fits.check_budget(LIMITS),
+            Ok(()),
+            "c is charged when it runs"
+        );
+        let over = plan(json!([
+            {"id": "a", "tool": "echo", "input": "x".repeat(28)},
+            {"id": "b", "tool": "echo", "input": "y".repeat(28)},
+            {"id": "c", "tool": "echo", "input": "zzzzz"},
+        ]))
+        .expect("valid");
+        let err = over.check_budget(LIMITS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "calls[2] (id \"c\"): input (7 bytes) would bring the batch to 67 bytes, over \
+             tools.max_batch_bytes (64)"
+        );
     }
 }

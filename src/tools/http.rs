@@ -22,7 +22,7 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use agentgate_proxy::UpstreamGroup;
 
@@ -79,7 +79,7 @@ impl HttpTool {
         peer: SocketAddr,
         body: Bytes,
         cx: &ToolContext,
-    ) -> Result<Value, Attempt> {
+    ) -> Result<Box<RawValue>, Attempt> {
         let name = self.group.name();
         let failed = |message: String| Attempt::Failed(ToolError::new(message));
         let mut request = Request::post(format!("http://{peer}{}", self.path))
@@ -124,8 +124,10 @@ impl HttpTool {
             )));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
+            return RawValue::from_string("null".to_owned())
+                .map_err(|e| failed(format!("upstream {name}: {e}")));
         }
+        // Kept as the text that came (checked to be JSON), not parsed into a tree.
         serde_json::from_slice(&bytes).map_err(|e| {
             failed(format!(
                 "upstream {name} answered {status} with a body that is not JSON: {e}"
@@ -135,15 +137,17 @@ impl HttpTool {
 }
 
 impl Tool for HttpTool {
-    type Input = Value;
-    type Output = Value;
+    type Input = Box<RawValue>;
+    type Output = Box<RawValue>;
 
-    async fn call(&self, input: Value, cx: &ToolContext) -> Result<Value, ToolError> {
+    async fn call(
+        &self,
+        input: Box<RawValue>,
+        cx: &ToolContext,
+    ) -> Result<Box<RawValue>, ToolError> {
         let name = self.group.name();
-        let body = Bytes::from(
-            serde_json::to_vec(&input)
-                .map_err(|e| ToolError::new(format!("input could not be encoded: {e}")))?,
-        );
+        // The resolved input is already JSON text: sent as it is.
+        let body = Bytes::from(Box::<str>::from(input).into_string());
         let key = cx.session().as_str().as_bytes();
         let first = self
             .group

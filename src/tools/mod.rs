@@ -11,6 +11,9 @@
 //! its dependents, which are reported as skipped with the cause, while independent calls
 //! keep running. Progress goes to the session's event stream as `tool_started` and
 //! `tool_finished` events, one store round trip per wave of calls.
+//! [`budget`] bounds what a batch may make the gateway hold (inputs after `$ref`
+//! resolution, outputs): going over is a 413 naming the call, decided from sizes before
+//! anything large is built.
 //!
 //! Tools:
 //! - [`builtin`]: `sha256`, `json_query`, `regex_extract`, run on the [`pool`] of CPU
@@ -54,6 +57,7 @@
 //! // App::build_with_tools(&config, tools) serves it next to the configured tools.
 //! ```
 
+pub mod budget;
 pub mod builtin;
 pub mod executor;
 pub mod graph;
@@ -68,7 +72,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use agentgate_proxy::TraceContext;
 
@@ -171,7 +175,8 @@ impl ToolContext {
 /// The call's `input` JSON (references already resolved) is deserialized into
 /// [`Input`](Self::Input); a mismatch fails the call with `input: <serde's message>`. The
 /// [`Output`](Self::Output) is serialized as the call's `output`, which dependents may
-/// reference. Use `serde_json::Value` for either to take or give raw JSON.
+/// reference. Use `serde_json::Value` for either to take or give any JSON, or
+/// `Box<serde_json::value::RawValue>` to pass JSON text through without parsing it.
 ///
 /// `call` runs on the proxy's event loop: await I/O freely, but hand CPU-heavy work to
 /// [`ToolContext::run_cpu`]. The executor enforces the per-call deadline by dropping the
@@ -190,22 +195,31 @@ pub trait Tool: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, ToolError>> + Send;
 }
 
-/// A boxed future of a JSON tool result.
-pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, ToolError>> + Send + 'a>>;
+/// A boxed future of a JSON tool result: the output as compact JSON text.
+pub type ToolFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<RawValue>, ToolError>> + Send + 'a>>;
 
-/// A [`Tool`] with its types erased to JSON, as the registry holds it.
+/// A [`Tool`] with its types erased to JSON text, as the registry holds it.
+///
+/// Input and output travel as JSON text rather than `Value` trees: a resolved input is
+/// deserialized straight into the tool's own type, and an output is serialized once, then
+/// shared by the calls that reference it and written into the response as it is.
 pub trait DynTool: Send + Sync + 'static {
     /// Runs one call on JSON input.
-    fn call_json<'a>(&'a self, input: Value, cx: &'a ToolContext) -> ToolFuture<'a>;
+    fn call_json<'a>(&'a self, input: Box<RawValue>, cx: &'a ToolContext) -> ToolFuture<'a>;
 }
 
 impl<T: Tool> DynTool for T {
-    fn call_json<'a>(&'a self, input: Value, cx: &'a ToolContext) -> ToolFuture<'a> {
+    fn call_json<'a>(&'a self, input: Box<RawValue>, cx: &'a ToolContext) -> ToolFuture<'a> {
         Box::pin(async move {
-            let input: T::Input =
-                serde_json::from_value(input).map_err(|e| ToolError::new(format!("input: {e}")))?;
+            // The text is dropped once parsed, before the call runs.
+            let input: T::Input = {
+                let text = input;
+                serde_json::from_str(text.get())
+                    .map_err(|e| ToolError::new(format!("input: {e}")))?
+            };
             let output = self.call(input, cx).await?;
-            serde_json::to_value(output)
+            serde_json::value::to_raw_value(&output)
                 .map_err(|e| ToolError::new(format!("output could not be encoded: {e}")))
         })
     }

@@ -20,7 +20,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::ToolError;
 
@@ -104,52 +107,242 @@ pub fn check(input: &Value, path: &str, allowed: &dyn Fn(&str) -> bool) -> Resul
     Ok(count)
 }
 
-/// Replaces every reference in `input` by the value it points at in `outputs` (by call
-/// id). The input was [`check`]ed, so each referenced call has an output; a pointer that
-/// finds no value fails.
-pub fn resolve(input: &mut Value, outputs: &HashMap<&str, &Value>) -> Result<(), ToolError> {
-    let mut path = "input".to_owned();
-    resolve_at(input, &mut path, outputs)
+/// A call's input with every reference looked up in its dependencies' outputs, but not
+/// yet written out: [`len`](Self::len) is the size the resolved input will have, known
+/// before a byte of it exists, so an input that references a large output many times is
+/// refused without being built.
+///
+/// Outputs are compact JSON text ([`RawValue`]); a reference finds its value as a slice of
+/// that text (a pointer is followed by parsing only the containers on its way, each once
+/// per input), and [`materialise`](Self::materialise) copies the slices into the one
+/// resolved text. Nothing is parsed into a `Value` tree.
+#[derive(Debug)]
+pub struct Resolution<'a> {
+    input: &'a Value,
+    targets: HashMap<&'a str, &'a RawValue>,
+    len: usize,
 }
 
-fn resolve_at(
-    value: &mut Value,
-    path: &mut String,
-    outputs: &HashMap<&str, &Value>,
-) -> Result<(), ToolError> {
-    if let Some(parsed) = as_ref(value) {
-        let r = parsed.map_err(|reason| ToolError::new(format!("{path}: {reason}")))?;
-        let output = outputs.get(r.call).ok_or_else(|| {
-            ToolError::new(format!("{path}: $ref to {:?}, which has no output", r.call))
-        })?;
-        let found = output.pointer(r.pointer).ok_or_else(|| {
-            ToolError::new(format!(
-                "{path}: $ref \"{}#{}\": no value at {:?} in the output of {:?}",
-                r.call, r.pointer, r.pointer, r.call
-            ))
-        })?;
-        *value = found.clone();
-        return Ok(());
+impl<'a> Resolution<'a> {
+    /// Looks up every reference of `input` in `outputs` (the outputs of the call's
+    /// dependencies, by call id). The input was [`check`]ed, so each referenced call has an
+    /// output; a pointer that finds no value fails, naming where the reference is.
+    pub fn new(input: &'a Value, outputs: &HashMap<&str, &'a RawValue>) -> Result<Self, ToolError> {
+        let mut lookup = Lookup {
+            outputs,
+            targets: HashMap::new(),
+            containers: HashMap::new(),
+        };
+        let mut path = "input".to_owned();
+        let len = lookup.size(input, &mut path)?;
+        Ok(Self {
+            input,
+            targets: lookup.targets,
+            len,
+        })
     }
-    let len = path.len();
-    match value {
-        Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                let _ = write!(path, "[{i}]");
-                resolve_at(item, path, outputs)?;
-                path.truncate(len);
-            }
-        }
-        Value::Object(map) => {
-            for (key, item) in map.iter_mut() {
-                push_key(path, key);
-                resolve_at(item, path, outputs)?;
-                path.truncate(len);
-            }
-        }
-        _ => {}
+
+    /// Bytes of the resolved input, as compact JSON (a referenced value counts as the
+    /// length of its text in the output). Saturates at `usize::MAX`.
+    pub fn len(&self) -> usize {
+        self.len
     }
-    Ok(())
+
+    /// Whether the resolved input is empty (never: the smallest JSON value is one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The resolved input: the input with each reference replaced by the text it points
+    /// at. Allocates [`len`](Self::len) bytes; check it first.
+    pub fn materialise(&self) -> Result<Box<RawValue>, ToolError> {
+        let mut out = Vec::with_capacity(self.len);
+        let spliced = Spliced {
+            value: self.input,
+            targets: &self.targets,
+        };
+        serde_json::to_writer(&mut out, &spliced)
+            .map_err(|e| ToolError::new(format!("input could not be encoded: {e}")))?;
+        let text = String::from_utf8(out)
+            .map_err(|e| ToolError::new(format!("input could not be encoded: {e}")))?;
+        RawValue::from_string(text)
+            .map_err(|e| ToolError::new(format!("input could not be encoded: {e}")))
+    }
+}
+
+/// The state of looking up one input's references.
+struct Lookup<'o, 'a> {
+    outputs: &'o HashMap<&'o str, &'a RawValue>,
+    /// Each distinct reference text, and the value it found.
+    targets: HashMap<&'a str, &'a RawValue>,
+    /// Containers already parsed on the way of a pointer, by the address of their text:
+    /// many references into one large array parse it once, not once each.
+    containers: HashMap<usize, Container<'a>>,
+}
+
+/// The members of a JSON container, as slices of its text.
+enum Container<'a> {
+    Array(Vec<&'a RawValue>),
+    Object(HashMap<String, &'a RawValue>),
+    /// A string, number, `true`, `false` or `null`: a pointer cannot go further.
+    Scalar,
+}
+
+impl<'a> Lookup<'_, 'a> {
+    /// The resolved size of `value`, looking up its references on the way.
+    fn size(&mut self, value: &'a Value, path: &mut String) -> Result<usize, ToolError> {
+        if let Some(parsed) = as_ref(value) {
+            let r = parsed.map_err(|reason| ToolError::new(format!("{path}: {reason}")))?;
+            let text = match value.get(REF_KEY) {
+                Some(Value::String(text)) => text.as_str(),
+                _ => return Err(ToolError::new(format!("{path}: malformed $ref"))),
+            };
+            if let Some(found) = self.targets.get(text) {
+                return Ok(found.get().len());
+            }
+            let output = *self.outputs.get(r.call).ok_or_else(|| {
+                ToolError::new(format!("{path}: $ref to {:?}, which has no output", r.call))
+            })?;
+            let found = self.follow(output, r.pointer).ok_or_else(|| {
+                ToolError::new(format!(
+                    "{path}: $ref \"{}#{}\": no value at {:?} in the output of {:?}",
+                    r.call, r.pointer, r.pointer, r.call
+                ))
+            })?;
+            self.targets.insert(text, found);
+            return Ok(found.get().len());
+        }
+        let len = path.len();
+        let size = match value {
+            Value::Array(items) => {
+                // `[`, `]` and a comma between items.
+                let mut size = 2 + items.len().saturating_sub(1);
+                for (i, item) in items.iter().enumerate() {
+                    let _ = write!(path, "[{i}]");
+                    size = size.saturating_add(self.size(item, path)?);
+                    path.truncate(len);
+                }
+                size
+            }
+            Value::Object(map) => {
+                // `{`, `}`, a comma between members and a colon in each.
+                let mut size = 2 + map.len().saturating_sub(1) + map.len();
+                for (key, item) in map {
+                    size = size.saturating_add(json_len(key));
+                    push_key(path, key);
+                    size = size.saturating_add(self.size(item, path)?);
+                    path.truncate(len);
+                }
+                size
+            }
+            scalar => json_len(scalar),
+        };
+        Ok(size)
+    }
+
+    /// The value at `pointer` (RFC 6901, as `Value::pointer` reads it) in `root`.
+    fn follow(&mut self, root: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+        if pointer.is_empty() {
+            return Some(root);
+        }
+        let mut at = root;
+        for token in pointer.split('/').skip(1) {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            let key = at.get().as_ptr() as usize;
+            let container = match self.containers.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(Container::parse(at)?),
+            };
+            at = match container {
+                Container::Array(items) => *items.get(array_index(&token)?)?,
+                Container::Object(members) => *members.get(&token)?,
+                Container::Scalar => return None,
+            };
+        }
+        Some(at)
+    }
+}
+
+impl<'a> Container<'a> {
+    /// The members of `raw`'s text, each still unparsed.
+    fn parse(raw: &'a RawValue) -> Option<Self> {
+        let text = raw.get();
+        match text.trim_start().as_bytes().first() {
+            Some(b'[') => serde_json::from_str(text).ok().map(Container::Array),
+            Some(b'{') => serde_json::from_str(text).ok().map(Container::Object),
+            _ => Some(Container::Scalar),
+        }
+    }
+}
+
+/// An array index token as RFC 6901 (and `Value::pointer`) read it: digits without a
+/// leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// The input written out with each reference replaced by the text it found.
+struct Spliced<'r, 'a> {
+    value: &'a Value,
+    targets: &'r HashMap<&'a str, &'a RawValue>,
+}
+
+impl Serialize for Spliced<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let nested = |value| Spliced {
+            value,
+            targets: self.targets,
+        };
+        if as_ref(self.value).is_some() {
+            let found = match self.value.get(REF_KEY) {
+                Some(Value::String(text)) => self.targets.get(text.as_str()),
+                _ => None,
+            };
+            return match found {
+                Some(found) => found.serialize(serializer),
+                None => Err(serde::ser::Error::custom("a $ref was not looked up")),
+            };
+        }
+        match self.value {
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&nested(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, item) in map {
+                    out.serialize_entry(key, &nested(item))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+/// The size of `value` as compact JSON, without building the text.
+pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that cannot be serialized counts as written
+    // so far.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// `Some` when `value` is meant as a reference (an object with a `$ref` member): the parsed
@@ -276,19 +469,123 @@ mod tests {
         }
     }
 
+    fn raw(value: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(value).expect("encodes")
+    }
+
+    fn resolve(input: &Value, outputs: &HashMap<&str, &RawValue>) -> Result<Value, ToolError> {
+        let resolution = Resolution::new(input, outputs)?;
+        let text = resolution.materialise()?;
+        assert_eq!(text.get().len(), resolution.len(), "len is exact: {text}");
+        Ok(serde_json::from_str(text.get()).expect("valid JSON"))
+    }
+
     #[test]
     fn resolves_whole_outputs_and_pointers() {
         let a = json!({"items": [{"name": "x"}], "n": 2});
-        let outputs = HashMap::from([("a", &a)]);
-        let mut input = json!({"all": {"$ref": "a"}, "name": {"$ref": "a#/items/0/name"}, "k": [{"$ref": "a#/n"}]});
-        resolve(&mut input, &outputs).expect("resolves");
-        assert_eq!(input, json!({"all": a, "name": "x", "k": [2]}));
+        let a_raw = raw(&a);
+        let outputs = HashMap::from([("a", &*a_raw)]);
+        let input = json!({"all": {"$ref": "a"}, "name": {"$ref": "a#/items/0/name"}, "k": [{"$ref": "a#/n"}]});
+        assert_eq!(
+            resolve(&input, &outputs),
+            Ok(json!({"all": a, "name": "x", "k": [2]}))
+        );
 
-        let mut missing = json!({"v": {"$ref": "a#/nope"}});
-        let err = resolve(&mut missing, &outputs).unwrap_err();
+        let missing = json!({"v": {"$ref": "a#/nope"}});
+        let err = resolve(&missing, &outputs).unwrap_err();
         assert!(
             err.message()
-                .starts_with("input.v: $ref \"a#/nope\": no value")
+                .starts_with("input.v: $ref \"a#/nope\": no value"),
+            "{err}"
+        );
+    }
+
+    /// The computed length is the length of the text written, whatever the JSON holds.
+    #[test]
+    fn the_length_is_known_before_the_input_is_built() {
+        let a = json!({"s": "quote \" slash \\ tab \t é ☃ \u{1}", "f": 1.5e300, "neg": -7,
+            "e": [], "o": {}, "t": true, "z": null, "odd key\"": [1, [2, {}]]});
+        let a_raw = raw(&a);
+        let outputs = HashMap::from([("a", &*a_raw)]);
+        let inputs = [
+            json!(null),
+            json!([]),
+            json!({}),
+            json!("é\n"),
+            json!([1, 2.25, -3, "x", {"k\"ey": [null, true]}]),
+            json!({"whole": {"$ref": "a"}, "part": [{"$ref": "a#/s"}, {"$ref": "a#/odd key\""}]}),
+            json!([{"$ref": "a#/e"}, {"$ref": "a#/o"}, {"$ref": "a#/f"}, {"$ref": "a#/z"}]),
+        ];
+        for input in inputs {
+            let resolved = resolve(&input, &outputs).expect("resolves");
+            assert_eq!(resolved, resolve_by_clone(&input, &a), "{input}");
+        }
+    }
+
+    /// What resolution means, the slow way: clone the pointed-at values.
+    fn resolve_by_clone(input: &Value, a: &Value) -> Value {
+        match input {
+            Value::Object(map) if map.contains_key(REF_KEY) => {
+                let text = map[REF_KEY].as_str().expect("string");
+                let pointer = text.split_once('#').map_or("", |(_, p)| p);
+                a.pointer(pointer).expect("found").clone()
+            }
+            Value::Array(items) => items.iter().map(|i| resolve_by_clone(i, a)).collect(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), resolve_by_clone(v, a)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => other.clone(),
+        }
+    }
+
+    /// Pointers read the output's text as `Value::pointer` reads the parsed value, even
+    /// when the text is not compact (an http tool's answer is kept as it came).
+    #[test]
+    fn pointers_follow_rfc_6901_like_value_pointer() {
+        let text =
+            r#" { "a/b" : { "~" : [ 10 , 20 , { "c" : "d" } ] } , "0" : [ "zero" ] , "" : 1 } "#;
+        let doc: Value = serde_json::from_str(text).expect("valid");
+        let output: Box<RawValue> = serde_json::from_str(text).expect("valid");
+        let outputs = HashMap::from([("a", &*output)]);
+        let pointers = [
+            "",
+            "/a~1b",
+            "/a~1b/~0",
+            "/a~1b/~0/0",
+            "/a~1b/~0/2/c",
+            "/0/0",
+            "/",
+            "/a~1b/~0/01",
+            "/a~1b/~0/+1",
+            "/a~1b/~0/-",
+            "/a~1b/~0/3",
+            "/a~1b/~0/0/x",
+            "/nope",
+            "/0/0/0",
+        ];
+        for pointer in pointers {
+            let input = json!({"$ref": format!("a#{pointer}")});
+            let found = resolve(&input, &outputs).ok();
+            assert_eq!(found.as_ref(), doc.pointer(pointer), "pointer {pointer:?}");
+        }
+    }
+
+    /// The shape of the attack: 4,000 references to a 60 KB output are 240 MB resolved,
+    /// and that is known without building them.
+    #[test]
+    fn many_references_to_a_large_output_are_measured_not_built() {
+        let big = raw(&json!("x".repeat(60_000)));
+        let outputs = HashMap::from([("a", &*big)]);
+        let input = json!({"value": vec![json!({"$ref": "a"}); 4000], "path": ""});
+        let resolution = Resolution::new(&input, &outputs).expect("looks up");
+        let expected = r#"{"value":[],"path":""}"#.len() + 4000 * 60_002 + 3999;
+        assert_eq!(resolution.len(), expected);
+        assert_eq!(
+            resolution.targets.len(),
+            1,
+            "one lookup for 4000 references"
         );
     }
 }

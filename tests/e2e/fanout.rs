@@ -132,6 +132,8 @@ async fn a_reader_that_keeps_up_reads_nothing_the_notifications_carry_the_events
 async fn a_stalled_viewer_does_not_delay_the_others_and_loses_nothing() {
     let mut config = crate::gateway::memory_config();
     config.sse.fanout.subscriber_queue = 8;
+    // 1200 events of 16 kB: past the default byte quota of one session (16 MiB).
+    config.store.quotas.max_session_bytes = 64 * 1024 * 1024;
     let gateway = Gateway::start(&config).await;
     let session = gateway.init().await;
     let mut stalled = gateway.stream(&session).await;

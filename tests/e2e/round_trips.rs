@@ -83,7 +83,10 @@ async fn init_append_and_complete_take_one_round_trip_each() {
 
     // Warm up: the first call of each script on a fresh Redis is refused (NOSCRIPT) and
     // retried as EVAL, which caches it: two round trips, once. The steady state follows.
+    let before = gateway.stats.snapshot().0;
     let warm = gateway.init().await;
+    let cost = gateway.stats.snapshot().0 - before;
+    assert_eq!(cost, 2, "first init on a fresh Redis: EVALSHA, then EVAL");
     for (what, call) in [("append", 0), ("complete", 1)] {
         let before = gateway.stats.snapshot().0;
         if call == 0 {
@@ -97,7 +100,8 @@ async fn init_append_and_complete_take_one_round_trip_each() {
 
     let mut meter = Meter::new(&gateway, &redis).await;
     let session = gateway.init().await;
-    meter.step("init", None, 0).await;
+    // Init is a script too: the session quota must be checked before anything is written.
+    meter.step("init", Some(1), 1).await;
     let ids = gateway.append(&session, &deltas(0, 10)).await;
     assert_eq!(ids.len(), 10);
     meter.step("append of 10 events", Some(1), 1).await;
@@ -137,26 +141,28 @@ async fn naive_round_trips(hash_state: bool) {
     let redis = blocking(RedisServer::start);
     let features = format!("[features]\npipelining = false\nhash_state = {hash_state}\n");
     let gateway = Gateway::start(&redis_config_with(&redis, &features)).await;
-    // The state update after the XADDs: HINCRBY + HSET, or one SET of the whole object.
-    let (update, check, state) = if hash_state {
-        (2, "hmget", "hgetall")
+    // The state update after the XADDs: HINCRBY x2 (events, bytes) + HSET, or one SET of the
+    // whole object; after the complete event: HSET + HINCRBY, or one SET.
+    let (append_update, complete_update, check, state) = if hash_state {
+        (3, 2, "hmget", "hgetall")
     } else {
-        (1, "get", "get")
+        (1, 1, "get", "get")
     };
 
     let mut meter = Meter::new(&gateway, &redis).await;
     let session = gateway.init().await;
-    // Write the state, then PEXPIRE.
-    meter.step_of("init", 2, Some(2), 0).await;
+    // The quota (ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE), write the state, then PEXPIRE.
+    meter.step_of("init", 6, Some(6), 0).await;
     assert_eq!(gateway.append(&session, &deltas(0, 10)).await.len(), 10);
-    // Check, 10 XADDs, update, PEXPIRE x2, PUBLISH.
-    let append = 1 + 10 + update + 2 + 1;
+    // Check, 10 XADDs, update, PEXPIRE x2, the quota deadline (ZADD XX, PEXPIRE), PUBLISH.
+    let append = 1 + 10 + append_update + 2 + 2 + 1;
     meter
         .step_of("append of 10 events", append, Some(append), 0)
         .await;
     gateway.complete(&session, &json!({"ok": true})).await;
-    // Check, XADD, the status fields (and the count, with a hash), PEXPIRE x2, PUBLISH.
-    let complete = 1 + 1 + update + 2 + 1;
+    // Check, XADD, the status fields (and the count, with a hash), PEXPIRE x2, PUBLISH,
+    // ZREM of the quota slot.
+    let complete = 1 + 1 + complete_update + 2 + 1 + 1;
     meter.step_of("complete", complete, Some(complete), 0).await;
     let state_reply = gateway.state(&session).await;
     assert_eq!(state_reply["event_count"], 11);
@@ -164,7 +170,17 @@ async fn naive_round_trips(hash_state: bool) {
     meter.step_of("state", 1, Some(1), 0).await;
 
     let text = gateway.metrics().await;
-    let mut names = vec!["xadd", "pexpire", "publish", check, state];
+    let mut names = vec![
+        "xadd",
+        "pexpire",
+        "publish",
+        "zremrangebyscore",
+        "zcard",
+        "zadd",
+        "zrem",
+        check,
+        state,
+    ];
     if hash_state {
         names.extend(["hset", "hincrby"]);
     } else {

@@ -1,6 +1,7 @@
 //! `store = "redis"` rate limits: two gateway *processes* on one private Redis enforce one
 //! limit; with Redis down, `on_store_error` decides between letting requests through and
-//! `503`; the GCRA script counts exactly on standalone Redis and on a 3-node Cluster.
+//! `503`; the GCRA script counts exactly on standalone Redis and on a 3-node Cluster; no
+//! API key ever appears in a Redis key name or in the gateway's debug output.
 
 use http::StatusCode;
 
@@ -83,6 +84,83 @@ async fn two_gateway_processes_share_one_limit() {
     // Both processes wrote one bucket, in Redis.
     let keys = blocking(|| redis.keys());
     assert_eq!(keys, ["agentgate:rl:api:global"], "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_key_in_redis_key_names_or_debug_logs() {
+    let redis = blocking(RedisServer::start);
+    // One route keyed by the raw Authorization header, one by the verified API key.
+    let routes = r#"
+[[routes]]
+name = "by-header"
+kind = "agent"
+path_prefix = "/healthz"
+[routes.rate_limit]
+per_second = 1
+burst = 20
+key = "header"
+key_header = "authorization"
+store = "redis"
+[[routes]]
+name = "by-key"
+kind = "agent"
+path_prefix = "/"
+[routes.rate_limit]
+per_second = 1
+burst = 20
+key = "api_key"
+store = "redis"
+"#;
+    let toml = config_toml(&redis, routes);
+    let mut gateway = blocking(|| Process::start_with_log(&toml, "debug"));
+    let client = Client::new(gateway.addr);
+    // Each route: its burst allowed, then refused (the refusal is logged at debug). A burst
+    // of 20 keeps the buckets in Redis for 20 s: long enough to scan them.
+    for path in ["/healthz", "/v2/sessions"] {
+        let mut passed = 0;
+        let refused = loop {
+            let reply = client.send_call(client.get(path).bearer(KEY)).await;
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                break reply;
+            }
+            passed += 1;
+            assert!(passed <= 25, "{path} is not limited");
+        };
+        assert_eq!(refused.error_code(), "rate_limited");
+    }
+    let refusal = |l: &String| l.contains("rate limited (shared)");
+    let lines = blocking(|| {
+        let mut lines = Vec::new();
+        while lines.iter().filter(|l| refusal(l)).count() < 2 {
+            lines.extend(gateway.lines_until(|l| l.contains("rate limited (shared)")));
+        }
+        lines
+    });
+    // Something that could leak was logged: the refusals name their bucket.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("agentgate:rl:by-header:h:")),
+        "{lines:#?}"
+    );
+    let secret = &KEY[KEY.len() - 12..];
+    for line in &lines {
+        assert!(!line.contains(secret), "API key in a log line: {line}");
+    }
+    let keys = blocking(|| redis.keys());
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("agentgate:rl:by-header:h:")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("agentgate:rl:by-key:k:")),
+        "{keys:?}"
+    );
+    for key in &keys {
+        assert!(!key.contains(secret), "API key in a Redis key name: {key}");
+    }
 }
 
 /// Kills Redis under a gateway whose route is limited in Redis with `on_store_error = mode`
@@ -170,6 +248,7 @@ async fn redis_store(
         session_ttl: std::time::Duration::from_secs(60),
         pipelining: true,
         hash_state: true,
+        quotas: Default::default(),
     })
     .await
     .expect("redis store")

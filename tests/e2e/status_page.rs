@@ -4,8 +4,12 @@
 //! followed session's events appear — with a screenshot kept in
 //! `<target>/test-artifacts/status-page.png`.
 //!
-//! The page reports what it shows (the text of its figures and the viewer's entries) to a
-//! small collector given as `?report=URL`; the test waits for reports, never for a time.
+//! The page, opened with `?report`, POSTs what it shows (the text of its figures and the
+//! viewer's entries) to its own origin's `/admin/report`; the browser reaches the admin
+//! listener through a small proxy that collects those reports and forwards everything else.
+//! The test waits for reports, never for a time. The listener has an admin token: the
+//! browser logs in with `/?token=` once (a cookie), and the page's feeds follow. A
+//! `report=<another origin>` is ignored: that collector hears nothing.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,13 +22,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::client::{SseStream, within};
 use crate::gateway::{Gateway, blocking, deltas, memory_config, redis_config};
 use crate::support::browser::{Browser, screenshot};
 use crate::support::redis_server::RedisServer;
+
+/// The admin token of the browser test.
+const ADMIN_TOKEN: &str = "status-page-admin-token-0123";
 
 fn with_admin(mut config: Config) -> Config {
     config.server.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
@@ -137,8 +144,8 @@ async fn live_feed_and_session_viewer_over_http_end_at_shutdown() {
     .await;
 }
 
-/// Collects what the page POSTs to `/report`.
-async fn report_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {
+/// Counts what any page POSTs to it: the page must never post here.
+async fn foreign_collector() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("collector binds");
@@ -148,26 +155,64 @@ async fn report_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| {
+                        let _ = tx.send(());
+                        let mut ok = http::Response::new(Full::new(Bytes::new()));
+                        ok.headers_mut().insert(
+                            "access-control-allow-origin",
+                            http::HeaderValue::from_static("*"),
+                        );
+                        async move { Ok::<_, Infallible>(ok) }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A proxy in front of the admin listener `admin`: the page's same-origin reports
+/// (`POST /admin/report`) are collected; every other request goes to the listener, its
+/// response (SSE included) streamed back.
+async fn report_proxy(admin: SocketAddr) -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {
+    type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+    let addr = listener.local_addr().expect("proxy address");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let tx = tx.clone();
                         async move {
-                            let body: Option<Bytes> =
-                                req.into_body().collect().await.ok().map(|b| b.to_bytes());
-                            if let Some(value) =
-                                body.and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                            if req.method() == http::Method::POST
+                                && req.uri().path() == "/admin/report"
                             {
-                                let _ = tx.send(value);
+                                let body = req.into_body().collect().await?.to_bytes();
+                                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                                    let _ = tx.send(value);
+                                }
+                                let empty: ProxyBody = Full::new(Bytes::new())
+                                    .map_err(|never| match never {})
+                                    .boxed();
+                                return Ok::<_, hyper::Error>(http::Response::new(empty));
                             }
-                            let mut ok = http::Response::new(Full::new(Bytes::new()));
-                            ok.headers_mut().insert(
-                                "access-control-allow-origin",
-                                http::HeaderValue::from_static("*"),
-                            );
-                            Ok::<_, Infallible>(ok)
+                            let upstream = TcpStream::connect(admin).await.expect("admin listener");
+                            let (mut sender, conn) =
+                                hyper::client::conn::http1::handshake(TokioIo::new(upstream))
+                                    .await?;
+                            tokio::spawn(conn);
+                            let response = sender.send_request(req).await?;
+                            Ok(response.map(BodyExt::boxed))
                         }
                     });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -223,15 +268,18 @@ fn artifacts_dir() -> PathBuf {
 async fn chromium_shows_live_figures_and_follows_a_session() {
     // Redis, so that the page has store operations to show.
     let redis = blocking(RedisServer::start);
-    let gateway = Arc::new(Gateway::start(&with_admin(redis_config(&redis))).await);
+    let mut config = with_admin(redis_config(&redis));
+    config.server.admin_tokens = vec![ADMIN_TOKEN.to_owned()];
+    let gateway = Arc::new(Gateway::start(&config).await);
     let admin = gateway.admin.clone().expect("admin listener");
-    let (collector, mut reports) = report_collector().await;
+    let (proxy, mut reports) = report_proxy(admin.addr()).await;
+    let (foreign, mut foreign_posts) = foreign_collector().await;
 
     let followed = gateway.init().await;
     let first_ids = gateway.append(&followed, &deltas(0, 2)).await;
+    // Logged in once with the token; `report` names another origin, which is ignored.
     let page = format!(
-        "http://{}/?session={}&report=http://{collector}/report",
-        admin.addr(),
+        "http://{proxy}/?token={ADMIN_TOKEN}&session={}&report=http://{foreign}/report",
         followed.id
     );
     let browser = Browser::open(&page);
@@ -302,7 +350,11 @@ async fn chromium_shows_live_figures_and_follows_a_session() {
     // A picture of the page under load, kept as a test artifact.
     let png = artifacts_dir().join("status-page.png");
     let _ = std::fs::remove_file(&png);
-    let shot_url = format!("http://{}/?session={}", admin.addr(), followed.id);
+    let shot_url = format!(
+        "http://{}/?token={ADMIN_TOKEN}&session={}",
+        admin.addr(),
+        followed.id
+    );
     let shot = png.clone();
     tokio::task::spawn_blocking(move || screenshot(&shot_url, &shot, (1280, 1000)))
         .await
@@ -313,6 +365,12 @@ async fn chromium_shows_live_figures_and_follows_a_session() {
         bytes.len() > 10_000,
         "a non-trivial picture: {} bytes",
         bytes.len()
+    );
+
+    // Dozens of reports reached the page's own origin; not one went elsewhere.
+    assert!(
+        foreign_posts.try_recv().is_err(),
+        "the page posted to another origin"
     );
 
     running.store(false, Ordering::Relaxed);

@@ -94,7 +94,7 @@ fn sha256_hex(text: &str) -> String {
 // ---- tools written in Rust for the tests ----
 
 /// Returns its input at once.
-struct Echo;
+pub(crate) struct Echo;
 
 impl Tool for Echo {
     type Input = Value;
@@ -106,7 +106,7 @@ impl Tool for Echo {
 }
 
 /// Counts its calls.
-struct Count(Arc<AtomicUsize>);
+pub(crate) struct Count(pub(crate) Arc<AtomicUsize>);
 
 impl Tool for Count {
     type Input = Value;
@@ -429,21 +429,8 @@ async fn a_failure_skips_its_dependents_and_spares_independent_calls() {
 // ---- rejected batches ----
 
 /// The session's keys in Redis with their content.
-fn redis_state(redis: &RedisServer) -> Vec<(String, String)> {
-    blocking(|| {
-        redis
-            .keys()
-            .into_iter()
-            .map(|key| {
-                let content = if key.ends_with(":events") {
-                    redis.command(&["XLEN", &key])
-                } else {
-                    redis.command(&["HGETALL", &key])
-                };
-                (key, content.unwrap_or_default())
-            })
-            .collect()
-    })
+pub(crate) fn redis_state(redis: &RedisServer) -> Vec<(String, String)> {
+    blocking(|| redis.dump())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,8 +627,8 @@ async fn rejected_batches_run_nothing_and_write_nothing() {
     let initial = redis_state(&redis);
     assert_eq!(
         initial.len(),
-        3,
-        "two meta keys and one event log: {initial:?}"
+        4,
+        "two meta keys, one event log and the owner's quota set: {initial:?}"
     );
     for (name, call, status, code, message) in rows {
         let reply = c.send_call(call).await;

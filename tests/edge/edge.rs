@@ -107,6 +107,19 @@ impl Edge {
         }
     }
 
+    /// The agent API as one route, under `/v2/`.
+    pub async fn agent_under_v2() -> Self {
+        Self::from_toml(
+            r#"
+[[routes]]
+name = "agent"
+kind = "agent"
+path_prefix = "/v2/"
+"#,
+        )
+        .await
+    }
+
     /// One upstream route for every path to `origin`, with no read timeout (streams and
     /// slow bodies may go quiet for as long as they like).
     pub async fn proxying_to(origin: SocketAddr) -> Self {

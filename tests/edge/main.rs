@@ -27,6 +27,7 @@ mod canary;
 mod cancel;
 mod coalesce;
 mod health;
+mod paths;
 mod priority_queue;
 mod rate_limit;
 mod routes;

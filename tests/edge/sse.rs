@@ -1,6 +1,8 @@
 //! SSE is not buffered, through either route kind: the next event is produced only after
 //! the client has received the previous one, so a proxy that holds events back deadlocks
-//! into the test's bounded wait. An `sse` route shares one upstream stream among its viewers.
+//! into the test's bounded wait. An `sse` route shares one upstream stream among its viewers
+//! that present the same credentials (or among all, with `share = "public"`), and never
+//! hands one viewer another's per-client response headers.
 
 use std::sync::Arc;
 
@@ -58,15 +60,7 @@ async fn api(edge: &Edge, path: &str, body: &Value, status: StatusCode) -> Value
 
 #[tokio::test]
 async fn sse_through_an_agent_route_is_unbuffered() {
-    let edge = Edge::from_toml(
-        r#"
-[[routes]]
-name = "agent"
-kind = "agent"
-path_prefix = "/v2/"
-"#,
-    )
-    .await;
+    let edge = Edge::agent_under_v2().await;
     let init = api(&edge, "/v2/sessions", &json!({}), StatusCode::CREATED).await;
     let (id, token) = (
         init["id"].as_str().expect("id"),
@@ -120,19 +114,7 @@ async fn viewers_of_an_upstream_stream_share_one_upstream_request() {
         })
     })
     .await;
-    let edge = Edge::from_toml(&format!(
-        r#"
-[[routes]]
-name = "feeds"
-kind = "sse"
-path_prefix = "/feeds/"
-upstream = "news"
-[upstreams.news]
-peers = [{}]
-"#,
-        crate::edge::peers(&[origin.addr])
-    ))
-    .await;
+    let edge = sse_route(&origin, "").await;
     let client = &edge.client;
     let mut viewers = Vec::new();
     for _ in 0..20 {
@@ -174,5 +156,161 @@ peers = [{}]
         .await
         .expect("stream");
     assert_eq!(origin.requests(), 2);
+    edge.stop().await;
+}
+
+/// An origin whose every stream stays open until the test drops its sender, answering with
+/// a per-client `Set-Cookie` that echoes the request's `Cookie`; the senders arrive on the
+/// returned channel in request order.
+async fn echoing_origin() -> (
+    Origin,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+) {
+    let (feed_tx, feed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let origin = Origin::with_handler(move |req| {
+        let feed_tx = feed_tx.clone();
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Box::pin(async move {
+            let (tx, body, _dropped) = channel_body();
+            let _ = feed_tx.send(tx);
+            let mut response = event_stream(body);
+            let echo = http::HeaderValue::from_str(&format!("echo={cookie}")).expect("value");
+            response.headers_mut().insert("set-cookie", echo);
+            response
+        })
+    })
+    .await;
+    (origin, feed_rx)
+}
+
+/// A gateway with one `kind = "sse"` route to `origin`, with `extra` route keys.
+async fn sse_route(origin: &Origin, extra: &str) -> Edge {
+    Edge::from_toml(&format!(
+        r#"
+[[routes]]
+name = "feeds"
+kind = "sse"
+path_prefix = "/feeds/"
+upstream = "news"
+{extra}
+[upstreams.news]
+peers = [{}]
+"#,
+        crate::edge::peers(&[origin.addr])
+    ))
+    .await
+}
+
+/// Opens `/feeds/world` with `headers`.
+async fn view(edge: &Edge, headers: &[(&str, &str)]) -> crate::client::SseStream {
+    let mut call = edge.client.get("/feeds/world");
+    for (name, value) in headers {
+        call = call.header(name, value);
+    }
+    edge.client
+        .stream(call)
+        .await
+        .unwrap_or_else(|r| panic!("{} {}", r.status, r.text))
+}
+
+/// Viewers presenting different credentials (a `Cookie`, or a header the route names) get
+/// their own upstream request and their own `Set-Cookie`; a viewer with the same
+/// credentials joins, and is not handed the first viewer's `Set-Cookie`.
+#[tokio::test]
+async fn viewers_share_an_upstream_stream_only_with_equal_credentials() {
+    let (origin, mut feeds) = echoing_origin().await;
+    let edge = sse_route(&origin, r#"credential_headers = ["x-api-key"]"#).await;
+
+    let mut alice = view(&edge, &[("cookie", "sid=alice")]).await;
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(
+        alice.headers.get("set-cookie").map(|v| v.as_bytes()),
+        Some(&b"echo=sid=alice"[..])
+    );
+    let mut bob = view(&edge, &[("cookie", "sid=bob")]).await;
+    assert_eq!(
+        origin.requests(),
+        2,
+        "another cookie, another upstream request"
+    );
+    let bob_cookies: Vec<_> = bob.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(bob_cookies, ["echo=sid=bob"]);
+    let mut alice_again = view(&edge, &[("cookie", "sid=alice")]).await;
+    assert_eq!(origin.requests(), 2, "the same cookie joins alice's stream");
+    assert_eq!(alice_again.headers.get("set-cookie"), None);
+    assert_eq!(
+        alice_again
+            .headers
+            .get("content-type")
+            .map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    let _keyed = view(&edge, &[("cookie", "sid=alice"), ("x-api-key", "k1")]).await;
+    assert_eq!(origin.requests(), 3, "a named credential header splits too");
+    let seen: Vec<Option<String>> = origin
+        .seen()
+        .iter()
+        .map(|s| s.header("x-api-key").map(str::to_owned))
+        .collect();
+    assert_eq!(seen, [None, None, Some("k1".to_owned())]);
+
+    // Each stream carries its own upstream's events: alice's reaches both alice viewers.
+    let alice_feed = feeds.recv().await.expect("alice's upstream stream");
+    let bob_feed = feeds.recv().await.expect("bob's upstream stream");
+    alice_feed
+        .send(bytes::Bytes::from("id: 1\ndata: for-alice\n\n"))
+        .await
+        .expect("alice's body");
+    bob_feed
+        .send(bytes::Bytes::from("id: 1\ndata: for-bob\n\n"))
+        .await
+        .expect("bob's body");
+    for viewer in [&mut alice, &mut alice_again] {
+        let event = viewer.next_event().await.expect("an event");
+        assert_eq!(event.data.as_deref(), Some("for-alice"));
+    }
+    let event = bob.next_event().await.expect("an event");
+    assert_eq!(event.data.as_deref(), Some("for-bob"));
+    edge.stop().await;
+}
+
+/// `share = "public"`: viewers with different cookies share one upstream request, and the
+/// joiner gets the stream's headers but not the first viewer's `Set-Cookie`.
+#[tokio::test]
+async fn a_public_stream_is_shared_by_everyone_without_per_client_headers() {
+    let (origin, mut feeds) = echoing_origin().await;
+    let edge = sse_route(&origin, r#"share = "public""#).await;
+
+    let first = view(&edge, &[("cookie", "sid=alice")]).await;
+    assert_eq!(
+        first.headers.get("set-cookie").map(|v| v.as_bytes()),
+        Some(&b"echo=sid=alice"[..])
+    );
+    let mut second = view(
+        &edge,
+        &[("cookie", "sid=bob"), ("authorization", "Bearer b")],
+    )
+    .await;
+    assert_eq!(origin.requests(), 1, "one upstream request for both");
+    assert_eq!(second.headers.get("set-cookie"), None);
+    for name in ["content-type", "cache-control"] {
+        assert_eq!(
+            second.headers.get(name),
+            first.headers.get(name),
+            "{name} is replayed"
+        );
+    }
+    let feed = feeds.recv().await.expect("the upstream stream");
+    feed.send(bytes::Bytes::from("id: 1\ndata: news\n\n"))
+        .await
+        .expect("origin body");
+    let event = second.next_event().await.expect("an event");
+    assert_eq!(event.data.as_deref(), Some("news"));
+    drop(first);
     edge.stop().await;
 }

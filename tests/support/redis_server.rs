@@ -97,6 +97,25 @@ impl RedisServer {
         keys
     }
 
+    /// Every key with its content, by type: a hash's fields (`HGETALL`), a stream's length
+    /// (`XLEN`), a sorted set's members and scores (`ZRANGE .. WITHSCORES`), else the type.
+    /// Two equal dumps mean nothing was written in between.
+    pub fn dump(&self) -> Vec<(String, String)> {
+        self.keys()
+            .into_iter()
+            .map(|key| {
+                let kind = self.command(&["TYPE", &key]).unwrap_or_default();
+                let content = match kind.trim() {
+                    "hash" => self.command(&["HGETALL", &key]),
+                    "stream" => self.command(&["XLEN", &key]),
+                    "zset" => self.command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+                    _ => Some(kind),
+                };
+                (key, content.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// Calls of `command` (lowercase, e.g. "exists") recorded in `INFO commandstats`.
     pub fn command_calls(&self, command: &str) -> u64 {
         let info = self.command(&["INFO", "commandstats"]).unwrap_or_default();

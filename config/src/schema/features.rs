@@ -20,11 +20,12 @@ pub struct FeaturesConfig {
     /// Off: calls run one by one in dependency order (the baseline the benchmark compares
     /// against). Default true.
     pub parallel_tools: bool,
-    /// Redis engine: every store call is one round trip (init a MULTI/EXEC pipeline, append
-    /// and complete a Lua script), atomic. Off: one command per round trip, each awaited
-    /// before the next (init: write state, then PEXPIRE; append: read owner and status, one
-    /// XADD per event, update state, PEXPIRE both keys, PUBLISH), and not atomic: concurrent
-    /// writers to one session may interleave. The memory engine ignores it. Default true.
+    /// Redis engine: every store call is one round trip (init, append and complete each a Lua
+    /// script that also checks `[store.quotas]`), atomic. Off: one command per round trip,
+    /// each awaited before the next (init: the quota count, write state, PEXPIRE; append:
+    /// read owner, status and bytes, one XADD per event, update state, PEXPIRE both keys, the
+    /// quota deadline, PUBLISH), and not atomic: concurrent writers may interleave. The
+    /// memory engine ignores it. Default true.
     pub pipelining: bool,
     /// Redis engine: session state is a HASH, updated field by field (`HSET`, `HINCRBY`).
     /// Off: it is one JSON string (`GET`/`SET`), read, modified and written back whole on

@@ -20,13 +20,13 @@ mod upstreams;
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
 pub use features::FeaturesConfig;
-pub use routes::{CanaryConfig, RouteConfig, RouteKind};
+pub use routes::{CanaryConfig, RouteConfig, RouteKind, SseShare};
 pub use server::{LogFormat, ServerConfig};
 
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
 pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
-pub use store::{RedisConfig, StoreConfig, StoreKind};
+pub use store::{QuotasConfig, RedisConfig, StoreConfig, StoreKind};
 pub use telemetry::TelemetryConfig;
 pub use tools::{ToolConfig, ToolKind, ToolsConfig};
 pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};

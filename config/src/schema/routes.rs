@@ -13,9 +13,25 @@ pub enum RouteKind {
     /// route's `upstream` key.
     Upstream,
     /// `"sse"`: Server-Sent Events streams of the `[upstreams.NAME]` pool, shared: every
-    /// viewer of one stream (same path, query and `Authorization`) reads one upstream
-    /// connection (`[sse.fanout]`, with `features.sse_fanout`); resumes use `Last-Event-ID`.
+    /// viewer of one stream (same path and query, and the same credentials unless the route
+    /// says `share = "public"`) reads one upstream connection (`[sse.fanout]`, with
+    /// `features.sse_fanout`); resumes use `Last-Event-ID`.
     Sse,
+}
+
+/// Who may share one upstream stream of a `kind = "sse"` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SseShare {
+    /// `"credentials"`: only viewers presenting the same credentials (`Authorization`,
+    /// `Proxy-Authorization`, `Cookie` and the route's `credential_headers`, compared by
+    /// value) share a stream; viewers with different ones get their own upstream request.
+    #[default]
+    Credentials,
+    /// `"public"`: every viewer of the same path and query shares one stream, whatever
+    /// credentials they present; the upstream sees only the first viewer's. For streams the
+    /// upstream serves to anyone.
+    Public,
 }
 
 /// One `[[routes]]` entry: which requests it matches and who answers them.
@@ -50,17 +66,20 @@ pub struct RouteConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// `[routes.rate_limit]`: a per-key GCRA rate limit in front of this route (keys
-    /// `per_second`, `burst`, `key` = `"global" | "peer_ip" | "header" | "session_id"`,
-    /// `key_header`, `trusted_proxies`). Over the limit: 429 with `Retry-After` and
-    /// `RateLimit-*` headers. Default unset: not limited.
+    /// `per_second`, `burst`, `key` = `"global" | "peer_ip" | "header" | "session_id" |
+    /// "api_key"`, `key_header`, `trusted_proxies`, `max_keys`). Over the limit: 429 with
+    /// `Retry-After` and `RateLimit-*` headers. Default unset: not limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
     /// `[routes.priority_queue]`: at most `max_in_flight` requests of this route run at once
     /// (a slot is held until the response body ends); the rest wait in a bounded queue,
-    /// highest `x-priority` (0-9, default `default_priority`) first; when the queue is full
+    /// highest priority (0-9: a trusted proxy's `x-priority`, else the API key's, else
+    /// `default_priority`) first; when the queue is full
     /// a more important request evicts the least important waiter, which gets 503 with
     /// `Retry-After`, as does a request that waits past `max_wait_ms`. `stream_budget`
-    /// gives SSE streams slots of their own. Default unset: no queue.
+    /// gives streams (`streams`; default by route kind) slots of their own. `x-priority` is
+    /// believed only from `trusted_proxies` and removed otherwise; `api_key_priorities`
+    /// places API keys by fingerprint. Default unset: no queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority_queue: Option<PriorityQueuePolicy>,
     /// `[routes.canary]`: send a share of this route's traffic to a second upstream group
@@ -68,6 +87,16 @@ pub struct RouteConfig {
     /// unset: every request goes to `upstream`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryConfig>,
+    /// Who may share one upstream stream (`kind = "sse"` only): `"credentials"` or
+    /// `"public"`. Whoever shares, a viewer joining a stream gets only the headers that
+    /// describe it (content type, caching), never the first viewer's `Set-Cookie` or other
+    /// per-client headers. Default `"credentials"`.
+    pub share: SseShare,
+    /// Request headers that carry credentials too, beyond `Authorization`,
+    /// `Proxy-Authorization` and `Cookie` (e.g. `["x-api-key"]`): lower-case header names;
+    /// viewers share a stream only if these are equal as well. `kind = "sse"` with
+    /// `share = "credentials"` only. Default `[]`.
+    pub credential_headers: Vec<String>,
 }
 
 /// `[routes.canary]`: a weighted second upstream group for safe rollouts (e.g. 95/5).
@@ -119,6 +148,8 @@ impl Default for RouteConfig {
             rate_limit: None,
             priority_queue: None,
             canary: None,
+            share: SseShare::Credentials,
+            credential_headers: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -21,17 +21,32 @@ pub struct ServerConfig {
     /// Worker threads of the proxy service's runtime. 0 means one per CPU core (see
     /// [`worker_threads`](Self::worker_threads)). At most 1024. Default 0.
     pub threads: usize,
-    /// File the gateway writes its process id to. Default unset, meaning
-    /// `<temp dir>/agentgate-<port>.pid` where `<port>` is the first bound listen port, so
-    /// instances on different ports never collide (see [`pid_file_path`](Self::pid_file_path)).
+    /// Private directory for the pid file and the upgrade socket (when those keys are left
+    /// unset). The gateway creates it with mode 0700 if it is missing, and refuses to start
+    /// when it is a symbolic link, not a directory, not owned by the gateway's user, or open
+    /// to group or others (any mode bit in 0o077): another local user must not be able to
+    /// pre-create, replace or read what lives there. Must be absolute. Default unset, meaning
+    /// `$XDG_RUNTIME_DIR/agentgate` when `XDG_RUNTIME_DIR` is set (an absolute path), else
+    /// `<temp dir>/agentgate-<uid>` (see [`runtime_dir_path`](Self::runtime_dir_path)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_dir: Option<PathBuf>,
+    /// File the gateway writes its process id to, created exclusively with mode 0600; a
+    /// symbolic link or another user's file there is refused, and so is a directory that
+    /// other users can write to. A pid file left by a process that is gone is replaced; one
+    /// of a live process is refused, except by `serve --upgrade` (its predecessor's). Default
+    /// unset, meaning `<runtime_dir>/agentgate-<port>.pid` where `<port>` is the first bound
+    /// listen port, so instances on different ports never collide (see
+    /// [`pid_file_path`](Self::pid_file_path)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
     /// Unix socket over which a graceful upgrade hands the listening sockets from the old
     /// process to the new one: start the new binary with `agentgate serve --upgrade`, then
     /// send SIGQUIT to the old process; it passes its sockets over this path, stops
     /// accepting, and drains open requests and streams for `shutdown_grace_secs`. Both
-    /// processes must use the same path. Default unset, meaning
-    /// `<temp dir>/agentgate-<port>.upgrade.sock` where `<port>` is the first bound listen
+    /// processes must use the same path. The new process creates it with mode 0600 and
+    /// accepts sockets only from a process of its own user; its directory must not be
+    /// writable by other users. Default unset, meaning
+    /// `<runtime_dir>/agentgate-<port>.upgrade.sock` where `<port>` is the first bound listen
     /// port (see [`upgrade_sock_path`](Self::upgrade_sock_path)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_sock: Option<PathBuf>,
@@ -44,11 +59,23 @@ pub struct ServerConfig {
     /// Address of the admin listener — operators' endpoints, kept off the public
     /// listeners: `/metrics`, `/healthz`, `/readyz` (store reachable, a healthy peer in
     /// every upstream group a route uses), `/admin/config` (the effective configuration,
-    /// secrets redacted) and the live status page `/` with its feeds `/admin/live` and
-    /// `/admin/sessions/{id}/stream` (no stream token: the listener is trusted). An
-    /// `IP:port`; port 0 picks a free port. Default unset: no admin listener.
+    /// secrets and URL credentials redacted) and the live status page `/` with its feeds
+    /// `/admin/live` and `/admin/sessions/{id}/stream`. An `IP:port`; port 0 picks a free
+    /// port. A non-loopback address requires [`admin_tokens`](Self::admin_tokens). Default
+    /// unset: no admin listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
+    /// Host names the admin listener answers to, besides `localhost` and IP addresses
+    /// (which it always accepts). A request whose `Host` is another name gets 421: a web
+    /// page cannot read the admin endpoints by pointing its own domain at this address (DNS
+    /// rebinding). Names only — no port, no scheme; compared case-insensitively. Default `[]`.
+    pub admin_hosts: Vec<String>,
+    /// Tokens of the admin listener. When any is set, every admin endpoint except
+    /// `/healthz` needs one, as `Authorization: Bearer <token>` or, for a browser, the
+    /// cookie set by opening `/?token=<token>` once. Required when `admin_listen` is not a
+    /// loopback address. Each at least 16 visible ASCII characters, no whitespace, no
+    /// duplicates; several allow rotation. Default `[]` (no token: loopback only).
+    pub admin_tokens: Vec<String>,
     /// Log line format on standard output: `"text"` (for people) or `"json"` (one JSON
     /// object per line, for log pipelines). `RUST_LOG` sets the levels. Default `"text"`.
     pub log_format: LogFormat,
@@ -79,11 +106,14 @@ impl Default for ServerConfig {
         Self {
             listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))],
             threads: 0,
+            runtime_dir: None,
             pid_file: None,
             upgrade_sock: None,
             max_body_bytes: 1_048_576,
             shutdown_grace_secs: 10,
             admin_listen: None,
+            admin_hosts: Vec::new(),
+            admin_tokens: Vec::new(),
             log_format: LogFormat::Text,
             access_log: false,
             read_buffer_bytes: 16_384,
@@ -106,20 +136,42 @@ impl ServerConfig {
         }
     }
 
-    /// [`pid_file`](Self::pid_file), or `<temp dir>/agentgate-<first_port>.pid` when unset.
-    /// `first_port` is the port actually bound for the first `listen` address.
-    pub fn pid_file_path(&self, first_port: u16) -> PathBuf {
-        self.pid_file
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("agentgate-{first_port}.pid")))
+    /// [`runtime_dir`](Self::runtime_dir), or its default for the user `uid`:
+    /// `$XDG_RUNTIME_DIR/agentgate` when that variable holds an absolute path (systemd's
+    /// per-user `/run/user/<uid>`, private already), else `<temp dir>/agentgate-<uid>`.
+    pub fn runtime_dir_path(&self, uid: u32) -> PathBuf {
+        if let Some(dir) = &self.runtime_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+            Some(xdg) if xdg.is_absolute() => xdg.join("agentgate"),
+            _ => std::env::temp_dir().join(format!("agentgate-{uid}")),
+        }
     }
 
-    /// [`upgrade_sock`](Self::upgrade_sock), or `<temp dir>/agentgate-<first_port>.upgrade.sock`
-    /// when unset. `first_port` is the port actually bound for the first `listen` address.
-    pub fn upgrade_sock_path(&self, first_port: u16) -> PathBuf {
-        self.upgrade_sock.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("agentgate-{first_port}.upgrade.sock"))
-        })
+    /// [`pid_file`](Self::pid_file), or `<runtime_dir>/agentgate-<first_port>.pid` when
+    /// unset. `runtime_dir` is the resolved [`runtime_dir_path`](Self::runtime_dir_path); `first_port`
+    /// is the port actually bound for the first `listen` address.
+    pub fn pid_file_path(&self, runtime_dir: &Path, first_port: u16) -> PathBuf {
+        self.pid_file
+            .clone()
+            .unwrap_or_else(|| runtime_dir.join(format!("agentgate-{first_port}.pid")))
+    }
+
+    /// [`upgrade_sock`](Self::upgrade_sock), or
+    /// `<runtime_dir>/agentgate-<first_port>.upgrade.sock` when unset. `runtime_dir` is the
+    /// resolved [`runtime_dir_path`](Self::runtime_dir_path); `first_port` is the port actually bound
+    /// for the first `listen` address.
+    pub fn upgrade_sock_path(&self, runtime_dir: &Path, first_port: u16) -> PathBuf {
+        self.upgrade_sock
+            .clone()
+            .unwrap_or_else(|| runtime_dir.join(format!("agentgate-{first_port}.upgrade.sock")))
+    }
+
+    /// Whether the pid file or the upgrade socket lives in the runtime directory (one of
+    /// them is left at its default).
+    pub fn uses_runtime_dir(&self) -> bool {
+        self.pid_file.is_none() || self.upgrade_sock.is_none()
     }
 }
 

@@ -33,6 +33,8 @@ pub struct StoreConfig {
     pub session_ttl_secs: u64,
     /// `[store.redis]`: connection settings, used only when `kind = "redis"`.
     pub redis: RedisConfig,
+    /// `[store.quotas]`: what one API key and one session may hold (see [`QuotasConfig`]).
+    pub quotas: QuotasConfig,
 }
 
 impl Default for StoreConfig {
@@ -43,6 +45,7 @@ impl Default for StoreConfig {
             retention_secs: 3_600,
             session_ttl_secs: 86_400,
             redis: RedisConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -96,5 +99,34 @@ impl RedisConfig {
     /// [`connect_timeout_ms`](Self::connect_timeout_ms) as a [`Duration`].
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[store.quotas]`: per-key and per-session caps, enforced by the store inside the same
+/// atomic write that creates a session or appends to it (nothing is half-written when one
+/// refuses). There is no "unlimited": set a large value instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Running sessions one API key may hold at once: init beyond it answers 429
+    /// `session_quota_exceeded` (no `Retry-After`: waiting does not help, completing a
+    /// session does). A session stops counting when it completes or expires
+    /// (`session_ttl_secs` after its last write). At least 1. Default 1_000.
+    pub max_active_sessions_per_key: u64,
+    /// Bytes of events one session may be appended over its life (each event's `kind` plus
+    /// its compact JSON `data`): an append that would pass it answers 413
+    /// `session_bytes_exceeded` and writes none of its batch. Events trimmed by
+    /// `events_maxlen` still count (trimming gives no budget back). The `complete` event is
+    /// not counted, so a session at its cap can still complete. At least 1.
+    /// Default 16_777_216 (16 MiB).
+    pub max_session_bytes: u64,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            max_active_sessions_per_key: 1_000,
+            max_session_bytes: 16 * 1024 * 1024,
+        }
     }
 }

@@ -92,9 +92,15 @@ pub struct ToolsConfig {
     pub queue_capacity: usize,
     /// Most calls in one batch; more is a 400. 1..=1000. Default 64.
     pub max_calls: usize,
-    /// Largest `input` of one call, in bytes of compact JSON; larger is a 400.
-    /// At least 1. Default 65_536.
+    /// Largest `input` of one call, in bytes of compact JSON, as sent (larger is a 400) and
+    /// again after its `$ref`s are replaced by the values they point at (larger stops the
+    /// batch with a 413 naming the call). At least 1. Default 65_536.
     pub max_input_bytes: usize,
+    /// Most bytes of JSON one batch may hold: every call's input after `$ref` resolution
+    /// plus every call's output (or error); the response carries those outputs once more.
+    /// A batch that would go over is refused, or stopped while running, with a 413 naming
+    /// the call. At least `max_input_bytes`. Default 16_777_216 (16 MiB).
+    pub max_batch_bytes: usize,
     /// Largest response body an `http` tool accepts from its upstream, in bytes; a larger
     /// one fails the call. At least 1. Default 1_048_576.
     pub max_output_bytes: usize,
@@ -111,6 +117,7 @@ impl Default for ToolsConfig {
             queue_capacity: 1024,
             max_calls: 64,
             max_input_bytes: 65_536,
+            max_batch_bytes: 16_777_216,
             max_output_bytes: 1_048_576,
             tools: BTreeMap::new(),
         }
@@ -119,13 +126,14 @@ impl Default for ToolsConfig {
 
 impl ToolsConfig {
     /// The settings' keys: no tool may take one of these names.
-    pub const SETTINGS: [&'static str; 7] = [
+    pub const SETTINGS: [&'static str; 8] = [
         "max_parallel",
         "timeout_ms",
         "workers",
         "queue_capacity",
         "max_calls",
         "max_input_bytes",
+        "max_batch_bytes",
         "max_output_bytes",
     ];
 
@@ -152,6 +160,7 @@ impl Serialize for ToolsConfig {
         map.serialize_entry("queue_capacity", &self.queue_capacity)?;
         map.serialize_entry("max_calls", &self.max_calls)?;
         map.serialize_entry("max_input_bytes", &self.max_input_bytes)?;
+        map.serialize_entry("max_batch_bytes", &self.max_batch_bytes)?;
         map.serialize_entry("max_output_bytes", &self.max_output_bytes)?;
         for (name, tool) in &self.tools {
             map.serialize_entry(name, tool)?;
@@ -187,6 +196,7 @@ impl<'de> Visitor<'de> for ToolsVisitor {
                 "queue_capacity" => config.queue_capacity = map.next_value()?,
                 "max_calls" => config.max_calls = map.next_value()?,
                 "max_input_bytes" => config.max_input_bytes = map.next_value()?,
+                "max_batch_bytes" => config.max_batch_bytes = map.next_value()?,
                 "max_output_bytes" => config.max_output_bytes = map.next_value()?,
                 _ => {
                     let tool = map.next_value_seed(ToolSeed(&key))?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::classify::{AcceptEventStream, HeaderPriority};
+use super::classify::PolicyPriority;
 use super::error::PolicyError;
 use super::observe::{NoObserver, QueueObserver};
 use super::policy::PriorityQueuePolicy;
@@ -41,14 +41,10 @@ impl<C: std::fmt::Debug> std::fmt::Debug for PriorityQueueLayer<C> {
     }
 }
 
-impl PriorityQueueLayer<AcceptEventStream<HeaderPriority>> {
-    /// The layer `policy` describes: priority from `x-priority` (else
-    /// `default_priority`), streams detected by [`AcceptEventStream`].
+impl PriorityQueueLayer<PolicyPriority> {
+    /// The layer `policy` describes, placing requests with [`PolicyPriority`].
     pub fn from_policy(policy: &PriorityQueuePolicy) -> Result<Self, PolicyError> {
-        Self::new(
-            policy,
-            AcceptEventStream(HeaderPriority::x_priority(policy.default_priority)),
-        )
+        Self::new(policy, PolicyPriority::from_policy(policy))
     }
 }
 

@@ -1,9 +1,12 @@
 //! Priority queueing: at most `max_in_flight` requests run; the rest wait in a bounded
 //! queue, most important first, and are turned away with `503` rather than wait forever.
 //!
-//! A [`Classify`] implementation gives each request a priority (`u8`, higher runs first):
-//! a header ([`HeaderPriority`], e.g. `x-priority: 0..=9`) or one for all ([`Fixed`]).
-//! Within a priority, requests run in arrival order.
+//! A [`Classify`] implementation gives each request a priority (`u8`, higher runs first).
+//! [`PolicyPriority`], what a [`PriorityQueuePolicy`] describes, gives `0..=9`: the
+//! `x-priority` header only from trusted proxies (clamped; from anyone else it is removed
+//! before the inner service), else the authenticated client's priority, else the route's
+//! `default_priority`. Building blocks: a header from anyone ([`HeaderPriority`]), one for
+//! all ([`Fixed`]). Within a priority, requests run in arrival order.
 //!
 //! **A slot is held until the response body ends** (or fails, or is dropped), not when
 //! the headers arrive: the [`ResponseBody`] carries it. A streaming response is in flight
@@ -11,10 +14,10 @@
 //! waiter, so a request arriving at that moment cannot jump the queue.
 //!
 //! **Streams** may get their own budget: with `stream_budget > 0`, requests the classifier
-//! marks as streams ([`Classify::is_stream`]; [`AcceptEventStream`] marks
-//! `Accept: text/event-stream` and paths ending in `/stream`) draw from it instead of
-//! `max_in_flight`, so long-lived SSE cannot starve short requests. Each budget has its own
-//! queue of up to `max_queue`.
+//! marks as streams ([`Classify::is_stream`]; for a policy, its [`StreamRule`]: by default
+//! `GET` requests whose path ends in `/stream`, never the client's `Accept` alone) draw from
+//! it instead of `max_in_flight`, so long-lived SSE cannot starve short requests. Each
+//! budget has its own queue of up to `max_queue`.
 //!
 //! **Turned away** with `503 Service Unavailable`, `Retry-After: 1`, `application/json`
 //! body `{"error":{"code":"overloaded","message":..}}` and [`Overloaded`] in the response
@@ -46,7 +49,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // Eight requests at once; up to 100 wait, at most two seconds, by `x-priority`.
+//! // Eight requests at once; up to 100 wait, at most two seconds, by priority.
 //! let policy: PriorityQueuePolicy = toml::from_str(
 //!     r#"
 //!     max_in_flight = 8
@@ -58,7 +61,7 @@
 //! let mut svc = ServiceBuilder::new().layer(layer.clone()).service_fn(|_req: Request<()>| async {
 //!     Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hello"))))
 //! });
-//! let request = Request::get("/").header("x-priority", "5").body(()).unwrap();
+//! let request = Request::get("/").body(()).unwrap();
 //! let response = svc.ready().await.unwrap().call(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
 //! // The slot is held until the body is done.
@@ -79,12 +82,12 @@ mod queue;
 mod service;
 
 pub use body::{Held, ResponseBody};
-pub use classify::{AcceptEventStream, Fixed, HeaderPriority};
+pub use classify::{AcceptEventStream, Fixed, HeaderPriority, MAX_PRIORITY, PolicyPriority};
 pub use error::{OverloadReason, Overloaded, PolicyError};
 pub use future::ResponseFuture;
 pub use layer::PriorityQueueLayer;
 pub use observe::{NoObserver, QueueObserver};
-pub use policy::PriorityQueuePolicy;
+pub use policy::{PriorityQueuePolicy, StreamRule};
 pub use service::PriorityQueueService;
 
 use http::Request;
@@ -98,6 +101,14 @@ pub trait Classify<B>: Clone {
     fn is_stream(&self, req: &Request<B>) -> bool {
         let _ = req;
         false
+    }
+
+    /// Removes from the request what the classifier read but the inner service must not
+    /// see (a priority header from a client that may not set one). Called after
+    /// [`classify`](Self::classify) and [`is_stream`](Self::is_stream), before the request
+    /// goes on. Default: nothing.
+    fn strip(&self, req: &mut Request<B>) {
+        let _ = req;
     }
 }
 

@@ -78,9 +78,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let priority = self.classifier.classify(&req);
         let lane = self.queue.lane(self.classifier.is_stream(&req));
+        self.classifier.strip(&mut req);
         match self.queue.admit(lane, priority) {
             Admission::Run(permit) => ResponseFuture::calling(self.inner.call(req), permit),
             Admission::Wait(waiter) => {

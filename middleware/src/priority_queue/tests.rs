@@ -389,3 +389,141 @@ async fn observer_sees_depth_by_priority_waits_and_sheds_by_reason() {
     );
     assert!(recorder.depth.lock().unwrap().values().all(|d| *d == 0));
 }
+
+fn from_peer(peer: &str, priority: Option<&str>) -> Request<()> {
+    let mut builder = Request::get("/").header("x-id", "r");
+    if let Some(priority) = priority {
+        builder = builder.header("x-priority", priority);
+    }
+    let mut req = builder.body(()).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    req.extensions_mut().insert(crate::client::PeerAddr(peer));
+    req
+}
+
+fn trusting_policy() -> PriorityQueuePolicy {
+    toml::from_str(
+        r#"
+        default_priority = 2
+        trusted_proxies = ["10.0.0.1"]
+        api_key_priorities = { "fp-gold" = 7 }
+        "#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn policy_priority_believes_the_header_only_from_trusted_proxies_and_clamps_it() {
+    let classifier = PolicyPriority::from_policy(&trusting_policy());
+    // A client that is not a trusted proxy cannot choose: 255 is ignored, and removed.
+    let mut untrusted = from_peer("203.0.113.7:1", Some("255"));
+    assert_eq!(classifier.classify(&untrusted), 2);
+    classifier.strip(&mut untrusted);
+    assert!(untrusted.headers().get("x-priority").is_none());
+    // Without a known peer nobody is trusted.
+    let mut unknown = Request::get("/")
+        .header("x-priority", "9")
+        .body(())
+        .unwrap();
+    assert_eq!(classifier.classify(&unknown), 2);
+    classifier.strip(&mut unknown);
+    assert!(unknown.headers().get("x-priority").is_none());
+    // A trusted proxy's header is believed, clamped to 0..=9, and passed on.
+    for (value, expected) in [("4", 4), ("255", 9), ("100000", MAX_PRIORITY), ("0", 0)] {
+        let mut trusted = from_peer("10.0.0.1:1", Some(value));
+        assert_eq!(classifier.classify(&trusted), expected, "{value}");
+        classifier.strip(&mut trusted);
+        assert_eq!(trusted.headers()["x-priority"], value);
+    }
+    // A trusted proxy without a valid header: the client's priority, else the default.
+    assert_eq!(
+        classifier.classify(&from_peer("10.0.0.1:1", Some("high"))),
+        2
+    );
+    let mut gold = from_peer("203.0.113.7:1", Some("0"));
+    gold.extensions_mut()
+        .insert(crate::client::ClientIdentity::new("fp-gold"));
+    assert_eq!(
+        classifier.classify(&gold),
+        7,
+        "untrusted header, known client"
+    );
+    let mut other = from_peer("203.0.113.7:1", None);
+    other
+        .extensions_mut()
+        .insert(crate::client::ClientIdentity::new("fp-other"));
+    assert_eq!(classifier.classify(&other), 2);
+}
+
+#[test]
+fn policy_streams_are_decided_by_path_or_route_not_by_accept() {
+    let sse = |method: &str, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("accept", "text/event-stream")
+            .body(())
+            .unwrap()
+    };
+    let rule = |streams: Option<StreamRule>| {
+        PolicyPriority::from_policy(&PriorityQueuePolicy {
+            streams,
+            ..PriorityQueuePolicy::default()
+        })
+    };
+    let path = rule(None);
+    assert!(path.is_stream(&sse("GET", "/v2/sessions/s1/stream")));
+    assert!(path.is_stream(&sse("GET", "/v2/stream")));
+    assert!(!path.is_stream(&sse("GET", "/v2/sessions")), "Accept alone");
+    assert!(
+        !path.is_stream(&sse("POST", "/x/stream")),
+        "only GET streams"
+    );
+    assert!(rule(Some(StreamRule::All)).is_stream(&sse("POST", "/")));
+    assert!(!rule(Some(StreamRule::None)).is_stream(&sse("GET", "/x/stream")));
+    assert!(rule(Some(StreamRule::Accept)).is_stream(&sse("POST", "/")));
+}
+
+#[test]
+fn priorities_above_nine_say_which_key_is_wrong() {
+    let high_default = PriorityQueuePolicy {
+        default_priority: 10,
+        ..PriorityQueuePolicy::default()
+    };
+    let error = high_default.validate().unwrap_err();
+    assert_eq!(error.key(), "default_priority");
+    assert!(error.to_string().contains("0 to 9"), "{error}");
+    let mut high_client = trusting_policy();
+    high_client.api_key_priorities.insert("fp-x".into(), 200);
+    let error = PriorityQueueLayer::from_policy(&high_client).unwrap_err();
+    assert_eq!(error.key(), "api_key_priorities");
+    assert!(
+        !error.to_string().contains("fp-x"),
+        "clients are not named: {error}"
+    );
+    assert!(toml::from_str::<PriorityQueuePolicy>(r#"streams = "sometimes""#).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_never_sees_an_untrusted_priority_header() {
+    let policy = trusting_policy();
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let inner = service_fn(move |req: Request<()>| {
+        tx.send(req.headers().get("x-priority").cloned()).unwrap();
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+    });
+    let layer = PriorityQueueLayer::from_policy(&policy).unwrap();
+    let mut svc = layer.layer(Inner::new(inner));
+    drop(
+        spawn(&mut svc, from_peer("203.0.113.7:1", Some("255")))
+            .await
+            .await,
+    );
+    assert_eq!(seen.recv().await.unwrap(), None);
+    drop(
+        spawn(&mut svc, from_peer("10.0.0.1:1", Some("3")))
+            .await
+            .await,
+    );
+    assert_eq!(seen.recv().await.unwrap().unwrap(), "3");
+}

@@ -1,14 +1,21 @@
-//! Built-in [`KeyExtractor`]s: global, header, peer IP, session id, and [`PolicyKey`]
-//! choosing one of them from a [`RateLimitPolicy`].
+//! Built-in [`KeyExtractor`]s: global, header, peer IP, session id, authenticated client,
+//! and [`PolicyKey`] choosing one of them from a [`RateLimitPolicy`].
+//!
+//! Every value the client chooses (a header, a session id) becomes a [`KeyDigest`]: 16
+//! bytes of SHA-256, so a bucket costs the same whatever the client sent, no bucket keeps
+//! the request's header buffer alive, and a key's name (in Redis, in a log line) never
+//! holds a credential.
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{HeaderMap, Request};
+use sha2::{Digest, Sha256};
 
 use super::KeyExtractor;
 use super::error::PolicyError;
 use super::policy::{KeyKind, RateLimitPolicy};
+use crate::client::{ClientIdentity, PeerAddr};
 
 /// Every request shares one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,29 +29,77 @@ impl KeyExtractor for GlobalKey {
     }
 }
 
-/// One bucket per value of a header (an API key, a tenant id); requests without the header
-/// are not limited.
+/// A client-chosen key value as 16 bytes of its SHA-256: fixed size, and no credential in
+/// it. Shown (in [`Debug`](std::fmt::Debug) and key names) as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 16]);
+
+impl KeyDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::finish(Sha256::new_with_prefix(bytes))
+    }
+
+    /// The digest of a header value, normalised so that spellings that mean the same
+    /// credential share a bucket: surrounding whitespace is ignored, and for `Authorization`
+    /// and `Proxy-Authorization` the scheme is case-insensitive and any run of spaces after
+    /// it counts as one (`Bearer <k>`, `bearer  <k>`, `BEARER <k> ` are one key). `None` if the
+    /// value is empty.
+    pub fn of_header(name: &HeaderName, value: &[u8]) -> Option<Self> {
+        let value = value.trim_ascii();
+        if value.is_empty() {
+            return None;
+        }
+        let credentials = name == header::AUTHORIZATION || name == header::PROXY_AUTHORIZATION;
+        let split = value.iter().position(|b| *b == b' ' || *b == b'\t');
+        let (Some(at), true) = (split, credentials) else {
+            return Some(Self::of(value));
+        };
+        let (scheme, rest) = value.split_at(at);
+        let mut hasher = Sha256::new();
+        for byte in scheme {
+            hasher.update([byte.to_ascii_lowercase()]);
+        }
+        hasher.update(b" ");
+        hasher.update(rest.trim_ascii());
+        Some(Self::finish(hasher))
+    }
+
+    fn finish(hasher: Sha256) -> Self {
+        let digest = hasher.finalize();
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut hex = String::with_capacity(32);
+        self.write_name(&mut hex);
+        write!(f, "KeyDigest({hex})")
+    }
+}
+
+/// One bucket per value of a header (an API key, a tenant id), normalised and hashed
+/// ([`KeyDigest::of_header`]); requests without the header (or with an empty one) are not
+/// limited.
 ///
-/// Pitfall: the client chooses the value, so a client can spread itself over many buckets.
-/// Use it only for a header an earlier layer has authenticated, and [`prune`] regularly,
-/// since every distinct value holds state until pruned.
-///
-/// [`prune`]: super::RateLimitLayer::prune
+/// Pitfall: the client chooses the value, so a client can spread itself over many buckets
+/// (each new value a fresh one). For API keys prefer [`ClientKey`], which counts only keys
+/// an earlier layer verified. Every distinct value holds a bucket until pruned or evicted
+/// (the layer's `max_keys`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderKey(pub HeaderName);
 
 impl KeyExtractor for HeaderKey {
-    type Key = HeaderValue;
+    type Key = KeyDigest;
 
-    fn extract<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
-        req.headers().get(&self.0).cloned()
+    fn extract<B>(&self, req: &Request<B>) -> Option<KeyDigest> {
+        let value = req.headers().get(&self.0)?;
+        KeyDigest::of_header(&self.0, value.as_bytes())
     }
 }
-
-/// The address of the connection's peer. The server inserts it into each request's
-/// extensions (hyper and pingora know it; the request does not); [`PeerIpKey`] reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// One bucket per client IP address.
 ///
@@ -115,18 +170,40 @@ impl KeyExtractor for PeerIpKey {
     }
 }
 
-/// One bucket per session: the `{id}` of `/v2/sessions/{id}` and `/v2/sessions/{id}/...`.
-/// Other paths are not limited.
+/// One bucket per session: the `{id}` of `/v2/sessions/{id}` and `/v2/sessions/{id}/...`,
+/// hashed ([`KeyDigest`]: a long id costs no more than a short one). Other paths are not
+/// limited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionIdKey;
 
 impl KeyExtractor for SessionIdKey {
-    type Key = String;
+    type Key = KeyDigest;
 
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<KeyDigest> {
         let rest = req.uri().path().strip_prefix("/v2/sessions/")?;
         let id = rest.split('/').next().filter(|id| !id.is_empty())?;
-        Some(id.to_owned())
+        Some(KeyDigest::of(id.as_bytes()))
+    }
+}
+
+/// One bucket per authenticated client: the [`ClientIdentity`] an earlier layer verified
+/// and inserted (agentgate: the API key's fingerprint). Requests without one — no key, or
+/// a key that did not verify — are counted per client IP ([`PeerIpKey`]) instead, so
+/// made-up keys never get buckets of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The key of unauthenticated requests.
+    pub unauthenticated: PeerIpKey,
+}
+
+impl KeyExtractor for ClientKey {
+    type Key = LimitKey;
+
+    fn extract<B>(&self, req: &Request<B>) -> Option<LimitKey> {
+        match req.extensions().get::<ClientIdentity>() {
+            Some(client) => Some(LimitKey::Client(client.clone())),
+            None => self.unauthenticated.extract(req).map(LimitKey::PeerIp),
+        }
     }
 }
 
@@ -135,12 +212,14 @@ impl KeyExtractor for SessionIdKey {
 pub enum LimitKey {
     /// [`GlobalKey`].
     Global,
-    /// [`PeerIpKey`].
+    /// [`PeerIpKey`], and [`ClientKey`] for unauthenticated requests.
     PeerIp(IpAddr),
     /// [`HeaderKey`].
-    Header(HeaderValue),
+    Header(KeyDigest),
     /// [`SessionIdKey`].
-    SessionId(String),
+    SessionId(KeyDigest),
+    /// [`ClientKey`] for authenticated requests.
+    Client(ClientIdentity),
 }
 
 /// The built-in extractor a [`RateLimitPolicy`] asks for.
@@ -154,17 +233,20 @@ pub enum PolicyKey {
     Header(HeaderKey),
     /// `key = "session_id"`.
     SessionId(SessionIdKey),
+    /// `key = "api_key"`.
+    Client(ClientKey),
 }
 
 impl PolicyKey {
     /// The extractor for `policy.key`; fails if `key = "header"` lacks a valid
     /// `key_header`.
     pub fn from_policy(policy: &RateLimitPolicy) -> Result<Self, PolicyError> {
+        let peer_ip = || PeerIpKey {
+            trusted_proxies: policy.trusted_proxies.clone(),
+        };
         Ok(match policy.key {
             KeyKind::Global => Self::Global(GlobalKey),
-            KeyKind::PeerIp => Self::PeerIp(PeerIpKey {
-                trusted_proxies: policy.trusted_proxies.clone(),
-            }),
+            KeyKind::PeerIp => Self::PeerIp(peer_ip()),
             KeyKind::Header => {
                 let name = policy
                     .key_header
@@ -175,6 +257,9 @@ impl PolicyKey {
                 Self::Header(HeaderKey(name))
             }
             KeyKind::SessionId => Self::SessionId(SessionIdKey),
+            KeyKind::ApiKey => Self::Client(ClientKey {
+                unauthenticated: peer_ip(),
+            }),
         })
     }
 }
@@ -188,13 +273,15 @@ impl KeyExtractor for PolicyKey {
             Self::PeerIp(key) => key.extract(req).map(LimitKey::PeerIp),
             Self::Header(key) => key.extract(req).map(LimitKey::Header),
             Self::SessionId(key) => key.extract(req).map(LimitKey::SessionId),
+            Self::Client(key) => key.extract(req),
         }
     }
 }
 
 /// A key as text, for limiters whose buckets live outside the process
 /// ([`SharedRateLimitLayer`](super::SharedRateLimitLayer)): distinct keys must give
-/// distinct names.
+/// distinct names, and a name must never hold a credential (it becomes a Redis key name
+/// and may be logged).
 pub trait KeyName {
     /// Appends the key's name to `out`.
     fn write_name(&self, out: &mut String);
@@ -214,44 +301,34 @@ impl KeyName for IpAddr {
     }
 }
 
-impl KeyName for String {
+impl KeyName for KeyDigest {
+    /// 32 lower-case hex digits.
     fn write_name(&self, out: &mut String) {
-        out.push_str(self);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for byte in self.0 {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
     }
 }
 
-impl KeyName for HeaderValue {
-    /// Visible ASCII as is, every other byte (and `%`) as `%XX`: opaque header bytes
-    /// still give distinct names.
+impl KeyName for ClientIdentity {
     fn write_name(&self, out: &mut String) {
-        use std::fmt::Write;
-        for &byte in self.as_bytes() {
-            if byte.is_ascii_graphic() && byte != b'%' {
-                out.push(char::from(byte));
-            } else {
-                let _ = write!(out, "%{byte:02X}");
-            }
-        }
+        out.push_str(self.as_str());
     }
 }
 
 impl KeyName for LimitKey {
-    /// `global`, `ip:<addr>`, `h:<value>` or `s:<session id>`.
+    /// `global`, `ip:<addr>`, `h:<digest>`, `s:<digest>` or `k:<client identity>`.
     fn write_name(&self, out: &mut String) {
-        match self {
-            Self::Global => ().write_name(out),
-            Self::PeerIp(ip) => {
-                out.push_str("ip:");
-                ip.write_name(out);
-            }
-            Self::Header(value) => {
-                out.push_str("h:");
-                value.write_name(out);
-            }
-            Self::SessionId(id) => {
-                out.push_str("s:");
-                id.write_name(out);
-            }
-        }
+        let (tag, key): (&str, &dyn KeyName) = match self {
+            Self::Global => return ().write_name(out),
+            Self::PeerIp(ip) => ("ip:", ip),
+            Self::Header(digest) => ("h:", digest),
+            Self::SessionId(digest) => ("s:", digest),
+            Self::Client(client) => ("k:", client),
+        };
+        out.push_str(tag);
+        key.write_name(out);
     }
 }

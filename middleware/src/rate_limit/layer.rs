@@ -4,24 +4,30 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::{Quota, RateLimiter};
 use http::HeaderValue;
 use tower_layer::Layer;
 
 use super::KeyExtractor;
+use super::buckets::{BucketMap, BucketStats};
 use super::error::PolicyError;
 use super::key::PolicyKey;
 use super::policy::RateLimitPolicy;
 use super::service::RateLimitService;
 
-/// governor's keyed GCRA limiter; the middleware reports the remaining burst on success.
-type Limiter<K, C> = RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>;
+/// governor's keyed GCRA limiter over a bounded [`BucketMap`]; the middleware reports the
+/// remaining burst on success.
+type Limiter<K, C> = RateLimiter<K, BucketMap<K>, C, StateInformationMiddleware>;
+
+/// Buckets a layer holds unless told otherwise ([`RateLimitLayer::max_keys`]).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// What the layer and all its services share.
 pub(crate) struct Shared<K: Clone + Eq + std::hash::Hash, C: Clock> {
     pub(crate) limiter: Limiter<K, C>,
+    /// The limiter's key count and evictions.
+    pub(crate) stats: Arc<BucketStats>,
     pub(crate) quota: Quota,
     /// `RateLimit-Limit`, formatted once.
     pub(crate) limit: HeaderValue,
@@ -66,7 +72,13 @@ impl RateLimitLayer<PolicyKey> {
     /// The layer `policy` describes, on the default clock.
     pub fn from_policy(policy: &RateLimitPolicy) -> Result<Self, PolicyError> {
         let quota = quota_of(policy)?;
-        Ok(Self::new(PolicyKey::from_policy(policy)?, quota))
+        let key = PolicyKey::from_policy(policy)?;
+        Ok(Self::build(
+            key,
+            quota,
+            DefaultClock::default(),
+            policy.max_keys,
+        ))
     }
 }
 
@@ -74,11 +86,8 @@ impl<C: Clock> RateLimitLayer<PolicyKey, C> {
     /// The layer `policy` describes, on `clock`.
     pub fn from_policy_with_clock(policy: &RateLimitPolicy, clock: C) -> Result<Self, PolicyError> {
         let quota = quota_of(policy)?;
-        Ok(Self::with_clock(
-            PolicyKey::from_policy(policy)?,
-            quota,
-            clock,
-        ))
+        let key = PolicyKey::from_policy(policy)?;
+        Ok(Self::build(key, quota, clock, policy.max_keys))
     }
 }
 
@@ -86,22 +95,50 @@ fn quota_of(policy: &RateLimitPolicy) -> Result<Quota, PolicyError> {
     if policy.per_second == 0 {
         return Err(PolicyError::Zero("per_second"));
     }
+    if policy.max_keys == 0 {
+        return Err(PolicyError::Zero("max_keys"));
+    }
     policy.quota().ok_or(PolicyError::Zero("burst"))
 }
 
 impl<E: KeyExtractor, C: Clock> RateLimitLayer<E, C> {
-    /// A layer giving each key `extractor` finds the `quota`, on `clock`.
+    /// A layer giving each key `extractor` finds the `quota`, on `clock`, holding at most
+    /// [`DEFAULT_MAX_KEYS`] keys.
     pub fn with_clock(extractor: E, quota: Quota, clock: C) -> Self {
-        let limiter = RateLimiter::dashmap_with_clock(quota, clock)
-            .with_middleware::<StateInformationMiddleware>();
+        Self::build(extractor, quota, clock, DEFAULT_MAX_KEYS)
+    }
+
+    fn build(extractor: E, quota: Quota, clock: C, max_keys: usize) -> Self {
+        let buckets = BucketMap::new(max_keys);
+        let stats = Arc::clone(buckets.stats());
+        let limiter =
+            RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(quota, buckets, clock)
+                .with_middleware::<StateInformationMiddleware>();
         Self {
             extractor,
             shared: Arc::new(Shared {
                 limiter,
+                stats,
                 quota,
                 limit: HeaderValue::from(quota.burst_size().get()),
             }),
         }
+    }
+
+    /// The key count and evictions, live, for metrics.
+    pub fn stats(&self) -> Arc<BucketStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// Holds at most `max_keys` (at least 1) keys: a new key beyond them first evicts the
+    /// idlest (see [`RateLimitPolicy::max_keys`]). This gives the layer new, empty
+    /// buckets: call it before making services (services made earlier keep the old ones).
+    pub fn max_keys(self, max_keys: usize) -> Self
+    where
+        C: Clone,
+    {
+        let clock = self.shared.limiter.clock().clone();
+        Self::build(self.extractor, self.shared.quota, clock, max_keys)
     }
 
     /// The quota each key gets.

@@ -2,7 +2,9 @@
 //!
 //! A [`KeyExtractor`] picks the key out of the request — everything ([`GlobalKey`]), the
 //! client IP ([`PeerIpKey`]), a header ([`HeaderKey`]), the session id ([`SessionIdKey`]),
-//! or whichever a [`RateLimitPolicy`] names ([`PolicyKey`]). Each key gets the same
+//! the authenticated client ([`ClientKey`]), or whichever a [`RateLimitPolicy`] names
+//! ([`PolicyKey`]). Values the client chooses (headers, session ids) are normalised and
+//! kept as a [`KeyDigest`], so a key never holds a credential nor the request's buffers. Each key gets the same
 //! [`Quota`]: a bucket of `burst` requests refilled at `per_second`, one request every
 //! `1 / per_second` seconds (governor's GCRA, no timer per key). Requests without a key are
 //! not limited. [`RateLimitLayer`] keeps the buckets in the process: N gateway replicas allow
@@ -32,9 +34,11 @@
 //! decision is taken in `call`, which rejects at once and never waits. A rejected request
 //! leaves the inner service ready and uncalled, as tower's `Filter` does.
 //!
-//! Memory: every key seen holds a few bytes until [`RateLimitLayer::prune`] drops the keys
-//! whose bucket is full again. Nothing prunes by default: call it periodically, or
-//! [`RateLimitLayer::spawn_pruner`].
+//! Memory: every key seen holds about 64 bytes until [`RateLimitLayer::prune`] drops the
+//! keys whose bucket is full again (call it periodically, or
+//! [`RateLimitLayer::spawn_pruner`]). At most `max_keys` keys are held
+//! ([`RateLimitLayer::max_keys`], default [`DEFAULT_MAX_KEYS`]): a new key beyond them first
+//! evicts the idlest keys (full buckets first), counted in [`BucketStats`].
 //!
 //! # Example
 //!
@@ -70,6 +74,7 @@
 //! # }
 //! ```
 
+mod buckets;
 pub mod error;
 mod future;
 mod key;
@@ -80,15 +85,18 @@ mod redis;
 mod service;
 pub mod shared;
 
+pub use crate::client::{ClientIdentity, PeerAddr};
 pub use crate::json_error::ResponseBody;
+pub use buckets::BucketStats;
 pub use error::{PolicyError, RateLimited};
 pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use governor::clock::{DefaultClock, FakeRelativeClock};
 pub use key::{
-    GlobalKey, HeaderKey, KeyName, LimitKey, PeerAddr, PeerIpKey, PolicyKey, SessionIdKey,
+    ClientKey, GlobalKey, HeaderKey, KeyDigest, KeyName, LimitKey, PeerIpKey, PolicyKey,
+    SessionIdKey,
 };
-pub use layer::RateLimitLayer;
+pub use layer::{DEFAULT_MAX_KEYS, RateLimitLayer};
 pub use policy::{FailMode, KeyKind, LimitStore, RateLimitPolicy};
 #[cfg(feature = "redis")]
 pub use redis::RedisGcra;

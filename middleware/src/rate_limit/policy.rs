@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// What a request is counted against: one bucket per distinct key.
 ///
 /// Written as a plain string in TOML: `key = "global"`, `"peer_ip"`, `"header"` (with
-/// [`key_header`](RateLimitPolicy::key_header)) or `"session_id"`.
+/// [`key_header`](RateLimitPolicy::key_header)), `"session_id"` or `"api_key"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyKind {
@@ -22,11 +22,20 @@ pub enum KeyKind {
     /// [`PeerIpKey`](super::PeerIpKey).
     PeerIp,
     /// One bucket per value of the header named by
-    /// [`key_header`](RateLimitPolicy::key_header); requests without it are not limited.
+    /// [`key_header`](RateLimitPolicy::key_header), normalised and hashed (see
+    /// [`HeaderKey`](super::HeaderKey)); requests without it are not limited. The client
+    /// picks the value: prefer `api_key` for API keys.
     Header,
     /// One bucket per session: the `{id}` of `/v2/sessions/{id}/...`; other paths are not
     /// limited.
     SessionId,
+    /// One bucket per authenticated client: the [`ClientIdentity`](crate::client::ClientIdentity)
+    /// an earlier layer verified (agentgate: the fingerprint of the `Authorization: Bearer`
+    /// API key, checked against `[auth] api_keys`). Requests without a verified key are
+    /// counted per client IP, as with `peer_ip` (same
+    /// [`trusted_proxies`](RateLimitPolicy::trusted_proxies)), so made-up keys never get
+    /// buckets of their own. See [`ClientKey`](super::ClientKey).
+    ApiKey,
 }
 
 /// Where the buckets live.
@@ -65,8 +74,9 @@ pub enum FailMode {
 /// ```toml
 /// per_second = 20       # sustained rate per key
 /// burst = 40            # requests a fresh key may make at once (default: per_second)
-/// key = "header"        # global | peer_ip | header | session_id
+/// key = "header"        # global | peer_ip | header | session_id | api_key
 /// key_header = "x-api-key"
+/// max_keys = 100000     # buckets held in process; the idlest are evicted beyond it
 /// store = "redis"       # local (default) | redis: one limit across all gateways
 /// on_store_error = "open"   # open (default) | closed: 503 while Redis is down
 /// ```
@@ -83,9 +93,16 @@ pub struct RateLimitPolicy {
     /// Header whose value is the key when `key = "header"` (e.g. `x-api-key`). Ignored
     /// otherwise. Default none.
     pub key_header: Option<String>,
-    /// Peers whose `X-Forwarded-For` is believed when `key = "peer_ip"` (your load
-    /// balancers). Ignored otherwise. Default none: the peer address is the key.
+    /// Peers whose `X-Forwarded-For` is believed when `key = "peer_ip"`, or `"api_key"`
+    /// for requests without a verified key (your load balancers). Ignored otherwise.
+    /// Default none: the peer address is the key.
     pub trusted_proxies: Vec<IpAddr>,
+    /// With `store = "local"`: most keys holding a bucket at once. A new key beyond it first
+    /// evicts the idlest keys (full buckets, then those closest to full: the keys seen least
+    /// recently and least heavily), a sixteenth of the map at a time, so random keys cannot
+    /// grow memory without bound (a key costs about 64 bytes). Must be at least 1. Default
+    /// 100000.
+    pub max_keys: usize,
     /// Where the buckets live. Default `local`.
     pub store: LimitStore,
     /// With `store = "redis"`: what to do when Redis does not answer. Default `open`.
@@ -104,6 +121,7 @@ impl Default for RateLimitPolicy {
             key: KeyKind::Global,
             key_header: None,
             trusted_proxies: Vec::new(),
+            max_keys: super::layer::DEFAULT_MAX_KEYS,
             store: LimitStore::Local,
             on_store_error: FailMode::Open,
             over_limit_cache: 10_000,

@@ -276,11 +276,11 @@ async fn peer_ip_keys_clients_behind_a_trusted_proxy_separately() {
 fn session_id_key_reads_the_session_path() {
     assert_eq!(
         SessionIdKey.extract(&get("/v2/sessions/abc/events")),
-        Some("abc".into())
+        Some(KeyDigest::of(b"abc"))
     );
     assert_eq!(
         SessionIdKey.extract(&get("/v2/sessions/abc")),
-        Some("abc".into())
+        Some(KeyDigest::of(b"abc"))
     );
     assert_eq!(SessionIdKey.extract(&get("/v2/sessions/")), None);
     assert_eq!(SessionIdKey.extract(&get("/v2/health")), None);
@@ -369,4 +369,152 @@ async fn the_pruner_stops_when_the_layer_is_gone() {
     drop(layer);
     tokio::time::advance(Duration::from_secs(61)).await;
     pruner.await.unwrap();
+}
+
+fn authorization(value: &[u8]) -> Request<()> {
+    let mut req = get("/");
+    req.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_bytes(value).unwrap(),
+    );
+    req
+}
+
+#[test]
+fn header_keys_are_normalised_digests() {
+    let key = HeaderKey(http::header::AUTHORIZATION);
+    let one = key.extract(&authorization(b"Bearer k1")).unwrap();
+    for same in [
+        &b"bearer k1"[..],
+        b"BEARER k1",
+        b"Bearer k1 ",
+        b" Bearer  k1",
+        b"Bearer\tk1",
+    ] {
+        assert_eq!(key.extract(&authorization(same)), Some(one), "{same:?}");
+    }
+    // The credential itself is case-sensitive.
+    assert_ne!(key.extract(&authorization(b"Bearer K1")), Some(one));
+    assert_eq!(key.extract(&authorization(b"   ")), None, "empty: no key");
+    // Other headers: trimmed, otherwise byte for byte.
+    let tenant = HeaderKey(HeaderName::from_static("x-api-key"));
+    assert_eq!(
+        tenant.extract(&with_key(" Abc ")),
+        tenant.extract(&with_key("Abc"))
+    );
+    assert_ne!(
+        tenant.extract(&with_key("abc")),
+        tenant.extract(&with_key("Abc"))
+    );
+    // Neither the name nor the debug form holds the credential.
+    let mut name = String::new();
+    LimitKey::Header(one).write_name(&mut name);
+    assert!(name.starts_with("h:") && name.len() == 2 + 32, "{name}");
+    assert!(!name.contains("k1") && !format!("{one:?}").contains("k1"));
+}
+
+#[tokio::test]
+async fn spellings_of_one_bearer_key_share_a_bucket() {
+    let clock = FakeRelativeClock::default();
+    let key = HeaderKey(http::header::AUTHORIZATION);
+    let (mut svc, _) = counted(key, per_second(1, 3), &clock);
+    for value in [&b"Bearer k1"[..], b"bearer k1", b"BEARER k1 "] {
+        assert_eq!(
+            send(&mut svc, authorization(value)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let limited = send(&mut svc, authorization(b"Bearer  k1")).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn api_key_buckets_by_verified_client_and_unverified_by_ip() {
+    let clock = FakeRelativeClock::default();
+    let key = ClientKey::default();
+    let (mut svc, _) = counted(key.clone(), per_second(1, 1), &clock);
+    let client = |id: &str, peer: &str| {
+        let mut req = from(peer, &[]);
+        req.extensions_mut().insert(ClientIdentity::new(id));
+        req
+    };
+    // One client's bucket follows it across addresses...
+    assert_eq!(
+        send(&mut svc, client("fp-a", "198.51.100.1:1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let limited = send(&mut svc, client("fp-a", "198.51.100.2:1")).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&mut svc, client("fp-b", "198.51.100.1:1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // ...and unverified requests share their address's bucket, whatever key they made up.
+    let mut anonymous = from("203.0.113.9:1", &[]);
+    anonymous
+        .headers_mut()
+        .insert("authorization", "Bearer made-up-1".parse().unwrap());
+    assert_eq!(send(&mut svc, anonymous).await.status(), StatusCode::OK);
+    let mut again = from("203.0.113.9:2", &[]);
+    again
+        .headers_mut()
+        .insert("authorization", "Bearer made-up-2".parse().unwrap());
+    assert_eq!(
+        send(&mut svc, again).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        key.extract(&from("203.0.113.9:2", &[])),
+        Some(LimitKey::PeerIp(ip("203.0.113.9")))
+    );
+    let mut name = String::new();
+    LimitKey::Client(ClientIdentity::new("0123456789abcdef")).write_name(&mut name);
+    assert_eq!(name, "k:0123456789abcdef");
+}
+
+#[tokio::test]
+async fn random_keys_never_grow_the_map_past_max_keys_and_a_limited_key_stays_limited() {
+    let clock = FakeRelativeClock::default();
+    let key = HeaderKey(HeaderName::from_static("x-api-key"));
+    let layer = RateLimitLayer::with_clock(key, per_second(1, 5), clock.clone()).max_keys(64);
+    let mut svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    // The abuser's key uses its whole burst and is over its limit...
+    for _ in 0..5 {
+        assert_eq!(
+            send(&mut svc, with_key("abuser")).await.status(),
+            StatusCode::OK
+        );
+    }
+    let limited = send(&mut svc, with_key("abuser")).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ...then a flood of made-up keys, each new and each one request in.
+    for i in 0..1_000 {
+        send(&mut svc, with_key(&format!("random-{i}"))).await;
+        assert!(layer.len() <= 64, "{} keys", layer.len());
+    }
+    let stats = layer.stats();
+    assert!(
+        stats.keys() <= 64 && stats.evicted() >= 1_000 - 64,
+        "{stats:?}"
+    );
+    // The abuser's bucket, the furthest from full, survived the flood: still limited (an
+    // evicted key would start again with a full bucket).
+    assert_eq!(
+        send(&mut svc, with_key("abuser")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let policy = RateLimitPolicy {
+        max_keys: 0,
+        ..RateLimitPolicy::default()
+    };
+    assert_eq!(
+        RateLimitLayer::from_policy(&policy).unwrap_err(),
+        PolicyError::Zero("max_keys")
+    );
 }

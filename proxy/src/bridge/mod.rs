@@ -46,7 +46,8 @@ pub struct ClientAddr(pub SocketAddr);
 /// Serves the session's request with `service` and writes its response, streaming.
 ///
 /// Returns an error only when the client connection failed (went away, sent a malformed
-/// body); pingora then logs it and closes the connection.
+/// body), marked as the client's (`ErrorSource::Downstream`); pingora then closes the
+/// connection.
 pub async fn serve<S, B>(session: &mut Session, service: S) -> pingora::Result<()>
 where
     S: Service<Request<RequestBody>, Response = Response<B>>,
@@ -139,7 +140,10 @@ where
     let mut header = ResponseHeader::from(parts);
     let chunked = frame_length(&mut header, &body, session.req_header().version, head_only);
     let end = head_only || body.is_end_stream();
-    session.write_response_header(Box::new(header), end).await?;
+    session
+        .write_response_header(Box::new(header), end)
+        .await
+        .map_err(from_client)?;
     if end {
         return Ok(());
     }
@@ -149,26 +153,26 @@ where
             biased;
             frame = body.frame() => match frame {
                 None => {
-                    session.write_response_body(None, true).await?;
+                    session.write_response_body(None, true).await.map_err(from_client)?;
                     return Ok(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let (data, after) = ready_data(body.as_mut(), data);
                         let end = matches!(after, Some(After::End));
-                        session.write_response_body(Some(data), end).await?;
+                        session.write_response_body(Some(data), end).await.map_err(from_client)?;
                         match after {
                             None => {}
                             Some(After::End) => return Ok(()),
                             Some(After::Trailers(trailers)) => {
-                                session.downstream_session.write_response_trailers(trailers).await?;
+                                session.downstream_session.write_response_trailers(trailers).await.map_err(from_client)?;
                             }
                             Some(After::Failed(e)) => return body_failed(e, chunked),
                         }
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            session.downstream_session.write_response_trailers(trailers).await?;
+                            session.downstream_session.write_response_trailers(trailers).await.map_err(from_client)?;
                         }
                     }
                 },
@@ -317,10 +321,22 @@ pub(crate) async fn write_error(
     }
     session
         .write_response_header(Box::new(header), false)
-        .await?;
+        .await
+        .map_err(from_client)?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await
+        .map_err(from_client)
+}
+
+/// An error of the client connection (it went away, sent a broken body) marked as the
+/// client's: pingora answers such errors with no 500 and the gateway logs them at DEBUG
+/// (a viewer closing its stream is routine, not a server error).
+fn from_client(e: Box<pingora::Error>) -> Box<pingora::Error> {
+    match e.esource() {
+        pingora::ErrorSource::Unset => e.into_down(),
+        _ => e,
+    }
 }
 
 /// Moves the request body from the client into the service's [`RequestBody`], one chunk
@@ -382,7 +398,7 @@ impl BodyPump {
                 if let Some(tx) = self.tx.take() {
                     let _ = tx.try_send(Err(BodyError(e.to_string())));
                 }
-                Err(e)
+                Err(from_client(e))
             }
         }
     }

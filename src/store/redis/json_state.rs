@@ -3,7 +3,8 @@
 //!
 //! Every change reads the whole object, modifies it and writes it back whole (`GET`, then
 //! `SET`); with `features.pipelining` that read-modify-write happens inside a Lua script
-//! (atomic, one round trip), without it as separate awaited commands (see `sequential`).
+//! (`lua/json_*.lua`: atomic, one round trip), without it as separate awaited commands (see
+//! `sequential`).
 //! `metadata` and `final_response` are kept as JSON *text* inside the object, so what
 //! the caller stored comes back byte for byte (Lua's cjson would turn `[]` into `{}`).
 
@@ -24,6 +25,9 @@ pub(super) struct JsonState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_response: Option<String>,
     pub event_count: u64,
+    /// Bytes appended over the session's life, for the byte quota (absent before it).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl JsonState {
@@ -54,48 +58,6 @@ impl JsonState {
     }
 }
 
-/// Appends a batch, JSON layout (same KEYS, ARGV and reply as the HASH layout's script).
-/// cjson prints numbers with 14 significant digits: exact for millisecond timestamps and
-/// counts below 10^14.
-pub(super) const APPEND_LUA: &str = r#"
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'not_found'} end
-local state = cjson.decode(raw)
-if state.owner ~= ARGV[1] then return {'forbidden'} end
-if state.status ~= 'running' then return {'completed'} end
-local out = {'ok'}
-for i = 6, #ARGV, 2 do
-  out[#out + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                             'kind', ARGV[i], 'data', ARGV[i + 1])
-end
-state.event_count = state.event_count + #out - 1
-state.updated_at = tonumber(ARGV[4])
-redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5], out[#out])
-return out
-"#;
-
-/// Completes, JSON layout (same KEYS, ARGV and reply as the HASH layout's script).
-pub(super) const COMPLETE_LUA: &str = r#"
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'not_found'} end
-local state = cjson.decode(raw)
-if state.owner ~= ARGV[1] then return {'forbidden'} end
-if state.status ~= 'running' then return {'completed'} end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                      'kind', 'complete', 'data', ARGV[8])
-state.status = ARGV[6]
-state.completed_at = tonumber(ARGV[4])
-state.updated_at = tonumber(ARGV[4])
-state.final_response = ARGV[7]
-state.event_count = state.event_count + 1
-redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5], id)
-return {'ok', id, tostring(state.created_at)}
-"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +73,7 @@ mod tests {
             metadata: r#"{"a":[]}"#.to_owned(),
             final_response: None,
             event_count: 0,
+            bytes: 12,
         };
         assert_eq!(JsonState::parse(&state.to_json()).ok(), Some(state));
         // What cjson writes back: other key order, escaped slashes.

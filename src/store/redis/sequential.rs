@@ -1,54 +1,139 @@
 //! `features.pipelining = false`: the naive writes the benchmark compares against. Every
 //! Redis command is its own round trip, awaited before the next one is sent.
 //!
-//! - init: write the state (`HSET`, or `SET` of the JSON object), then `PEXPIRE`;
-//! - append: read owner and status (`HMGET`, or `GET` of the whole JSON object), one `XADD`
-//!   per event, update the state (`HINCRBY` + `HSET`, or `SET` of the modified object),
-//!   `PEXPIRE` both keys, `PUBLISH`;
+//! - init: drop the owner's expired sessions from its quota set (`ZREMRANGEBYSCORE`), count
+//!   them (`ZCARD`), add the new one (`ZADD`, `PEXPIRE` of the set), write the state (`HSET`,
+//!   or `SET` of the JSON object), then `PEXPIRE`;
+//! - append: read owner, status and bytes (`HMGET`, or `GET` of the whole JSON object), one
+//!   `XADD` per event, update the state (`HINCRBY` x2 + `HSET`, or `SET` of the modified
+//!   object), `PEXPIRE` both keys, push the quota deadline back (`ZADD XX`, `PEXPIRE` of the
+//!   set), `PUBLISH`;
 //! - complete: the same check, `XADD` of the complete event, the state update, `PEXPIRE`
-//!   both keys, `PUBLISH`.
+//!   both keys, `PUBLISH`, free the quota slot (`ZREM`).
 //!
 //! From one caller's point of view the results and errors are those of the pipelined
-//! engine: refused writes (missing session, other owner, completed) are refused before
-//! anything is written. But nothing is atomic: concurrent writers to one session may
-//! interleave between the check and the writes (two completes may both pass the check;
-//! with the JSON layout a writer writes back a stale object: two appends lose one's
-//! `event_count`, an append racing a complete may put `running` back), and a
-//! failure half-way leaves the commands before it applied. That is part of what makes it
-//! the naive baseline. Each command gets the store's whole `timeout`.
+//! engine: refused writes (over the session quota, missing session, other owner, completed,
+//! over the byte quota) are refused before anything is written. But nothing is atomic:
+//! concurrent writers may interleave between the check and the writes (two completes may
+//! both pass the check; two inits of one key may both pass the quota count, two appends the
+//! byte count; with the JSON layout a writer writes back a stale object: two appends lose
+//! one's `event_count`, an append racing a complete may put `running` back), and a failure
+//! half-way leaves the commands before it applied. Quota deadlines are on the gateway's
+//! clock, not Redis's. That is part of what makes it the naive baseline. Each command gets
+//! the store's whole `timeout`.
 
 use super::json_state::JsonState;
-use super::{RedisStore, events_key, meta_key, millis, notify_channel, parse_id};
-use crate::store::{Completion, EventId, NewEvent, RUNNING, SessionId, StoreError, now_ms};
+use super::{
+    RedisStore, events_key, meta_key, millis, new_json_state, notify_channel, owner_key, parse_id,
+};
+use crate::store::quota::batch_bytes;
+use crate::store::{
+    Completion, EventId, NewEvent, NewSession, RUNNING, SessionId, StoreError, now_ms,
+};
+
+/// What [`RedisStore::check_writable`] read: the JSON state to write back (JSON layout),
+/// `created_at`, and the bytes appended so far.
+struct Writable {
+    json: Option<JsonState>,
+    created_at: u64,
+    bytes: u64,
+}
 
 impl RedisStore {
     /// Refuses a write to a session that is missing, owned by someone else or completed.
     /// With the JSON layout, returns the state it read, to be modified and written back.
-    async fn check_writable(
-        &self,
-        id: &SessionId,
-        owner: &str,
-    ) -> Result<(Option<JsonState>, u64), StoreError> {
+    async fn check_writable(&self, id: &SessionId, owner: &str) -> Result<Writable, StoreError> {
         if self.settings.hash_state {
             let mut hmget = redis::cmd("HMGET");
             hmget
                 .arg(meta_key(id))
                 .arg("status")
                 .arg("owner")
-                .arg("created_at");
-            let (status, stored_owner, created_at): (Option<String>, Option<String>, Option<u64>) =
-                self.one(&hmget).await?;
+                .arg("created_at")
+                .arg("bytes");
+            let (status, stored_owner, created_at, bytes): (
+                Option<String>,
+                Option<String>,
+                Option<u64>,
+                Option<u64>,
+            ) = self.one(&hmget).await?;
             writable(status.as_deref(), stored_owner.as_deref(), owner)?;
-            Ok((None, created_at.unwrap_or(0)))
+            Ok(Writable {
+                json: None,
+                created_at: created_at.unwrap_or(0),
+                bytes: bytes.unwrap_or(0),
+            })
         } else {
             let mut get = redis::cmd("GET");
             get.arg(meta_key(id));
             let raw: Option<String> = self.one(&get).await?;
             let state = JsonState::parse(&raw.ok_or(StoreError::NotFound)?)?;
             writable(Some(&state.status), Some(&state.owner), owner)?;
-            let created_at = state.created_at;
-            Ok((Some(state), created_at))
+            Ok(Writable {
+                created_at: state.created_at,
+                bytes: state.bytes,
+                json: Some(state),
+            })
         }
+    }
+
+    /// [`SessionStore::create`](crate::store::SessionStore::create), one command at a time:
+    /// the quota count, then the state.
+    pub(super) async fn create_sequential(
+        &self,
+        id: &SessionId,
+        session: NewSession,
+    ) -> Result<(), StoreError> {
+        let (now, ttl) = (now_ms(), self.settings.session_ttl);
+        let owners = owner_key(&session.owner);
+        let mut prune = redis::cmd("ZREMRANGEBYSCORE");
+        prune.arg(&owners).arg("-inf").arg(format!("({now}"));
+        self.one::<()>(&prune).await?;
+        let mut count = redis::cmd("ZCARD");
+        count.arg(&owners);
+        let running: u64 = self.one(&count).await?;
+        let limit = self.settings.quotas.max_active_sessions_per_key;
+        if running >= limit {
+            return Err(StoreError::SessionQuotaExceeded { limit });
+        }
+        let mut add = redis::cmd("ZADD");
+        add.arg(&owners)
+            .arg(now + ttl.as_millis() as u64)
+            .arg(id.as_str());
+        self.one::<()>(&add).await?;
+        self.expire(&owners, ttl).await?;
+        let meta = meta_key(id);
+        let write = if self.settings.hash_state {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&meta)
+                .arg("status")
+                .arg(RUNNING)
+                .arg("created_at")
+                .arg(now)
+                .arg("updated_at")
+                .arg(now)
+                .arg("owner")
+                .arg(&session.owner)
+                .arg("metadata")
+                .arg(&session.metadata)
+                .arg("event_count")
+                .arg(0);
+            hset
+        } else {
+            let mut set = redis::cmd("SET");
+            set.arg(&meta)
+                .arg(new_json_state(&session.owner, session.metadata, now).to_json());
+            set
+        };
+        self.one::<()>(&write).await?;
+        self.expire(&meta, ttl).await
+    }
+
+    /// `PEXPIRE key ttl`: one round trip.
+    async fn expire(&self, key: &str, ttl: std::time::Duration) -> Result<(), StoreError> {
+        let mut pexpire = redis::cmd("PEXPIRE");
+        pexpire.arg(key).arg(millis(ttl));
+        self.one(&pexpire).await
     }
 
     /// `XADD` of one event: one round trip.
@@ -71,18 +156,8 @@ impl RedisStore {
         self.one(&xadd).await
     }
 
-    /// The end of every write: both keys' TTL, then the notification of the newest id.
-    async fn expire_and_publish(
-        &self,
-        id: &SessionId,
-        ttl: std::time::Duration,
-        newest: Option<&str>,
-    ) -> Result<(), StoreError> {
-        for key in [meta_key(id), events_key(id)] {
-            let mut pexpire = redis::cmd("PEXPIRE");
-            pexpire.arg(key).arg(millis(ttl));
-            self.one::<()>(&pexpire).await?;
-        }
+    /// The notification of the newest id.
+    async fn publish(&self, id: &SessionId, newest: Option<&str>) -> Result<(), StoreError> {
         if let Some(newest) = newest {
             let mut publish = redis::cmd("PUBLISH");
             publish.arg(notify_channel(id)).arg(newest);
@@ -98,7 +173,11 @@ impl RedisStore {
         owner: &str,
         events: &[NewEvent],
     ) -> Result<Vec<EventId>, StoreError> {
-        let (json, _) = self.check_writable(id, owner).await?;
+        let Writable { json, bytes, .. } = self.check_writable(id, owner).await?;
+        let (size, limit) = (batch_bytes(events), self.settings.quotas.max_session_bytes);
+        if bytes.saturating_add(size) > limit {
+            return Err(StoreError::SessionBytesExceeded { limit });
+        }
         let mut raw_ids = Vec::with_capacity(events.len());
         for e in events {
             raw_ids.push(self.add_event(id, &e.kind, &e.data).await?);
@@ -113,22 +192,35 @@ impl RedisStore {
                 let mut count = redis::cmd("HINCRBY");
                 count.arg(meta_key(id)).arg("event_count").arg(added);
                 self.one::<()>(&count).await?;
+                let mut appended = redis::cmd("HINCRBY");
+                appended.arg(meta_key(id)).arg("bytes").arg(size);
+                self.one::<()>(&appended).await?;
                 let mut updated = redis::cmd("HSET");
                 updated.arg(meta_key(id)).arg("updated_at").arg(now);
                 self.one::<()>(&updated).await?;
             }
             Some(mut state) => {
                 state.event_count += added;
+                state.bytes += size;
                 state.updated_at = now;
                 self.set_json(id, &state).await?;
             }
         }
-        self.expire_and_publish(
-            id,
-            self.settings.session_ttl,
-            raw_ids.last().map(String::as_str),
-        )
-        .await?;
+        let ttl = self.settings.session_ttl;
+        for key in [meta_key(id), events_key(id)] {
+            self.expire(&key, ttl).await?;
+        }
+        // Push the quota deadline back (only if the session is still counted: XX).
+        let owners = owner_key(owner);
+        let mut deadline = redis::cmd("ZADD");
+        deadline
+            .arg(&owners)
+            .arg("XX")
+            .arg(now + ttl.as_millis() as u64)
+            .arg(id.as_str());
+        self.one::<()>(&deadline).await?;
+        self.expire(&owners, ttl).await?;
+        self.publish(id, raw_ids.last().map(String::as_str)).await?;
         Ok(ids)
     }
 
@@ -140,7 +232,9 @@ impl RedisStore {
         owner: &str,
         completion: &Completion,
     ) -> Result<(EventId, u64), StoreError> {
-        let (json, created_at) = self.check_writable(id, owner).await?;
+        let Writable {
+            json, created_at, ..
+        } = self.check_writable(id, owner).await?;
         let raw_id = self
             .add_event(id, crate::store::COMPLETE_KIND, &completion.event_data())
             .await?;
@@ -173,8 +267,13 @@ impl RedisStore {
                 self.set_json(id, &state).await?;
             }
         }
-        self.expire_and_publish(id, self.settings.retention, Some(&raw_id))
-            .await?;
+        for key in [meta_key(id), events_key(id)] {
+            self.expire(&key, self.settings.retention).await?;
+        }
+        self.publish(id, Some(&raw_id)).await?;
+        let mut release = redis::cmd("ZREM");
+        release.arg(owner_key(owner)).arg(id.as_str());
+        self.one::<()>(&release).await?;
         Ok((event, created_at))
     }
 

@@ -20,11 +20,12 @@ use super::FanoutStats;
 use super::policy::FanoutPolicy;
 use crate::sse::{Frame, Item, Parser};
 
-/// The response head every subscriber of a channel gets.
+/// The response head every joiner of a channel gets.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
+    /// The leader's [`REPLAYED_HEADERS`](super::REPLAYED_HEADERS) only.
     pub(crate) headers: HeaderMap,
 }
 

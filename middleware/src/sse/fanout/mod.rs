@@ -2,13 +2,16 @@
 //!
 //! A [`StreamKey`] says which stream a request asks for (say, the session of an
 //! authenticated `GET /v2/sessions/{id}/stream`; the key must include whatever authorises
-//! the request, since joiners are not checked by the inner service). Per key:
+//! the request, since joiners are not checked by the inner service: [`PathAndCredentials`]
+//! shares a proxied stream only between requests presenting equal credentials, unless it is
+//! declared [`Share::Public`]). Per key:
 //!
 //! - **The first request** (the leader) calls the inner service. A response that is not
 //!   `200 text/event-stream` is the leader's alone (errors are not shared). Otherwise a
 //!   pump task reads the body, parses it ([`Parser`](crate::sse::Parser)), keeps the last
 //!   `replay_ring` events, and offers every frame to every subscriber.
-//! - **Joiners** get the leader's status and headers, then, without an inner call: the
+//! - **Joiners** get the leader's status and its [`REPLAYED_HEADERS`] (never `Set-Cookie` or
+//!   another per-client header), then, without an inner call: the
 //!   stream's `retry:`, the ring's events after their `Last-Event-ID` (or `?last_event_id=`),
 //!   and everything after. A cursor the ring does not hold (older, or unknown) gets its own
 //!   inner call with that cursor. No gap, no duplicate: joining and publishing take the same
@@ -28,59 +31,33 @@
 
 mod body;
 mod hub;
+mod key;
 mod policy;
 mod service;
 
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::Request;
+use http::{HeaderName, header};
 
 pub use body::FanoutBody;
+pub use key::{Credentials, PathAndCredentials, Share, StreamKey};
 pub use policy::{FanoutPolicy, PolicyError};
 pub use service::{FanoutFuture, SseFanoutLayer, SseFanoutService};
 
 /// The error type of the fan-out service and body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Which shared stream a request asks for. `None`: the request is not shared (passes
-/// through to the inner service).
-pub trait StreamKey: Clone + Send + Sync + 'static {
-    /// Identifies one shared stream.
-    type Key: Clone + Eq + Hash + Send + Sync + 'static;
-
-    /// The stream `req` asks for, if it may share one.
-    fn key<B>(&self, req: &Request<B>) -> Option<Self::Key>;
-}
-
-/// `GET` requests for the same path and query (minus `last_event_id`) **and the same
-/// `Authorization` header** share a stream: the authorisation scope is part of the key, so
-/// a joiner never sees a stream it did not present the credentials for.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PathAndAuth;
-
-impl StreamKey for PathAndAuth {
-    type Key = (String, Option<http::HeaderValue>);
-
-    fn key<B>(&self, req: &Request<B>) -> Option<Self::Key> {
-        if req.method() != http::Method::GET {
-            return None;
-        }
-        let mut target = req.uri().path().to_owned();
-        if let Some(query) = req.uri().query() {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|pair| !pair.starts_with("last_event_id="))
-                .collect();
-            if !kept.is_empty() {
-                target.push('?');
-                target.push_str(&kept.join("&"));
-            }
-        }
-        let auth = req.headers().get(http::header::AUTHORIZATION).cloned();
-        Some((target, auth))
-    }
-}
+/// The response headers a joiner gets from the leader's response; every other header
+/// (`Set-Cookie`, CORS headers answering the leader's `Origin`, anything an upstream sets
+/// for one client) is the leader's alone. The status and these describe the stream, not
+/// the client.
+pub const REPLAYED_HEADERS: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    header::CONTENT_LANGUAGE,
+    header::X_CONTENT_TYPE_OPTIONS,
+    HeaderName::from_static("x-accel-buffering"),
+];
 
 /// Live counters of an [`SseFanoutLayer`].
 #[derive(Debug, Default)]

@@ -17,7 +17,7 @@ use tower_service::Service;
 use super::body::{FanoutBody, Resume};
 use super::hub::{Channel, Head, Hub, start_pump};
 use super::policy::{FanoutPolicy, PolicyError};
-use super::{BoxError, FanoutStats, StreamKey};
+use super::{BoxError, FanoutStats, REPLAYED_HEADERS, StreamKey};
 use crate::sse::last_event_id;
 
 /// Shares SSE responses among concurrent requests for the same stream; see the
@@ -161,6 +161,17 @@ fn is_event_stream<B>(response: &Response<B>) -> bool {
             .is_some_and(|v| v.starts_with(crate::sse::CONTENT_TYPE))
 }
 
+/// The leader's response headers that joiners get too: [`REPLAYED_HEADERS`] only.
+fn replayed(leader: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in &REPLAYED_HEADERS {
+        for value in leader.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
 /// Closes a channel whose leader never got to start it (its call failed or was dropped),
 /// so that waiting joiners make their own calls instead of waiting forever.
 struct CloseUnlessStarted<K: StreamKey> {
@@ -232,7 +243,7 @@ where
                 let head = Head {
                     status: parts.status,
                     version: parts.version,
-                    headers: parts.headers.clone(),
+                    headers: replayed(&parts.headers),
                 };
                 start_pump(Arc::clone(&hub), key, Arc::clone(&channel), head, body);
                 guard.armed = false;

@@ -78,9 +78,23 @@ impl Origin {
         drop(log);
         let body = http_body_util::StreamBody::new(futures_stream(rx));
         let mut response = Response::new(body.boxed_unsync());
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+        // Per-client headers: whoever made this call, and only they, may get them.
+        headers.insert(
+            http::header::SET_COOKIE,
+            http::HeaderValue::from_static("sid=for-the-caller"),
+        );
+        headers.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            http::HeaderValue::from_static("https://caller.example"),
         );
         response
     }
@@ -95,17 +109,17 @@ fn futures_stream(
 
 type Svc = SseFanoutService<
     tower::util::BoxCloneService<Request<()>, Response<OriginBody>, Infallible>,
-    PathAndAuth,
+    PathAndCredentials,
 >;
 
-fn setup(policy: FanoutPolicy) -> (Arc<Origin>, SseFanoutLayer<PathAndAuth>, Svc) {
+fn setup(policy: FanoutPolicy) -> (Arc<Origin>, SseFanoutLayer<PathAndCredentials>, Svc) {
     let origin = Arc::new(Origin::default());
     let serving = Arc::clone(&origin);
     let inner = service_fn(move |req: Request<()>| {
         let response = serving.respond(&req);
         async move { Ok::<_, Infallible>(response) }
     });
-    let layer = SseFanoutLayer::new(PathAndAuth, policy).unwrap();
+    let layer = SseFanoutLayer::new(PathAndCredentials::default(), policy).unwrap();
     let svc = layer.layer(tower::util::BoxCloneService::new(inner));
     (origin, layer, svc)
 }
@@ -308,11 +322,22 @@ async fn errors_are_not_shared_and_other_keys_get_their_own_stream() {
     assert_eq!(origin.calls().len(), 4);
 }
 
-#[test]
-fn path_and_auth_ignores_the_cursor_in_the_query_and_non_get() {
-    let key = |req: Request<()>| PathAndAuth.key(&req);
-    let a = key(Request::get("/s?x=1&last_event_id=5").body(()).unwrap());
-    let b = key(Request::get("/s?x=1").body(()).unwrap());
-    assert_eq!(a, b);
-    assert!(key(Request::post("/s").body(()).unwrap()).is_none());
+#[tokio::test]
+async fn joiners_get_only_the_replayed_headers_of_the_leader() {
+    let (origin, _layer, svc) = setup(policy(64, 64));
+    let call = || {
+        let svc = svc.clone();
+        async move { svc.oneshot(get("/s", None)).await.unwrap() }
+    };
+    let leader = call().await;
+    let joiner = call().await;
+    assert_eq!(origin.calls().len(), 1);
+    assert!(joiner.body().is_shared());
+    // The leader's response is its own, whole.
+    assert_eq!(leader.headers()["set-cookie"], "sid=for-the-caller");
+    assert!(leader.headers().contains_key("access-control-allow-origin"));
+    // The joiner's: the stream's status and describing headers, nothing per-client.
+    assert_eq!(joiner.status(), StatusCode::OK);
+    let names: Vec<&str> = joiner.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["content-type", "cache-control"]);
 }

@@ -1,0 +1,18 @@
+-- Completes, JSON layout (same KEYS, ARGV and reply as complete.lua).
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'not_found'} end
+local state = cjson.decode(raw)
+if state.owner ~= ARGV[1] then return {'forbidden'} end
+if state.status ~= 'running' then return {'completed'} end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                      'kind', 'complete', 'data', ARGV[8])
+state.status = ARGV[6]
+state.completed_at = tonumber(ARGV[4])
+state.updated_at = tonumber(ARGV[4])
+state.final_response = ARGV[7]
+state.event_count = state.event_count + 1
+redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[9]) end
+redis.call('PUBLISH', ARGV[5], id)
+return {'ok', id, tostring(state.created_at)}
