@@ -57,6 +57,11 @@ fn api_bodies_corpus() {
 }
 
 #[test]
+fn path_normalize_corpus() {
+    replay("path_normalize");
+}
+
+#[test]
 fn config_file_corpus() {
     replay("config_file");
 }

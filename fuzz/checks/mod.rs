@@ -14,6 +14,7 @@ pub mod config_file;
 pub mod gateway;
 pub mod last_event_id;
 pub mod multiplex_cursor;
+pub mod path_normalize;
 pub mod sse_parse;
 pub mod stream_token;
 pub mod tool_batch;
@@ -22,11 +23,12 @@ pub mod tool_batch;
 pub type Check = fn(&[u8]);
 
 /// Every target's name (its `fuzz_targets/` file and `corpus/` directory) and its check.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("api_bodies", api_bodies::check),
     ("config_file", config_file::check),
     ("last_event_id", last_event_id::check),
     ("multiplex_cursor", multiplex_cursor::check),
+    ("path_normalize", path_normalize::check),
     ("sse_parse", sse_parse::check),
     ("stream_token", stream_token::check),
     ("tool_batch", tool_batch::check),
