@@ -39,7 +39,11 @@ enum Command {
     /// Check a configuration file: prints OK, or every error with its line and column.
     CheckConfig {
         /// Configuration file to check.
-        file: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// Configuration file to check, named as `serve` names it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Load a running gateway with agent sessions and report latencies and errors.
     ///
@@ -51,16 +55,13 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { file } => match load(&file) {
-            Some(config) => {
-                for key in config.published_credentials() {
-                    eprintln!("{}: warning: {}", file.display(), published_warning(&key));
-                }
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
-            None => ExitCode::from(2),
-        },
+        Command::CheckConfig { file, config } => {
+            // clap requires exactly one of the two.
+            let Some(file) = file.or(config) else {
+                return ExitCode::from(2);
+            };
+            check_config(&file)
+        }
         Command::Loadtest(args) => loadtest(&args),
         Command::Serve {
             config: path,
@@ -426,4 +427,18 @@ fn private_runtime_dir(server: &ServerConfig) -> std::io::Result<PathBuf> {
         runtime_dir::prepare(&path)?;
     }
     Ok(path)
+}
+
+/// `check-config`: OK (with a warning per published example credential), or every error.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match load(file) {
+        Some(config) => {
+            for key in config.published_credentials() {
+                eprintln!("{}: warning: {}", file.display(), published_warning(&key));
+            }
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(2),
+    }
 }

@@ -181,3 +181,30 @@ fn serve_refuses_published_credentials_off_loopback() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_takes_the_file_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, agentgate_config::REFERENCE_TOML).unwrap();
+    for args in [&["--config"][..], &["-c"][..], &[][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .arg("check-config")
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(stdout.trim_end().ends_with(": OK"), "{args:?}: {stdout}");
+    }
+    // One file, named one way.
+    let out = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .arg("check-config")
+        .arg(&path)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
