@@ -3,7 +3,7 @@
 //!
 //! Anyone can read them, so [`Config::validate`](crate::Config::validate) accepts them only
 //! while the gateway listens on loopback alone (a developer's machine, a benchmark). A test
-//! (`config/tests/published_credentials.rs`) scans the published files and fails when one
+//! (`config/tests/auth.rs`) scans the published files and fails when one
 //! carries a value missing from [`PUBLISHED_CREDENTIALS`].
 
 use crate::schema::Config;
@@ -16,6 +16,9 @@ pub const PUBLISHED_CREDENTIALS: &[&str] = &[
     // bench/*.sh.
     "bench-api-key-0123456789",
     "bench-secret-bench-secret-bench-secret",
+    // fuzz/checks/gateway.rs (the fuzz targets' in-process gateway).
+    "fuzz-api-key-0123456789abcdef",
+    "fuzz-stream-token-secret-0123456789abcdef",
     // The agentgate-config crate docs.
     "0123456789abcdef",
     "0123456789abcdef0123456789abcdef",
