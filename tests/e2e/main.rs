@@ -23,6 +23,7 @@ mod lifecycle;
 mod multiplex;
 mod process;
 mod quotas;
+mod readme;
 mod redis_outage;
 mod reload;
 mod resume;
