@@ -1,11 +1,44 @@
 //! [`ResponseBody`]: the inner service's body, or the JSON error body a layer answers with
-//! itself (shared by the existence cache, the priority queue and the rate limiter).
+//! itself (shared by the existence cache, the priority queue and the rate limiter), and
+//! [`body`], which writes that error: `{"error":{"code":..,"message":..}}`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+
+/// `{"error":{"code":..,"message":..}}` with `code` and `message` escaped as JSON strings
+/// (a configured message may hold quotes, backslashes or control characters).
+pub(crate) fn body(code: &str, message: &str) -> Bytes {
+    let mut json = String::with_capacity(32 + code.len() + message.len());
+    json.push_str(r#"{"error":{"code":"#);
+    push_json_string(&mut json, code);
+    json.push_str(r#","message":"#);
+    push_json_string(&mut json, message);
+    json.push_str("}}");
+    Bytes::from(json)
+}
+
+/// Appends `text` as a JSON string literal (RFC 8259 §7).
+fn push_json_string(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
 
 /// Response body of a layer that may answer a request itself: the inner service's body
 /// passed through, or the layer's own JSON error.
@@ -65,5 +98,19 @@ where
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body;
+
+    #[test]
+    fn the_error_body_escapes_what_it_is_given() {
+        let json = body("not_found", "no \"session\" \\ here\n\u{1}");
+        assert_eq!(
+            &json[..],
+            br#"{"error":{"code":"not_found","message":"no \"session\" \\ here\n\u0001"}}"#
+        );
     }
 }

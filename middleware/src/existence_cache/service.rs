@@ -5,7 +5,6 @@ use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_service::Service;
 
@@ -134,8 +133,7 @@ where
 
 /// The layer's own JSON error response.
 fn error<B>(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody<B>> {
-    let json = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
-    let mut response = Response::new(ResponseBody::error(Bytes::from(json)));
+    let mut response = Response::new(ResponseBody::error(crate::json_error::body(code, message)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

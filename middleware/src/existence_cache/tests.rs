@@ -242,3 +242,22 @@ async fn size_is_bounded_and_keys_can_be_invalidated() {
     call(&mut svc, "/c").await;
     assert_eq!(check.calls(), 5, "invalidated key checked again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_not_found_message_is_escaped_into_valid_json() {
+    let check = Check::knowing(&[]);
+    let not_found = NotFound {
+        code: "gone",
+        message: "no \"session\" here\\",
+    };
+    let layer =
+        ExistenceCacheLayer::new(FirstSegment, check, policy(5_000, 1_000)).not_found(not_found);
+    let mut svc = layer.layer(service_fn(echo));
+    let response = svc.ready().await.unwrap().call(get("/bob")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        &body[..],
+        br#"{"error":{"code":"gone","message":"no \"session\" here\\"}}"#
+    );
+}
