@@ -1,7 +1,7 @@
 //! A private `redis-server` on a free loopback port, killed when dropped. Never the shared
 //! 6379, never a fixed port; nothing is persisted.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,23 @@ impl RedisServer {
     }
 
     /// Starts a fresh server on a free port with extra `redis-server` arguments.
+    ///
+    /// A port found free can be taken before the server binds it (or, in cluster mode, its
+    /// bus port, `port + 10000`, can be in use): a server that exits while starting is
+    /// started again on another free port, a few times.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let port = free_port();
         let mut server = Self {
-            port,
+            port: free_port(),
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
+        for _ in 0..4 {
+            if server.try_start() {
+                return server;
+            }
+            server.port = free_port();
+        }
         server.restart();
         server
     }
@@ -52,6 +61,13 @@ impl RedisServer {
 
     /// Starts the server again on the same port (empty).
     pub fn restart(&mut self) {
+        if !self.try_start() {
+            panic!("redis-server did not come up on 127.0.0.1:{}", self.port);
+        }
+    }
+
+    /// Starts the server on its port; false if it exited before answering.
+    fn try_start(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -64,15 +80,22 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.command(&["PING"]).is_some_and(|r| r.contains("PONG")) {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not come up on {addr}");
+        false
     }
 
     /// Runs one command with `redis-cli` and returns its raw output.
