@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use agentgate_proxy::{
-    EdgeServer, Gateway, Route, RouteTable, ServerSettings, Target, route_service, unix_signals,
+    EdgeServer, Gateway, Route, RouteTable, ServerSettings, route_service, unix_signals,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -64,14 +64,14 @@ fn main() -> std::io::Result<()> {
         .route("/app/ticks", get(ticks));
 
     // Requests under /app/ go to the router; anything else gets the gateway's JSON 404.
-    // Upstream routes (`Target::Upstream`) and more services can be pushed alongside.
+    // Upstream routes (an `UpstreamClient` over a group) and more services can be pushed alongside.
     let mut routes = RouteTable::new();
     routes.push(Route {
         name: "app".to_owned(),
         host: None,
         path_prefix: "/app/".to_owned(),
         methods: Vec::new(),
-        target: Target::Service(route_service(app)),
+        service: route_service(app),
     });
 
     let settings = ServerSettings {

@@ -5,21 +5,9 @@
 //! (configured and Rust-registered tools, the CPU worker pool), the [`AgentApi`] service and
 //! the route table. [`App::edge_server`] puts it all behind the pingora edge proxy.
 //!
-//! Per route, the stack is fixed here, outermost first:
-//! - agent routes: bridge ─► SSE multiplex (`GET /v2/stream`, each session through the
-//!   rest) ─► existence cache (stream connects; `features.existence_cache`) ─► SSE fan-out
-//!   (viewers of a session share one tail; `features.sse_fanout`) ─► `AgentApi` ─►
-//!   `SessionStore`
-//! - upstream routes: admission (the route's policies around "admit") ─► pingora proxies
-//!   to the group; the admission response, and the queue slot in it, lives until pingora
-//!   has sent the whole response
-//! - sse routes: SSE fan-out (one upstream request per stream and credentials, whatever
-//!   the viewers; `features.sse_fanout`) ─► a pooled HTTP client to the group
-//! - a route's policies, on any kind, outermost first: identify (peer address; the
-//!   verified API key's fingerprint when a policy reads it) ─► rate limit (in process, or in
-//!   Redis shared by every gateway: `store = "redis"`) ─► priority queue (removes an
-//!   untrusted `x-priority`; on upstream routes the gateway drops it from the proxied
-//!   request too)
+//! Each route kind's stack is composed in [`crate::stack`], one chain per kind; this
+//! module only builds the parts the configuration asks for (the policies, the agent
+//! layers, the upstream clients).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,34 +16,29 @@ use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
     RouteKind, SseShare, StoreKind, ToolKind, UpstreamConfig,
 };
-use agentgate_middleware::client::{ClientIdentity, PeerAddr};
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
 use agentgate_middleware::rate_limit::{
-    KeyKind, LimitStore, RateLimitLayer, RateLimited, SharedGcra, SharedRateLimitLayer,
+    KeyKind, LimitStore, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
 };
 use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
-use agentgate_proxy::bridge::{ClientAddr, RequestBody};
 use agentgate_proxy::{
     Balance, Canary, EdgeServer, Gateway, HashKey, HealthCheck, LiveRoutes, Route, RouteService,
-    RouteTable, ServerSettings, Target, UpstreamClient, UpstreamGroup, UpstreamSettings, admit_all,
-    route_service,
+    RouteTable, ServerSettings, UpstreamClient, UpstreamGroup, UpstreamSettings,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower::util::Either;
 
 use crate::admin::Admin;
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
-use crate::api::bearer;
 use crate::api::error::SESSION_NOT_FOUND;
 use crate::api::stream::StreamSessionKey;
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
+use crate::stack::{self, AgentParts, Either, Policies};
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{Presence, SessionId, SessionStore, StoreError, StoreExistence};
@@ -313,13 +296,13 @@ impl Generation {
         let tokens = state.tokens.clone();
         let keys = state.keys.clone();
         let api = AgentApi::new(Arc::new(state));
-        let agent = agent_stack(config, &api, store, tokens, metrics, retired)?;
-        let policies = Policies {
+        let agent = agent_parts(config, &api, store, tokens, metrics, retired)?;
+        let policies = PolicyParts {
             metrics,
             shared_limits: core.shared_limits.as_ref(),
             keys: &keys,
         };
-        let routes = build_routes(config, agent, &groups, &policies)?;
+        let routes = build_routes(config, &agent, &groups, &policies)?;
         // Built without error: from here on this generation runs.
         run_health_checks(&groups, retired);
         metrics.watch_upstreams(groups.values().cloned().collect());
@@ -449,7 +432,7 @@ fn build_upstreams(
                 balance: match (&u.balance, &u.hash_on) {
                     (BalanceConfig::RoundRobin, _) => Balance::RoundRobin,
                     (BalanceConfig::ConsistentHash, HashOn::SessionId) => {
-                        Balance::ConsistentHash(HashKey::SessionId)
+                        Balance::ConsistentHash(HashKey::Affinity)
                     }
                     (BalanceConfig::ConsistentHash, HashOn::Header(h)) => {
                         Balance::ConsistentHash(HashKey::Header(h.clone()))
@@ -527,45 +510,47 @@ fn build_tools(
     )))
 }
 
-/// The agent routes' stack, outermost first.
-fn agent_stack(
+/// The layers of the agent routes, as the configuration switches them (composed in
+/// [`stack::agent`]).
+fn agent_parts(
     config: &Config,
     api: &AgentApi,
     store: &Arc<dyn SessionStore>,
     tokens: StreamTokens,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<RouteService, AppError> {
+) -> Result<AgentParts, AppError> {
     let error = |reason: String| AppError::Route {
         name: "agent".to_owned(),
         reason,
     };
-    // Built inside out.
-    let mut service = route_service(api.clone());
-    // fan-out: every viewer of a session shares one store tail
-    if config.features.sse_fanout {
-        let fanout =
-            SseFanoutLayer::new(StreamSessionKey(tokens.clone()), config.sse.fanout.clone())
-                .map_err(|e| error(e.to_string()))?;
+    let fanout = if config.features.sse_fanout {
+        let fanout = SseFanoutLayer::new(StreamSessionKey, config.sse.fanout.clone())
+            .map_err(|e| error(e.to_string()))?;
         metrics.watch_fanout(&fanout.stats());
-        service = route_service(ServiceBuilder::new().layer(fanout).service(service));
-    }
-    // existence cache: concurrent stream connects to one session share one lookup
-    if config.features.existence_cache {
+        Some(fanout)
+    } else {
+        None
+    };
+    let existence = if config.features.existence_cache {
         let existence = ExistenceCacheLayer::new(
-            StreamSessionKey(tokens),
+            StreamSessionKey,
             StoreExistence(Arc::clone(store)),
             config.existence_cache.clone(),
         )
         .not_found(SESSION_NOT_FOUND);
         forget_on_presence_changes(store, existence.cache().clone(), stop.clone());
-        service = route_service(ServiceBuilder::new().layer(existence).service(service));
-    }
-    // multiplex: GET /v2/stream?sessions=a,b&tokens=ta,tb, each session through the above
-    let multiplex = SseMultiplexLayer::new(stream_demux(), config.sse.multiplex.clone());
-    Ok(route_service(
-        ServiceBuilder::new().layer(multiplex).service(service),
-    ))
+        Some(existence)
+    } else {
+        None
+    };
+    Ok(AgentParts {
+        api: api.clone(),
+        tokens,
+        multiplex: SseMultiplexLayer::new(stream_demux(), config.sse.multiplex.clone()),
+        existence,
+        fanout,
+    })
 }
 
 /// How the agent routes split a multiplexed `GET /v2/stream?sessions=a,b&tokens=ta,tb` into
@@ -604,9 +589,9 @@ fn forget_on_presence_changes(
 
 fn build_routes(
     config: &Config,
-    agent: RouteService,
+    agent: &AgentParts,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
-    policies: &Policies<'_>,
+    policies: &PolicyParts<'_>,
 ) -> Result<RouteTable, AppError> {
     let mut table = RouteTable::new();
     if config.routes.is_empty() {
@@ -616,7 +601,7 @@ fn build_routes(
             host: None,
             path_prefix: "/".to_owned(),
             methods: Vec::new(),
-            target: Target::Service(agent),
+            service: stack::agent(agent.clone(), Policies::default()),
         });
         return Ok(table);
     }
@@ -637,26 +622,21 @@ fn build_routes(
                 });
             }
         }
-        let has_policies = route.rate_limit.is_some() || route.priority_queue.is_some();
-        let target = match (
-            route.kind,
-            route.upstream.as_ref().and_then(|u| groups.get(u)),
-        ) {
-            (RouteKind::Upstream, Some(group)) => Target::Upstream {
-                group: Arc::clone(group),
-                canary: route.canary.as_ref().and_then(|c| canary(c, groups)),
-                // admission: the route's policies around "admit"; none without policies
-                admission: if has_policies {
-                    Some(policies.wrap(route, admit_all())?)
-                } else {
-                    None
-                },
-            },
-            (RouteKind::Sse, Some(group)) => {
-                let streams = sse_upstream_stack(config, route, group)?;
-                Target::Service(policies.wrap(route, streams)?)
+        let route_policies = policies.of(route)?;
+        let client = route
+            .upstream
+            .as_ref()
+            .and_then(|u| groups.get(u))
+            .map(|group| {
+                UpstreamClient::new(Arc::clone(group))
+                    .with_canary(route.canary.as_ref().and_then(|c| canary(c, groups)))
+            });
+        let service: RouteService = match (route.kind, client) {
+            (RouteKind::Agent, _) => stack::agent(agent.clone(), route_policies),
+            (RouteKind::Upstream, Some(client)) => stack::upstream(client, route_policies),
+            (RouteKind::Sse, Some(client)) => {
+                stack::sse(client, sse_fanout(config, route)?, route_policies)
             }
-            (RouteKind::Agent, _) => Target::Service(policies.wrap(route, agent.clone())?),
             // validate() guarantees that upstream and sse routes name an existing group.
             (RouteKind::Upstream | RouteKind::Sse, None) => {
                 return Err(AppError::Route {
@@ -674,7 +654,7 @@ fn build_routes(
                 .iter()
                 .filter_map(|m| m.parse().ok())
                 .collect(),
-            target,
+            service,
         });
     }
     Ok(table)
@@ -698,17 +678,14 @@ fn canary(
     )))
 }
 
-/// An `sse` route's stack, outermost first: SSE fan-out (viewers of one stream — same path
-/// and query, and same credentials unless `share = "public"` — share one upstream request;
-/// `features.sse_fanout`) ─► a pooled HTTP client to the group's peers.
-fn sse_upstream_stack(
+/// An `sse` route's fan-out (`features.sse_fanout`): viewers of one stream — same path and
+/// query, and same credentials unless `share = "public"` — share one upstream request.
+fn sse_fanout(
     config: &Config,
     route: &RouteConfig,
-    group: &Arc<UpstreamGroup>,
-) -> Result<RouteService, AppError> {
-    let client = UpstreamClient::new(Arc::clone(group));
+) -> Result<Option<SseFanoutLayer<PathAndCredentials>>, AppError> {
     if !config.features.sse_fanout {
-        return Ok(route_service(client));
+        return Ok(None);
     }
     let error = |reason: String| AppError::Route {
         name: route.name.clone(),
@@ -726,18 +703,16 @@ fn sse_upstream_stack(
         },
         SseShare::Public => Share::Public,
     };
-    let fanout = SseFanoutLayer::new(PathAndCredentials::new(share), config.sse.fanout.clone())
-        .map_err(|e| error(e.to_string()))?;
-    Ok(route_service(
-        ServiceBuilder::new().layer(fanout).service(client),
-    ))
+    SseFanoutLayer::new(PathAndCredentials::new(share), config.sse.fanout.clone())
+        .map(Some)
+        .map_err(|e| error(e.to_string()))
 }
 
 /// How often rate limiters forget idle keys.
 const RATE_LIMIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the routes' policy layers share.
-struct Policies<'a> {
+struct PolicyParts<'a> {
     metrics: &'a Metrics,
     /// The shared rate limiter's store (with the Redis session store).
     shared_limits: Option<&'a Arc<dyn SharedGcra>>,
@@ -745,65 +720,55 @@ struct Policies<'a> {
     keys: &'a ApiKeys,
 }
 
-impl Policies<'_> {
-    /// Wraps `inner` in the route's policy layers. The stack, outermost first:
-    /// identify (peer address; the verified API key's fingerprint when a policy uses it) ─►
-    /// rate limit (local, or shared in Redis) ─► priority queue ─► `inner`.
-    fn wrap(&self, route: &RouteConfig, inner: RouteService) -> Result<RouteService, AppError> {
+impl PolicyParts<'_> {
+    /// The policy layers `route` configures (composed in [`crate::stack`]).
+    fn of(&self, route: &RouteConfig) -> Result<Policies, AppError> {
         let error = |reason: String| AppError::Route {
             name: route.name.clone(),
             reason,
         };
-        let mut service = inner;
-        // priority queue: bounded, classed waiting; a slot is held until the body ends
-        if let Some(policy) = &route.priority_queue {
-            let mut policy = policy.clone();
-            // Which requests are streams: the route kind decides unless the policy says.
-            policy.streams.get_or_insert(match route.kind {
-                RouteKind::Sse => StreamRule::All,
-                RouteKind::Agent | RouteKind::Upstream => StreamRule::Path,
-            });
-            let queue = PriorityQueueLayer::from_policy(&policy)
-                .map_err(|e| error(e.to_string()))?
-                .observed(Arc::new(self.metrics.queue_observer(&route.name)));
-            service = route_service(ServiceBuilder::new().layer(queue).service(service));
-        }
-        // rate limit: per-key GCRA, 429 before anything else runs
-        if let Some(policy) = &route.rate_limit {
-            let limit = match (policy.store, self.shared_limits) {
-                (LimitStore::Local, _) => {
-                    let limit =
-                        RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
-                    // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
-                    // minute. The task ends when the route's stack is dropped.
-                    drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
-                    self.metrics
-                        .watch_rate_limit_keys(&route.name, &limit.stats());
-                    Either::Left(limit)
-                }
-                (LimitStore::Redis, Some(gcra)) => {
-                    // One bucket per route and key, shared by every gateway on this Redis.
-                    let prefix = format!("agentgate:rl:{}:", route.name);
-                    let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
-                        .map_err(|e| error(e.to_string()))?;
-                    Either::Right(limit)
-                }
-                // validate() rejects `store = "redis"` without a Redis session store.
-                (LimitStore::Redis, None) => {
-                    return Err(error(
-                        "rate_limit.store = \"redis\" needs store.kind = \"redis\"".to_owned(),
-                    ));
-                }
-            };
-            let rejected = self.metrics.rate_limit_rejections(&route.name);
-            service = route_service(
-                ServiceBuilder::new()
-                    .map_response(count_rejections(rejected))
-                    .layer(limit)
-                    .service(service),
-            );
-        }
-        // identify: who the policies above see; the key is verified only if one reads it
+        let priority_queue = match &route.priority_queue {
+            Some(policy) => {
+                let mut policy = policy.clone();
+                // Which requests are streams: the route kind decides unless the policy says.
+                policy.streams.get_or_insert(match route.kind {
+                    RouteKind::Sse => StreamRule::All,
+                    RouteKind::Agent | RouteKind::Upstream => StreamRule::Path,
+                });
+                let queue = PriorityQueueLayer::from_policy(&policy)
+                    .map_err(|e| error(e.to_string()))?
+                    .observed(Arc::new(self.metrics.queue_observer(&route.name)));
+                Some(queue)
+            }
+            None => None,
+        };
+        let rate_limit = match (&route.rate_limit, self.shared_limits) {
+            (None, _) => None,
+            (Some(policy), _) if policy.store == LimitStore::Local => {
+                let limit =
+                    RateLimitLayer::from_policy(policy).map_err(|e| error(e.to_string()))?;
+                // Keyed state never shrinks by itself: drop idle keys (peer IPs...) every
+                // minute. The task ends when the route's stack is dropped.
+                drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
+                self.metrics
+                    .watch_rate_limit_keys(&route.name, &limit.stats());
+                Some(Either::Left(limit))
+            }
+            (Some(policy), Some(gcra)) => {
+                // One bucket per route and key, shared by every gateway on this Redis.
+                let prefix = format!("agentgate:rl:{}:", route.name);
+                let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
+                    .map_err(|e| error(e.to_string()))?;
+                Some(Either::Right(limit))
+            }
+            // validate() rejects `store = "redis"` without a Redis session store.
+            (Some(_), None) => {
+                return Err(error(
+                    "rate_limit.store = \"redis\" needs store.kind = \"redis\"".to_owned(),
+                ));
+            }
+        };
+        // The key is verified per request only if a policy reads the client's identity.
         let uses_api_key = route
             .rate_limit
             .as_ref()
@@ -812,40 +777,13 @@ impl Policies<'_> {
                 .priority_queue
                 .as_ref()
                 .is_some_and(|queue| !queue.api_key_priorities.is_empty());
-        let keys = uses_api_key.then(|| self.keys.clone());
-        Ok(route_service(
-            ServiceBuilder::new()
-                .map_request(move |req| identify::<RequestBody>(req, keys.as_ref()))
-                .service(service),
-        ))
+        Ok(Policies {
+            identify_keys: uses_api_key.then(|| self.keys.clone()),
+            rejected: rate_limit
+                .is_some()
+                .then(|| self.metrics.rate_limit_rejections(&route.name)),
+            rate_limit,
+            priority_queue,
+        })
     }
-}
-
-/// Counts the rate limiter's own 429s (marked [`RateLimited`]), not the service's.
-fn count_rejections<B>(
-    rejected: prometheus_client::metrics::counter::Counter,
-) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
-    move |response| {
-        if response.extensions().get::<RateLimited>().is_some() {
-            rejected.inc();
-        }
-        response
-    }
-}
-
-/// Tells the policy layers who sent the request: the bridge's client address as
-/// [`PeerAddr`] and, with `keys`, the fingerprint of a verified `Authorization: Bearer` API
-/// key as [`ClientIdentity`] (an unknown key gets none: the policies then treat the request
-/// as unauthenticated).
-fn identify<B>(mut req: http::Request<B>, keys: Option<&ApiKeys>) -> http::Request<B> {
-    if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied() {
-        req.extensions_mut().insert(PeerAddr(addr));
-    }
-    if let Some(keys) = keys
-        && let Ok(fingerprint) = keys.verify(bearer(req.headers()))
-    {
-        req.extensions_mut()
-            .insert(ClientIdentity::new(fingerprint));
-    }
-    req
 }

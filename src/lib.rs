@@ -2,7 +2,8 @@
 //!
 //! Agents create sessions, append events and complete them over a JSON API; browsers and
 //! apps follow a session live over Server-Sent Events and resume exactly where they left
-//! off. [`app`] is the one place where configuration becomes stores, handlers and services.
+//! off. [`app`] is the one place where configuration becomes stores, handlers and services;
+//! [`stack`] shows each route kind's whole request path, layer by layer.
 //!
 //! - [`api`]: the agent API as a tower service, one module per handler.
 //! - [`store`]: the `SessionStore` trait, the Redis engine and the embedded memory engine.
@@ -28,6 +29,7 @@ pub mod pid_file;
 pub mod redact;
 pub mod runtime_dir;
 pub mod server;
+pub mod stack;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

@@ -1,5 +1,6 @@
 //! Who sent a request, as earlier layers established it: the connection's peer address
-//! ([`PeerAddr`]) and the authenticated client ([`ClientIdentity`]).
+//! ([`PeerAddr`]), the authenticated client ([`ClientIdentity`]) and the session the request
+//! is about ([`SessionKey`]).
 //!
 //! The server and the authenticating layer insert these into the request's extensions; the
 //! rate limiter ([`KeyKind::PeerIp`](crate::rate_limit::KeyKind::PeerIp),
@@ -41,3 +42,10 @@ impl std::fmt::Display for ClientIdentity {
         f.write_str(&self.0)
     }
 }
+
+/// The session a request is about, as an earlier layer read it from the request
+/// (agentgate: the `{id}` of its session paths). The rate limiter's
+/// [`KeyKind::SessionId`](crate::rate_limit::KeyKind::SessionId) keys by it; this crate
+/// never parses an application's URL layout itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub bytes::Bytes);

@@ -3,8 +3,8 @@
 //! Which group serves a request, first rule that applies:
 //! 1. a pin: the pin header, else the pin cookie, says `canary` or `stable`
 //!    (case-insensitive; any other value is ignored) — for testers and for rollback drills;
-//! 2. the session: a request naming a session (`/v2/sessions/{id}/…` or `x-session-id`)
-//!    goes where the session's hash falls — every request of a session lands on the same
+//! 2. the session: a request carrying an [`Affinity`] (the application puts one in the
+//!    request's extensions; agentgate: the session id) goes where its hash falls — every request of a session lands on the same
 //!    group, on every gateway node and across restarts, and raising the weight only moves
 //!    sessions from stable to canary, never back;
 //! 3. otherwise a weighted draw, and when a pin cookie is configured the response sets it,
@@ -12,11 +12,10 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
 use http::header::{COOKIE, HeaderName};
-use pingora::http::RequestHeader;
+use http::{HeaderMap, HeaderValue};
 
-use crate::upstream::{UpstreamGroup, session_id};
+use crate::upstream::{Affinity, UpstreamGroup};
 
 /// Pin value naming the canary group.
 const CANARY: &str = "canary";
@@ -97,15 +96,15 @@ impl Canary {
     }
 
     /// Picks the group for `req` (see the module docs for the rules).
-    pub fn pick(&self, req: &RequestHeader) -> Pick {
-        if let Some(pin) = self.header_pin(req) {
+    pub fn pick(&self, req: &http::request::Parts) -> Pick {
+        if let Some(pin) = self.header_pin(&req.headers) {
             return pin(Reason::Header);
         }
-        if let Some(pin) = self.cookie_pin(req) {
+        if let Some(pin) = self.cookie_pin(&req.headers) {
             return pin(Reason::Cookie);
         }
-        if let Some(id) = session_id(req) {
-            return self.by_bucket(fnv1a(id) % 10_000, Reason::Session);
+        if let Some(Affinity(key)) = req.extensions.get::<Affinity>() {
+            return self.by_bucket(fnv1a(key) % 10_000, Reason::Session);
         }
         self.by_bucket(draw(), Reason::Draw)
     }
@@ -132,14 +131,14 @@ impl Canary {
         }
     }
 
-    fn header_pin(&self, req: &RequestHeader) -> Option<fn(Reason) -> Pick> {
-        let value = req.headers.get(self.header.as_ref()?)?.to_str().ok()?;
+    fn header_pin(&self, headers: &HeaderMap) -> Option<fn(Reason) -> Pick> {
+        let value = headers.get(self.header.as_ref()?)?.to_str().ok()?;
         pin(value.trim())
     }
 
-    fn cookie_pin(&self, req: &RequestHeader) -> Option<fn(Reason) -> Pick> {
+    fn cookie_pin(&self, headers: &HeaderMap) -> Option<fn(Reason) -> Pick> {
         let name = self.cookie.as_deref()?;
-        req.headers
+        headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -208,12 +207,28 @@ mod tests {
         )
     }
 
-    fn req(path: &str, headers: &[(&'static str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+    /// A request; a session named by `/v2/sessions/{id}/…` or `x-session-id` becomes its
+    /// [`Affinity`], as the application's session layer does.
+    fn req(path: &str, headers: &[(&'static str, &str)]) -> http::request::Parts {
+        let mut r = http::Request::get(path);
         for (k, v) in headers {
-            r.append_header(*k, *v).unwrap();
+            r = r.header(*k, *v);
         }
-        r
+        let (mut parts, ()) = r.body(()).unwrap().into_parts();
+        let session = path
+            .strip_prefix("/v2/sessions/")
+            .and_then(|rest| rest.split('/').next())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get("x-session-id")
+                    .and_then(|v| v.to_str().ok())
+            });
+        if let Some(id) = session {
+            let affinity = Affinity(bytes::Bytes::copy_from_slice(id.as_bytes()));
+            parts.extensions.insert(affinity);
+        }
+        parts
     }
 
     #[test]

@@ -1,17 +1,12 @@
 //! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
 //!
-//! Phases, in pingora's order:
-//! - `request_filter`: stamp an `x-request-id` (kept if the client sent one), normalise the
-//!   path ([`path`](crate::path); JSON 400 for an ambiguous one), open the request's span and
-//!   trace context, find the route by the normal path (JSON 404 if none). A service route is
-//!   served right here through the [bridge](crate::bridge). An upstream route first runs its
-//!   admission stack: a rejection is written to the client; an admission is kept in the
-//!   request context.
-//! - `upstream_peer`: pick a healthy peer of the route's group (avoiding one that just
-//!   refused a connection); `fail_to_connect` marks the error retryable once.
-//! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `x-request-id`,
-//!   `traceparent` (this request's span as the parent; `tracestate` passes through).
-//! - `logging`: the request is over; the admission (and any permit it holds) is dropped.
+//! Every request is served in `request_filter`: stamp an `x-request-id` (kept if the
+//! client sent one), normalise the path ([`path`](crate::path); JSON 400 for an ambiguous
+//! one), open the request's span and trace context, find the route by the normal path (JSON
+//! 404 if none), and serve it with the route's tower service through the
+//! [bridge](crate::bridge) — an in-process handler's stack or an upstream route's stack over
+//! an [`UpstreamClient`](crate::UpstreamClient) alike. pingora's upstream phases are never
+//! reached; `logging` writes the access line.
 //!
 //! Failures of the client's side (it hung up, sent a broken body) are logged at DEBUG, not as
 //! pingora's ERROR line. pingora's error lines name the request by method, path and host:
@@ -21,7 +16,7 @@
 //!
 //! Every request gets a `tracing` span, `request` at INFO (target `agentgate::request`), with
 //! the fields `method`, `path`, `route`, `session`, `request_id`, `trace_id`, `status` and
-//! `upstream` (the last two recorded once known). The span is kept in the request context,
+//! `upstream` (the last two recorded once known; the upstream client records the peer). The span is kept in the request context,
 //! entered around every phase's work (the async ones instrument their futures: the
 //! admission call and the whole in-process service call through the bridge), so any log line a handler or tool emits while serving carries the request
 //! id; it closes when the context is dropped after `logging`. When no subscriber wants INFO
@@ -33,26 +28,24 @@
 //! makes the exported span and the propagated ids agree.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use http::{HeaderValue, Request, Response, StatusCode};
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::{HeaderValue, StatusCode};
+use pingora::http::RequestHeader;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use tokio::sync::Notify;
-use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::ResponseBody;
-use crate::bridge::{self, RequestBody};
+use crate::bridge;
+use crate::client::UpstreamPeer;
 use crate::path::normalize;
-use crate::route::{Admitted, AdmittedHeaders, LiveRoutes, Route, Target};
-use crate::trace::{SpanLink, TRACESTATE, TraceContext};
-use crate::upstream::{self, UpstreamGroup};
+use crate::route::{LiveRoutes, Route};
+use crate::trace::{SpanLink, TraceContext};
+use crate::upstream::Affinity;
 
 /// Name of the request id header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -147,19 +140,12 @@ impl Drop for InFlightGuard {
 pub struct RequestCtx {
     _in_flight: InFlightGuard,
     route: Option<Arc<Route>>,
-    /// The upstream group serving the request (the route's, or its canary).
-    group: Option<Arc<UpstreamGroup>>,
-    /// A canary pin cookie to set on the response.
-    pin_cookie: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
-    /// The admission response, held (with whatever its layers attached) until `logging`.
-    admission: Mutex<Option<Response<ResponseBody>>>,
-    /// Upstream connection attempts so far.
-    attempts: usize,
-    /// A peer that refused a connection, avoided on the retry.
-    failed_peer: Option<SocketAddr>,
-    /// The last peer chosen for the request.
-    peer: Option<SocketAddr>,
+    /// The upstream group and peer that answered, if any.
+    peer: Option<UpstreamPeer>,
+    /// The session the request was about, if its service named one (an [`Affinity`] in the
+    /// response's extensions).
+    session: Option<Affinity>,
     /// When the request arrived.
     started: std::time::Instant,
     /// The request's span (disabled until `request_filter` opens it).
@@ -181,13 +167,9 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
             route: None,
-            group: None,
-            pin_cookie: None,
             request_id: None,
-            admission: Mutex::new(None),
-            attempts: 0,
-            failed_peer: None,
             peer: None,
+            session: None,
             started: std::time::Instant::now(),
             span: tracing::Span::none(),
             trace: None,
@@ -231,182 +213,38 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.span.record("route", route.name.as_str());
-        match &route.target {
-            Target::Service(service) => {
-                let service = service.clone();
-                ctx.route = Some(route);
-                let mut extra = http::HeaderMap::new();
-                if let Some(id) = &ctx.request_id {
-                    extra.insert(REQUEST_ID, id.clone());
-                }
-                let mut extensions = http::Extensions::new();
-                if let Some(trace) = &ctx.trace {
-                    extensions.insert(trace.clone());
-                }
-                // Handlers and tools log inside the request's span.
-                bridge::serve_with_extensions(session, service, &extra, extensions)
-                    .instrument(ctx.span.clone())
-                    .await?;
-                Ok(true)
-            }
-            Target::Upstream {
-                group,
-                canary,
-                admission,
-            } => {
-                ctx.group = Some(match canary {
-                    Some(canary) => {
-                        let pick = canary.pick(session.req_header());
-                        ctx.pin_cookie = canary.set_cookie(pick);
-                        if pick.is_canary() {
-                            Arc::clone(canary.group())
-                        } else {
-                            Arc::clone(group)
-                        }
-                    }
-                    None => Arc::clone(group),
-                });
-                let Some(admission) = admission else {
-                    ctx.route = Some(route);
-                    return Ok(false);
-                };
-                let parts = session.req_header().as_owned_parts();
-                let mut request = Request::from_parts(parts, RequestBody::empty());
-                if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-                    request.extensions_mut().insert(bridge::ClientAddr(*addr));
-                }
-                if let Some(trace) = &ctx.trace {
-                    request.extensions_mut().insert(trace.clone());
-                }
-                let response = admission
-                    .clone()
-                    .oneshot(request)
-                    .instrument(ctx.span.clone())
-                    .await;
-                let name = route.name.clone();
-                ctx.route = Some(route);
-                match response {
-                    Ok(mut r) if r.extensions().get::<Admitted>().is_some() => {
-                        if let Some(AdmittedHeaders(kept)) = r.extensions_mut().remove() {
-                            drop_removed_headers(session.req_header_mut(), &kept);
-                        }
-                        *ctx.admission.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                        Ok(false)
-                    }
-                    // A layer said no: its response goes to the client.
-                    Ok(mut rejection) => {
-                        if let Some(id) = ctx.request_id.clone() {
-                            rejection.headers_mut().insert(REQUEST_ID, id);
-                        }
-                        bridge::respond(session, rejection)
-                            .instrument(ctx.span.clone())
-                            .await?;
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        ctx.span.in_scope(|| {
-                            tracing::error!(error = %e, route = %name, "admission failed");
-                        });
-                        bridge::write_error(
-                            session,
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal error",
-                            ctx.request_id.as_ref(),
-                        )
-                        .await?;
-                        Ok(true)
-                    }
-                }
-            }
+        let service = route.service.clone();
+        ctx.route = Some(route);
+        let mut extra = http::HeaderMap::new();
+        if let Some(id) = &ctx.request_id {
+            extra.insert(REQUEST_ID, id.clone());
         }
+        let mut extensions = http::Extensions::new();
+        if let Some(trace) = &ctx.trace {
+            extensions.insert(trace.clone());
+        }
+        let mut answered = http::Extensions::new();
+        // Handlers, tools and the upstream client log inside the request's span.
+        let served =
+            bridge::serve_with_extensions(session, service, &extra, extensions, &mut answered)
+                .instrument(ctx.span.clone())
+                .await;
+        ctx.peer = answered.remove::<UpstreamPeer>();
+        ctx.session = answered.remove::<Affinity>();
+        served?;
+        Ok(true)
     }
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // In the request's span; no await below, so the guard never crosses one.
-        let _span = ctx.span.clone().entered();
-        let Some(group) = ctx.group.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "upstream_peer on a service route");
-        };
-        let Some(addr) = group.select(session.req_header(), ctx.failed_peer) else {
-            return Error::e_explain(
-                ErrorType::ConnectNoRoute,
-                "no healthy peer in the upstream group",
-            );
-        };
-        let peer = group.peer(addr);
-        ctx.attempts += 1;
-        ctx.peer = Some(addr);
-        ctx.span.record("upstream", tracing::field::display(addr));
-        tracing::debug!(peer = %addr, attempt = ctx.attempts, "upstream peer chosen");
-        Ok(Box::new(peer))
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        let _span = ctx.span.clone().entered();
-        let retry = ctx
-            .group
-            .as_ref()
-            .is_some_and(|g| g.settings().retry_connect);
-        if retry && ctx.attempts < 2 {
-            ctx.failed_peer = peer._address.as_inet().copied();
-            tracing::debug!(error = %e, "upstream connect failed; retrying");
-            e.set_retry(true);
-        }
-        e
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let _span = ctx.span.clone().entered();
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let forwarded =
-                forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
-            upstream_request.insert_header("x-forwarded-for", forwarded)?;
-        }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
-        // x-request-id is already on the request: request_filter stamped it.
-        if let Some(trace) = &ctx.trace {
-            // Our span is the upstream's parent; the caller's tracestate is already on the
-            // request (unchanged), unless it came without a valid traceparent.
-            upstream_request.insert_header(crate::trace::TRACEPARENT, trace.traceparent())?;
-            if trace.tracestate().is_none() {
-                upstream_request.remove_header(TRACESTATE);
-            }
-        }
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let _span = ctx.span.clone().entered();
-        if let Some(id) = &ctx.request_id {
-            upstream_response.insert_header(REQUEST_ID, id.clone())?;
-        }
-        if let Some(cookie) = ctx.pin_cookie.take() {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
-        }
-        // As i64: OpenTelemetry attributes are signed, an unsigned field would become text.
-        ctx.span
-            .record("status", i64::from(upstream_response.status.as_u16()));
-        Ok(())
+        // request_filter serves every request; pingora never proxies on its own.
+        Error::e_explain(
+            ErrorType::InternalError,
+            "every route is a service: pingora's upstream phase is never used",
+        )
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
@@ -448,8 +286,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let _span = ctx.span.clone().entered();
-        // The response has been sent (or failed): release what admission held.
-        drop(ctx.admission.lock().map(|mut a| a.take()));
         let status = session
             .response_written()
             .map_or(0, |response| response.status.as_u16());
@@ -458,20 +294,6 @@ impl ProxyHttp for Gateway {
             access_log(session, ctx);
         }
         // The span closes when pingora drops the context, right after this.
-    }
-}
-
-/// Removes from the request to proxy every header the admission stack removed (absent from
-/// `kept`), so a layer's decision to drop one (an untrusted `x-priority`) holds upstream.
-fn drop_removed_headers(req: &mut RequestHeader, kept: &http::HeaderMap) {
-    let removed: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| !kept.contains_key(*name))
-        .cloned()
-        .collect();
-    for name in removed {
-        req.remove_header(&name);
     }
 }
 
@@ -494,10 +316,6 @@ impl Gateway {
         if !span.is_disabled() {
             if let Some(id) = ctx.request_id.as_ref().and_then(|id| id.to_str().ok()) {
                 span.record("request_id", id);
-            }
-            let session_id = session_of(req);
-            if !session_id.is_empty() {
-                span.record("session", session_id);
             }
             if let Some(link) = &self.span_link
                 && let Some(ids) = link.link(&span, trace.parent(), trace.tracestate())
@@ -549,7 +367,6 @@ fn normalize_target(req: &mut RequestHeader) -> std::result::Result<(), String> 
 fn access_log(session: &Session, ctx: &RequestCtx) {
     let req = session.req_header();
     let path = req.uri.path();
-    let session_id = session_of(req);
     let status = session
         .response_written()
         .map_or(0, |response| response.status.as_u16());
@@ -559,8 +376,17 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
         .and_then(|id| id.to_str().ok())
         .unwrap_or("");
     let route = ctx.route.as_ref().map_or("", |r| r.name.as_str());
-    let upstream = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
-    let group = ctx.group.as_ref().map_or("", |g| g.name());
+    let upstream = ctx
+        .peer
+        .as_ref()
+        .map(|p| p.addr.to_string())
+        .unwrap_or_default();
+    let group = ctx.peer.as_ref().map_or("", |p| &*p.group);
+    let session_id = ctx
+        .session
+        .as_ref()
+        .and_then(|Affinity(id)| std::str::from_utf8(id).ok())
+        .unwrap_or("");
     tracing::info!(
         target: "agentgate::access",
         method = %req.method,
@@ -576,26 +402,6 @@ fn access_log(session: &Session, ctx: &RequestCtx) {
         request_id,
         "access"
     );
-}
-
-/// The session a request is about: `/v2/sessions/{id}/...`, else `x-session-id`, else "".
-fn session_of(req: &RequestHeader) -> &str {
-    upstream::session_id(req)
-        .and_then(|id| std::str::from_utf8(id).ok())
-        .unwrap_or("")
-}
-
-/// `X-Forwarded-For` with the client's address appended to what earlier proxies put there.
-fn forwarded_for(prior: Option<&HeaderValue>, client: std::net::IpAddr) -> HeaderValue {
-    use std::io::Write;
-    let mut buf = Vec::with_capacity(64);
-    if let Some(prior) = prior {
-        buf.extend_from_slice(prior.as_bytes());
-        buf.extend_from_slice(b", ");
-    }
-    // Writing into a Vec cannot fail; an IP address is always a valid header value.
-    let _ = write!(buf, "{client}");
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Request ids: a random per-process prefix and a counter — unique, cheap, no allocation

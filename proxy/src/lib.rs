@@ -1,14 +1,18 @@
-//! agentgate's edge proxy on [pingora]: tower services served inside pingora with streaming
-//! bodies, a route table, load-balanced and health-checked upstream groups, and tower
-//! admission layers in front of proxying.
+//! agentgate's edge proxy on [pingora]: every route is a tower service served inside
+//! pingora with streaming bodies — in-process handlers and load-balanced, health-checked
+//! upstream groups alike, so one kind of stack (any tower layers) fronts both.
+//!
+//! pingora does what it is best at here: listeners, the HTTP server, graceful upgrade,
+//! load balancing and health checks. Requests to upstreams go out through a tower service
+//! on a pooled hyper client ([`client`]), not pingora's `ProxyHttp` upstream phases: the
+//! route's layers then wrap the whole exchange (a queue permit lives in the response body).
 //!
 //! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
-//! - [`route`]: the route table; service and upstream targets; admission stacks.
+//! - [`route`]: the route table: which service serves a request.
 //! - [`upstream`]: load-balanced, health-checked upstream groups.
 //! - [`canary`]: a share of an upstream route's traffic to a second group, sticky per
 //!   session, pinnable by header or cookie.
-//! - [`client`]: a tower service sending requests to an upstream group (for layers that
-//!   need the whole exchange, like SSE fan-out).
+//! - [`client`]: the tower service sending requests to an upstream group (and its canary).
 //! - [`path`]: the request-path normaliser run before routing (dot segments, percent
 //!   encodings; ambiguous spellings refused).
 //! - [`gateway`]: the `ProxyHttp` implementation tying them together; one `tracing` span
@@ -35,15 +39,12 @@ pub mod upgrade;
 pub mod upstream;
 
 pub use canary::Canary;
-pub use client::UpstreamClient;
+pub use client::{UpstreamClient, UpstreamPeer};
 pub use gateway::Gateway;
-pub use route::{
-    AdmissionService, Admitted, AdmittedHeaders, LiveRoutes, Route, RouteService, RouteTable,
-    Target, admit_all, route_service,
-};
+pub use route::{LiveRoutes, Route, RouteService, RouteTable, route_service};
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
 pub use trace::{SpanLink, TraceContext};
-pub use upstream::{Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};
+pub use upstream::{Affinity, Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};
 
 /// An empty [`ResponseBody`].
 pub fn empty_body() -> ResponseBody {
@@ -51,4 +52,17 @@ pub fn empty_body() -> ResponseBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// The JSON body of an error answered by this crate:
+/// `{"error":{"code":"bad_gateway","message":"…"}}`, the code being the status's reason
+/// phrase in snake case.
+pub fn error_body(status: http::StatusCode, message: &str) -> bytes::Bytes {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    bytes::Bytes::from(body.to_string())
 }

@@ -12,70 +12,12 @@ use tower::util::BoxCloneSyncService;
 
 use crate::ResponseBody;
 use crate::bridge::RequestBody;
-use crate::canary::Canary;
-use crate::upstream::UpstreamGroup;
 
 /// A tower service that answers requests in-process through the [bridge](crate::bridge).
 pub type RouteService = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, BoxError>;
 
-/// The admission stack of an upstream route: policy layers around a service that only
-/// admits. A response carrying the [`Admitted`] extension lets the request through to the
-/// upstream, and is kept — with whatever its layers attached (a queue permit in the body or
-/// extensions) — until pingora has finished the request. Any other response is a rejection
-/// and is sent to the client as is.
-pub type AdmissionService = RouteService;
-
-/// Marks the response of an admission stack's innermost service: "proceed to the upstream".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted;
-
-/// The request headers that came through an admission stack, in the [`Admitted`] response's
-/// extensions: a header the stack's layers removed (an untrusted `x-priority`) is removed
-/// from the proxied request too. Other edits are not carried over.
-#[derive(Debug, Clone, Default)]
-pub struct AdmittedHeaders(pub http::HeaderMap);
-
-/// The innermost service of an admission stack: admits every request (and hands back its
-/// headers as [`AdmittedHeaders`]).
-pub fn admit_all() -> AdmissionService {
-    BoxCloneSyncService::new(tower::service_fn(|req: Request<RequestBody>| async {
-        let mut response = Response::new(crate::empty_body());
-        response.extensions_mut().insert(Admitted);
-        let (parts, _) = req.into_parts();
-        response
-            .extensions_mut()
-            .insert(AdmittedHeaders(parts.headers));
-        Ok::<_, BoxError>(response)
-    }))
-}
-
-/// What serves a matched request.
-#[derive(Clone)]
-pub enum Target {
-    /// An in-process tower service.
-    Service(RouteService),
-    /// An upstream group, behind an optional admission stack.
-    Upstream {
-        /// Where requests go.
-        group: Arc<UpstreamGroup>,
-        /// A second group taking a share of the traffic, if any.
-        canary: Option<Arc<Canary>>,
-        /// Policy layers run before proxying; `None` admits every request at no cost.
-        admission: Option<AdmissionService>,
-    },
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Service(_) => f.write_str("Service"),
-            Self::Upstream { group, .. } => write!(f, "Upstream({})", group.name()),
-        }
-    }
-}
-
 /// One route.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Route {
     /// Name, for logs and metrics.
     pub name: String,
@@ -85,8 +27,20 @@ pub struct Route {
     pub path_prefix: String,
     /// Allowed methods; empty allows any.
     pub methods: Vec<Method>,
-    /// What serves it.
-    pub target: Target,
+    /// What serves it: an in-process service, or the route's stack over an
+    /// [`UpstreamClient`](crate::UpstreamClient).
+    pub service: RouteService,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("path_prefix", &self.path_prefix)
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Route {
@@ -199,7 +153,9 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: prefix.into(),
             methods: methods.to_vec(),
-            target: Target::Service(admit_all()),
+            service: route_service(tower::service_fn(|_req: Request<RequestBody>| async {
+                Ok::<_, BoxError>(Response::new(crate::empty_body()))
+            })),
         }
     }
 

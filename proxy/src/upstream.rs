@@ -1,8 +1,8 @@
 //! Upstream groups: load-balanced, health-checked peers that upstream routes proxy to.
 //!
 //! Balancing is pingora-load-balancing's: round robin, or consistent (Ketama) hashing on a
-//! key taken from the request — a session id or a header — so one session's requests keep
-//! going to the same peer while it is healthy. Active HTTP health checks eject a peer after
+//! key taken from the request — its [`Affinity`] (agentgate: the session id) or a header —
+//! so one session's requests keep going to the same peer while it is healthy. Active HTTP health checks eject a peer after
 //! `unhealthy_threshold` failed probes and re-admit it after `healthy_threshold` good ones;
 //! the server runs them ([`UpstreamGroup::health_checker`]).
 
@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::HttpPeer;
 
 /// Most peers tried when selecting one (bounds the walk of a hash ring).
 const MAX_SELECT_ITERATIONS: usize = 256;
@@ -30,11 +30,18 @@ pub enum Balance {
     ConsistentHash(HashKey),
 }
 
+/// What keeps a client's requests together: on one peer of a consistent-hash group
+/// ([`HashKey::Affinity`]) and on one side of a [canary](crate::Canary). The application puts
+/// it in the request's extensions before the upstream service (agentgate: the session id,
+/// from the path or `x-session-id`); this crate never parses it out of a request itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Affinity(pub Bytes);
+
 /// The request key consistent hashing uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
-    /// The `{id}` of `/v2/sessions/{id}/…`, else the `x-session-id` header.
-    SessionId,
+    /// The request's [`Affinity`] extension (none: the empty key).
+    Affinity,
     /// A request header (lower-case name).
     Header(String),
 }
@@ -164,7 +171,11 @@ impl UpstreamGroup {
 
     /// A healthy peer for the request, avoiding `avoid` (a peer that just failed to connect)
     /// when another healthy one exists.
-    pub fn select(&self, req: &RequestHeader, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+    pub fn select(
+        &self,
+        req: &http::request::Parts,
+        avoid: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
         self.select_by_key(self.hash_key(req), avoid)
     }
 
@@ -184,39 +195,18 @@ impl UpstreamGroup {
         chosen.and_then(|b| b.addr.as_inet().copied())
     }
 
-    /// The pingora peer for `addr`, with the group's timeouts.
-    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        let s = &self.settings;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = s.read_timeout;
-        peer.options.idle_timeout = Some(s.idle_timeout);
-        peer
-    }
-
-    fn hash_key<'r>(&self, req: &'r RequestHeader) -> &'r [u8] {
+    fn hash_key<'r>(&self, req: &'r http::request::Parts) -> &'r [u8] {
         match &self.settings.balance {
             Balance::RoundRobin => b"",
             Balance::ConsistentHash(HashKey::Header(name)) => req
                 .headers
                 .get(name.as_str())
                 .map_or(&b""[..], |v| v.as_bytes()),
-            Balance::ConsistentHash(HashKey::SessionId) => session_id(req).unwrap_or(b""),
+            Balance::ConsistentHash(HashKey::Affinity) => req
+                .extensions
+                .get::<Affinity>()
+                .map_or(&b""[..], |Affinity(key)| key),
         }
-    }
-}
-
-/// The `{id}` of `/v2/sessions/{id}[/...]`, else the `x-session-id` header.
-pub(crate) fn session_id(req: &RequestHeader) -> Option<&[u8]> {
-    let from_path = req
-        .uri
-        .path()
-        .strip_prefix("/v2/sessions/")
-        .map(|rest| rest.split('/').next().unwrap_or(rest))
-        .filter(|id| !id.is_empty());
-    match from_path {
-        Some(id) => Some(id.as_bytes()),
-        None => req.headers.get("x-session-id").map(|v| v.as_bytes()),
     }
 }
 

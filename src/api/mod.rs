@@ -18,6 +18,7 @@ pub mod body;
 pub mod complete;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod init;
 pub mod session;
 pub mod stream;

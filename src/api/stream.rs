@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::body::{Body, ChannelBody, full};
+use super::identity::RequestSession;
 use super::{ApiError, ApiState, bearer, query_param};
-use crate::auth::StreamTokens;
 use crate::store::{COMPLETE_KIND, Event, EventId, SessionId};
 
 /// Frames buffered per stream between the reader task and the connection.
@@ -47,9 +47,16 @@ pub async fn handle(
     req: &http::request::Parts,
 ) -> Result<Response<Body>, ApiError> {
     let query = req.uri.query();
-    let token = query_param(query, "token");
-    let token = token.as_deref().or_else(|| bearer(&req.headers));
-    state.tokens.verify(&id, token)?;
+    // The session layer at the top of the stack verified the token already, if it ran.
+    let vouched = req
+        .extensions
+        .get::<RequestSession>()
+        .is_some_and(|session| session.viewer && session.id == id);
+    if !vouched {
+        let token = query_param(query, "token");
+        let token = token.as_deref().or_else(|| bearer(&req.headers));
+        state.tokens.verify(&id, token)?;
+    }
 
     let cursor = match req.headers.get("last-event-id") {
         Some(value) => Some(value.to_str().unwrap_or("\u{fffd}").to_owned()),
@@ -85,49 +92,38 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The session an authenticated stream request reads (`GET /v2/sessions/{id}/stream` with a
-/// valid stream token), for the existence cache. Anything else — other routes, bad ids,
-/// missing or wrong tokens — carries no key and goes to the handler, which answers it (400,
-/// 401...): the cache never does a lookup for an unauthenticated client.
-#[derive(Debug, Clone)]
-pub struct StreamSessionKey(pub StreamTokens);
+/// The session a stream connect with a valid token reads, as the
+/// [session layer](super::identity) established it: the key of the existence cache and
+/// of the SSE fan-out (a joiner's token was checked there, since the handler never sees
+/// it). Anything else — other routes, bad ids, missing or wrong tokens — carries no key
+/// and goes to the handler, which answers it (400, 401...): the cache never does a lookup
+/// for an unauthenticated client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamSessionKey;
 
 impl<B> KeyExtractor<B> for StreamSessionKey {
     type Key = SessionId;
 
     fn extract(&self, req: &http::Request<B>) -> Option<SessionId> {
-        self.session(req)
+        session(req)
     }
 }
 
-/// The SSE fan-out shares one stream per session among authenticated viewers: a joiner's
-/// token is checked here, since the handler never sees it.
 impl StreamKey for StreamSessionKey {
     type Key = SessionId;
 
     fn key<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
-        self.session(req)
+        session(req)
     }
 }
 
-impl StreamSessionKey {
-    /// The session of a `GET /v2/sessions/{id}/stream` with a valid token for it.
-    fn session<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
-        if req.method() != Method::GET {
-            return None;
-        }
-        let id: SessionId = req
-            .uri()
-            .path()
-            .strip_prefix("/v2/sessions/")?
-            .strip_suffix("/stream")?
-            .parse()
-            .ok()?;
-        let token = query_param(req.uri().query(), "token");
-        let token = token.as_deref().or_else(|| bearer(req.headers()));
-        self.0.verify(&id, token).ok()?;
-        Some(id)
+/// The session of a stream connect whose token the session layer verified.
+fn session<B>(req: &http::Request<B>) -> Option<SessionId> {
+    if req.method() != Method::GET {
+        return None;
     }
+    let session = req.extensions().get::<RequestSession>()?;
+    session.viewer.then(|| session.id.clone())
 }
 
 /// Sends one frame; false when the stream must end (client gone or shutting down).

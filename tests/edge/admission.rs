@@ -1,18 +1,17 @@
-//! Admission stacks of upstream routes: what a layer attaches to the admitted response (a
-//! permit) is held until the proxied response has been fully sent; a rejection goes to the
-//! client as is and never reaches the origin.
+//! Policy layers over upstream routes: upstream routes are tower services, so what a layer
+//! attaches to the response (a permit) is held until the proxied response has been fully
+//! sent; a rejection goes to the client as is and never reaches the origin.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agentgate_proxy::bridge::RequestBody;
-use agentgate_proxy::{AdmissionService, ResponseBody, Route, RouteTable, Target, admit_all};
+use agentgate_proxy::{ResponseBody, Route, RouteTable, UpstreamClient, route_service};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::edge::{Edge, eventually, group};
@@ -88,19 +87,15 @@ where
 
 /// A gateway whose one route proxies to `origin` behind a [`PermitLayer`] over `permits`.
 fn gateway(origin: &Origin, permits: &Arc<Semaphore>) -> Edge {
-    let admission: AdmissionService =
-        BoxCloneSyncService::new(PermitLayer(Arc::clone(permits)).layer(admit_all()));
+    let client = UpstreamClient::new(group("limited", &[origin.addr]));
+    let service = route_service(PermitLayer(Arc::clone(permits)).layer(client));
     let mut table = RouteTable::new();
     table.push(Route {
         name: "limited".to_owned(),
         host: None,
         path_prefix: "/".to_owned(),
         methods: Vec::new(),
-        target: Target::Upstream {
-            group: group("limited", &[origin.addr]),
-            canary: None,
-            admission: Some(admission),
-        },
+        service,
     });
     Edge::from_table(table, Vec::new())
 }

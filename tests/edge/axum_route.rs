@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use agentgate_proxy::bridge::ClientAddr;
-use agentgate_proxy::{Route, RouteTable, Target, route_service};
+use agentgate_proxy::{Route, RouteTable, route_service};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
@@ -60,7 +60,7 @@ async fn an_axum_router_serves_a_route_through_the_bridge() {
         host: None,
         path_prefix: "/app/".to_owned(),
         methods: Vec::new(),
-        target: Target::Service(route_service(router(Arc::clone(&next)))),
+        service: route_service(router(Arc::clone(&next))),
     });
     let edge = Edge::from_table(table, Vec::new());
     let client = &edge.client;

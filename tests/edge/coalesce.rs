@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use agentgate_proxy::{Route, RouteTable, Target, route_service};
+use agentgate_proxy::{Route, RouteTable, route_service};
 use bytes::Bytes;
 use http::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +34,7 @@ fn gateway() -> (Edge, mpsc::UnboundedSender<OriginBody>) {
         host: None,
         path_prefix: "/".to_owned(),
         methods: Vec::new(),
-        target: Target::Service(route_service(service)),
+        service: route_service(service),
     });
     (Edge::from_table(table, Vec::new()), tx)
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::KeyExtractor;
 use super::error::PolicyError;
 use super::policy::{KeyKind, RateLimitPolicy};
-use crate::client::{ClientIdentity, PeerAddr};
+use crate::client::{ClientIdentity, PeerAddr, SessionKey};
 
 /// Every request shares one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -170,9 +170,9 @@ impl KeyExtractor for PeerIpKey {
     }
 }
 
-/// One bucket per session: the `{id}` of `/v2/sessions/{id}` and `/v2/sessions/{id}/...`,
-/// hashed ([`KeyDigest`]: a long id costs no more than a short one). Other paths are not
-/// limited.
+/// One bucket per session: the [`SessionKey`] an earlier layer put in the request's
+/// extensions, hashed ([`KeyDigest`]: a long id costs no more than a short one). Requests
+/// without one are not limited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionIdKey;
 
@@ -180,9 +180,8 @@ impl KeyExtractor for SessionIdKey {
     type Key = KeyDigest;
 
     fn extract<B>(&self, req: &Request<B>) -> Option<KeyDigest> {
-        let rest = req.uri().path().strip_prefix("/v2/sessions/")?;
-        let id = rest.split('/').next().filter(|id| !id.is_empty())?;
-        Some(KeyDigest::of(id.as_bytes()))
+        let SessionKey(id) = req.extensions().get::<SessionKey>()?;
+        Some(KeyDigest::of(id))
     }
 }
 

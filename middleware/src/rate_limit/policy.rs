@@ -26,8 +26,9 @@ pub enum KeyKind {
     /// [`HeaderKey`](super::HeaderKey)); requests without it are not limited. The client
     /// picks the value: prefer `api_key` for API keys.
     Header,
-    /// One bucket per session: the `{id}` of `/v2/sessions/{id}/...`; other paths are not
-    /// limited.
+    /// One bucket per session: the [`SessionKey`](crate::client::SessionKey) an earlier
+    /// layer named (agentgate: the `{id}` of `/v2/sessions/{id}/...`); requests without one
+    /// are not limited.
     SessionId,
     /// One bucket per authenticated client: the [`ClientIdentity`](crate::client::ClientIdentity)
     /// an earlier layer verified (agentgate: the fingerprint of the `Authorization: Bearer`

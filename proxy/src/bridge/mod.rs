@@ -15,6 +15,9 @@
 //!    handed to pingora, which writes them on HTTP/2; its HTTP/1 writer drops them.
 //! 4. keeps watching the client while the response streams: when the client goes away the
 //!    response body is dropped at once, which cancels whatever produces it.
+//! 5. on an HTTP/1.1 `Upgrade` request, hands the service a [`ClientUpgrade`] extension: if
+//!    the service answers `101 Switching Protocols`, the client's bytes after the switch are
+//!    fed to it (the response body carries the other direction) until the client closes.
 //!
 //! Errors from the service become a `500` JSON response; the service's own error responses
 //! pass through untouched.
@@ -25,6 +28,7 @@ pub use body::{BodyError, RequestBody};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +47,19 @@ const BODY_CHANNEL_CHUNKS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// In the extensions of an HTTP/1.1 `Upgrade` request: the bytes the client sends after a
+/// `101 Switching Protocols` answer, for a service that joins the two sides (the upstream
+/// client). Taken once; a service that does not switch protocols can ignore it.
+#[derive(Debug, Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<RequestBody>>>);
+
+impl ClientUpgrade {
+    /// The client's bytes after the switch (`None` once taken).
+    pub fn take(&self) -> Option<RequestBody> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// Serves the session's request with `service` and writes its response, streaming.
 ///
 /// Returns an error only when the client connection failed (went away, sent a malformed
@@ -55,17 +72,28 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    serve_with_extensions(session, service, &HeaderMap::new(), http::Extensions::new()).await
+    let mut answered = http::Extensions::new();
+    serve_with_extensions(
+        session,
+        service,
+        &HeaderMap::new(),
+        http::Extensions::new(),
+        &mut answered,
+    )
+    .await
 }
 
 /// [`serve`], adding `extra` headers to the response head (the gateway's `x-request-id`)
 /// and `extensions` to the request the service gets (the gateway's
-/// [`TraceContext`](crate::TraceContext)).
+/// [`TraceContext`](crate::TraceContext)); the response's extensions are moved to
+/// `answered` when its head is written (the gateway logs the
+/// [`UpstreamPeer`](crate::UpstreamPeer) found there).
 pub async fn serve_with_extensions<S, B>(
     session: &mut Session,
     service: S,
     extra: &HeaderMap,
     extensions: http::Extensions,
+    answered: &mut http::Extensions,
 ) -> pingora::Result<()>
 where
     S: Service<Request<RequestBody>, Response = Response<B>>,
@@ -92,6 +120,7 @@ where
             for (name, value) in extra {
                 response.headers_mut().insert(name, value.clone());
             }
+            *answered = std::mem::take(response.extensions_mut());
             write_response(session, response, &mut pump, head_only).await
         }
         Err(e) => {
@@ -120,6 +149,7 @@ where
         tx: None,
         pending: None,
         done: session.downstream_session.is_body_empty(),
+        upgrade: None,
     };
     write_response(session, response, &mut pump, head_only).await
 }
@@ -144,6 +174,7 @@ where
         .write_response_header(Box::new(header), end)
         .await
         .map_err(from_client)?;
+    pump.head_written(session);
     if end {
         return Ok(());
     }
@@ -258,10 +289,19 @@ fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         request.extensions_mut().insert(ClientAddr(*addr));
     }
+    let upgrade = if session.downstream_session.is_upgrade_req() {
+        let (tx, body) = RequestBody::channel(BODY_CHANNEL_CHUNKS, None);
+        let handle = ClientUpgrade(Arc::new(Mutex::new(Some(body))));
+        request.extensions_mut().insert(handle);
+        Some(tx)
+    } else {
+        None
+    };
     let pump = BodyPump {
         done: tx.is_none(),
         tx,
         pending: None,
+        upgrade,
     };
     (request, pump)
 }
@@ -307,12 +347,7 @@ pub(crate) async fn write_error(
     message: &str,
     request_id: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
-    let code = status
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_ascii_lowercase()
-        .replace(' ', "_");
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let body = crate::error_body(status, message);
     let mut header = ResponseHeader::build(status, Some(2))?;
     header.insert_header(header::CONTENT_TYPE, "application/json")?;
     header.insert_header(header::CONTENT_LENGTH, body.len())?;
@@ -324,7 +359,7 @@ pub(crate) async fn write_error(
         .await
         .map_err(from_client)?;
     session
-        .write_response_body(Some(Bytes::from(body)), true)
+        .write_response_body(Some(body), true)
         .await
         .map_err(from_client)
 }
@@ -348,9 +383,23 @@ struct BodyPump {
     pending: Option<Bytes>,
     /// The client has sent its whole body.
     done: bool,
+    /// On an `Upgrade` request, where the client's bytes go if the answer switches protocols.
+    upgrade: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
 }
 
 impl BodyPump {
+    /// The response head went out: after a `101`, the client's bytes (read until it closes)
+    /// go to the [`ClientUpgrade`] body; otherwise that body just ends.
+    fn head_written(&mut self, session: &mut Session) {
+        if let Some(tx) = self.upgrade.take()
+            && session.downstream_session.was_upgraded()
+        {
+            self.tx = Some(tx);
+            self.pending = None;
+            self.done = false;
+        }
+    }
+
     /// One step. Cancel-safe: a chunk is only taken out of `pending` once it can be sent.
     /// Errors mean the client connection failed.
     async fn step(&mut self, session: &mut Session) -> pingora::Result<()> {
