@@ -46,7 +46,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::BoxError;
 
 use crate::ResponseBody;
-use crate::bridge::{ClientAddr, RequestBody};
+use crate::bridge::{ClientAddr, ClientUpgrade, RequestBody};
 use crate::canary::Canary;
 use crate::trace::TraceContext;
 use crate::upstream::{UpstreamGroup, UpstreamSettings};
@@ -209,7 +209,12 @@ impl UpstreamClient {
             }
             None => (&self.stable, None),
         };
-        let upgrade = wants_upgrade(&parts.headers);
+        // An upgrade needs the client's bytes after the switch: the bridge hands them over
+        // (HTTP/1.1 only); without them the request goes out as a plain one.
+        let tunnel_in = wants_upgrade(&parts.headers)
+            .then(|| parts.extensions.get::<ClientUpgrade>()?.take())
+            .flatten();
+        let upgrade = tunnel_in.is_some();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
             let forwarded = forwarded_for(parts.headers.get("x-forwarded-for"), addr.ip());
@@ -221,12 +226,6 @@ impl UpstreamClient {
         if let Some(trace) = parts.extensions.get::<TraceContext>() {
             trace.inject(&mut parts.headers);
         }
-        // The upgraded connection carries the client's bytes after the 101, not a body.
-        let (body, tunnel_in) = if upgrade {
-            (RequestBody::empty(), Some(body))
-        } else {
-            (body, None)
-        };
         let settings = peers.group.settings();
         let retry = settings.retry_connect;
         let read_timeout = settings.read_timeout;

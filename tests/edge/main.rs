@@ -33,3 +33,4 @@ mod rate_limit;
 mod routes;
 mod sse;
 mod upload;
+mod upstream;
