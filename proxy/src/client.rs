@@ -43,6 +43,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pingora_timeout::fast_timeout::{fast_sleep, fast_timeout};
 use tower::BoxError;
 
 use crate::ResponseBody;
@@ -61,38 +62,69 @@ pub struct UpstreamPeer {
 }
 
 /// Sends requests to a peer of one upstream group; see the [module docs](self).
+/// Cheap to clone (one reference count).
 #[derive(Clone)]
-pub struct UpstreamClient {
+pub struct UpstreamClient(Arc<Inner>);
+
+struct Inner {
     stable: Peers,
     canary: Option<(Arc<Canary>, Peers)>,
     proto: HeaderValue,
 }
 
 /// A group and the pooled client to its peers.
-#[derive(Clone)]
 struct Peers {
     group: Arc<UpstreamGroup>,
     name: Arc<str>,
     client: Client<HttpConnector, ForwardBody>,
+    /// Each peer's URI authority, built once.
+    authorities: std::collections::HashMap<SocketAddr, http::uri::Authority>,
+    /// Whether a failed connect can be retried: the group allows it and has another peer.
+    retry: bool,
 }
 
 impl Peers {
     fn new(group: Arc<UpstreamGroup>) -> Self {
+        let settings = group.settings();
+        let authorities = settings
+            .peers
+            .iter()
+            .filter_map(|peer| {
+                let authority = http::uri::Authority::try_from(peer.to_string()).ok()?;
+                Some((*peer, authority))
+            })
+            .collect();
         Self {
-            client: pooled_client(group.settings()),
+            client: pooled_client(settings),
             name: Arc::from(group.name()),
+            authorities,
+            retry: settings.retry_connect && settings.peers.len() > 1,
             group,
         }
+    }
+
+    /// `http://{peer}{path?query}`.
+    fn uri(&self, peer: SocketAddr, target: &Uri) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authorities.get(&peer)?.clone());
+        parts.path_and_query = Some(
+            target
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).ok()
     }
 }
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
-            .field("group", &self.stable.group.name())
+            .field("group", &self.0.stable.group.name())
             .field(
                 "canary",
-                &self.canary.as_ref().map(|(c, _)| c.group().name()),
+                &self.0.canary.as_ref().map(|(c, _)| c.group().name()),
             )
             .finish_non_exhaustive()
     }
@@ -178,36 +210,41 @@ where
 impl UpstreamClient {
     /// A client of `group`'s peers (see [`pooled_client`]).
     pub fn new(group: Arc<UpstreamGroup>) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             stable: Peers::new(group),
             canary: None,
             proto: HeaderValue::from_static("http"),
-        }
+        }))
     }
 
     /// Sends a share of the requests to the canary's group instead (see [`Canary`]).
     #[must_use]
-    pub fn with_canary(mut self, canary: Option<Arc<Canary>>) -> Self {
-        self.canary = canary.map(|c| {
+    pub fn with_canary(self, canary: Option<Arc<Canary>>) -> Self {
+        let canary = canary.map(|c| {
             let peers = Peers::new(Arc::clone(c.group()));
             (c, peers)
         });
-        self
+        Self(Arc::new(Inner {
+            stable: Peers::new(Arc::clone(&self.0.stable.group)),
+            canary,
+            proto: self.0.proto.clone(),
+        }))
     }
 
     async fn forward(self, req: Request<RequestBody>) -> Response<ResponseBody> {
+        let this = &*self.0;
         let (mut parts, body) = req.into_parts();
-        let (peers, pin_cookie) = match &self.canary {
+        let (peers, pin_cookie) = match &this.canary {
             Some((canary, canary_peers)) => {
                 let pick = canary.pick(&parts);
                 let peers = if pick.is_canary() {
                     canary_peers
                 } else {
-                    &self.stable
+                    &this.stable
                 };
                 (peers, canary.set_cookie(pick))
             }
-            None => (&self.stable, None),
+            None => (&this.stable, None),
         };
         // An upgrade needs the client's bytes after the switch: the bridge hands them over
         // (HTTP/1.1 only); without them the request goes out as a plain one.
@@ -222,13 +259,12 @@ impl UpstreamClient {
         }
         parts
             .headers
-            .insert("x-forwarded-proto", self.proto.clone());
+            .insert("x-forwarded-proto", this.proto.clone());
         if let Some(trace) = parts.extensions.get::<TraceContext>() {
             trace.inject(&mut parts.headers);
         }
-        let settings = peers.group.settings();
-        let retry = settings.retry_connect;
-        let read_timeout = settings.read_timeout;
+        let retry = peers.retry;
+        let read_timeout = peers.group.settings().read_timeout;
         let (mut body, reclaim) = ForwardBody::new(body, retry);
         let mut avoid = None;
         let mut attempt = 1;
@@ -241,7 +277,7 @@ impl UpstreamClient {
             };
             let mut req = Request::new(body);
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = match peer_uri(peer, &parts.uri) {
+            *req.uri_mut() = match peers.uri(peer, &parts.uri) {
                 Some(uri) => uri,
                 None => return error(StatusCode::BAD_REQUEST, "invalid request target"),
             };
@@ -253,8 +289,10 @@ impl UpstreamClient {
                 std::mem::take(&mut parts.headers)
             };
             let sent = peers.client.request(req);
+            // pingora's coarse timers (10 ms ticks, shared, armed only if the wait is real):
+            // a tokio timer per request would wake the runtime's driver once per request.
             let result = match read_timeout {
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Some(limit) => match fast_timeout(limit, sent).await {
                     Ok(result) => result,
                     Err(_) => {
                         tracing::warn!(%peer, "upstream sent no response head in time");
@@ -320,21 +358,6 @@ impl UpstreamClient {
         };
         Response::from_parts(head, body)
     }
-}
-
-/// `http://{peer}{path?query}`.
-fn peer_uri(peer: SocketAddr, target: &Uri) -> Option<Uri> {
-    let authority = http::uri::Authority::try_from(peer.to_string()).ok()?;
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(
-        target
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).ok()
 }
 
 /// `X-Forwarded-For` with the client's address appended to what earlier proxies put there.
@@ -492,16 +515,18 @@ impl Body for ForwardBody {
             Self::Plain(body) => body.size_hint(),
             Self::Reclaimable { taken, hint, .. } => taken
                 .as_ref()
-                .map_or_else(|| hint.clone(), RequestBody::size_hint),
+                .map_or(*hint, RequestBody::size_hint),
         }
     }
 }
 
-/// A peer's response body whose reads may be at most `limit` apart.
+/// A peer's response body whose reads may be at most `limit` apart. The timer is armed
+/// only while a read waits (a body whose frames are ready costs none), on pingora's coarse
+/// shared timers.
 struct TimedBody {
     inner: hyper::body::Incoming,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl TimedBody {
@@ -509,7 +534,7 @@ impl TimedBody {
         Self {
             inner,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            deadline: None,
         }
     }
 }
@@ -537,14 +562,19 @@ impl Body for TimedBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.limit;
-                this.deadline.as_mut().reset(next);
+                this.deadline = None;
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(this.limit).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let limit = this.limit;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(fast_sleep(limit)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(limit).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

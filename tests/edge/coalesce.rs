@@ -1,5 +1,6 @@
 //! The bridge writes response frames that are ready together as one chunk (one write), and
-//! never waits for a frame to join: a stream that keeps up gets every frame on its own.
+//! never waits for a frame to join: a stream that keeps up gets every frame on its own. A
+//! body complete before its head goes out with its length, in one write with the head.
 //! Read on a raw connection, so the chunk boundaries the gateway wrote are visible.
 
 use std::convert::Infallible;
@@ -47,6 +48,13 @@ struct Chunks {
 
 impl Chunks {
     async fn get(edge: &Edge) -> Self {
+        let (chunks, head) = Self::head(edge).await;
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        chunks
+    }
+
+    /// Sends the request; the connection and the response head (lower case).
+    async fn head(edge: &Edge) -> (Self, String) {
         let mut stream = TcpStream::connect(edge.addr).await.unwrap();
         stream
             .write_all(b"GET /frames HTTP/1.1\r\nhost: test\r\n\r\n")
@@ -58,8 +66,7 @@ impl Chunks {
         };
         let head = chunks.until(b"\r\n\r\n").await;
         let head = String::from_utf8_lossy(&head).to_lowercase();
-        assert!(head.contains("transfer-encoding: chunked"), "{head}");
-        chunks
+        (chunks, head)
     }
 
     /// Bytes up to and including `end`, reading as needed.
@@ -92,12 +99,29 @@ async fn frames_ready_together_go_out_as_one_chunk() {
     for frame in ["a\n", "b\n", "c\n"] {
         tx.send(Bytes::from(frame)).await.unwrap();
     }
-    drop(tx); // the body ends after the three
     bodies.send(body).unwrap();
     let mut chunks = Chunks::get(&edge).await;
     let first = within("the first chunk", chunks.next()).await;
     assert_eq!(first, "a\nb\nc\n", "the three ready frames as one chunk");
+    drop(tx); // the body ends after the three
     assert_eq!(within("the last chunk", chunks.next()).await, "");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_complete_before_its_head_goes_out_with_its_length() {
+    let (edge, bodies) = gateway();
+    let (tx, body, _dropped) = channel_body();
+    for frame in ["a\n", "b\n", "c\n"] {
+        tx.send(Bytes::from(frame)).await.unwrap();
+    }
+    drop(tx); // the body ends after the three, before the gateway writes anything
+    bodies.send(body).unwrap();
+    let (mut response, head) = Chunks::head(&edge).await;
+    assert!(head.contains("content-length: 6"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let body = within("the body", response.until(b"c\n")).await;
+    assert_eq!(body, b"a\nb\nc\n");
     edge.stop().await;
 }
 

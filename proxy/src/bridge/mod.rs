@@ -168,8 +168,38 @@ where
 {
     let (parts, body) = response.into_parts();
     let mut header = ResponseHeader::from(parts);
-    let chunked = frame_length(&mut header, &body, session.req_header().version, head_only);
-    let end = head_only || body.is_end_stream();
+    tokio::pin!(body);
+    // A body that is already complete (most JSON answers) goes out with its length, in the
+    // same write as the head: chunked framing would flush the head on its own first.
+    let mut ready = None;
+    let mut complete = false;
+    if !head_only && needs_chunking(&header, session.req_header().version) {
+        match already_ready(body.as_mut()) {
+            Early::Pending => {}
+            Early::Complete => complete = true,
+            Early::Data(data, after) => {
+                if matches!(after, Some(After::End)) {
+                    let _ = header.insert_header(header::CONTENT_LENGTH, data.len());
+                }
+                ready = Some((data, after));
+            }
+            Early::Failed(e) => {
+                tracing::error!(error = %e, "response body failed before its head");
+                return write_error(
+                    session,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    None,
+                )
+                .await;
+            }
+        }
+        if complete {
+            let _ = header.insert_header(header::CONTENT_LENGTH, 0);
+        }
+    }
+    let chunked = frame_length(&mut header, &*body, session.req_header().version, head_only);
+    let end = head_only || complete || body.is_end_stream() && ready.is_none();
     session
         .write_response_header(Box::new(header), end)
         .await
@@ -178,7 +208,25 @@ where
     if end {
         return Ok(());
     }
-    tokio::pin!(body);
+    if let Some((data, after)) = ready {
+        let end = matches!(after, Some(After::End));
+        session
+            .write_response_body(Some(data), end)
+            .await
+            .map_err(from_client)?;
+        match after {
+            None => {}
+            Some(After::End) => return Ok(()),
+            Some(After::Trailers(trailers)) => {
+                session
+                    .downstream_session
+                    .write_response_trailers(trailers)
+                    .await
+                    .map_err(from_client)?;
+            }
+            Some(After::Failed(e)) => return body_failed(e, chunked),
+        }
+    }
     loop {
         tokio::select! {
             biased;
@@ -304,6 +352,50 @@ fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
         upgrade,
     };
     (request, pump)
+}
+
+/// What a response body had ready before its head was written.
+enum Early {
+    /// Nothing yet.
+    Pending,
+    /// The body is over (empty, or only trailers, which HTTP/1.1 drops).
+    Complete,
+    /// Data, and what stopped the run of ready frames.
+    Data(Bytes, Option<After>),
+    /// The body failed.
+    Failed(BoxError),
+}
+
+/// Polls `body` once without waiting (see [`Early`]).
+fn already_ready<B>(mut body: Pin<&mut B>) -> Early
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Pending => Early::Pending,
+        Poll::Ready(None) => Early::Complete,
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) => {
+                let (data, after) = ready_data(body, data);
+                Early::Data(data, after)
+            }
+            Err(_) => Early::Complete,
+        },
+        Poll::Ready(Some(Err(e))) => Early::Failed(e.into()),
+    }
+}
+
+/// Whether a response with `header` would go out chunked (HTTP/1.1, no length, a body).
+fn needs_chunking(header: &ResponseHeader, version: Version) -> bool {
+    let status = header.status;
+    version == Version::HTTP_11
+        && !header.headers.contains_key(header::CONTENT_LENGTH)
+        && !header.headers.contains_key(header::TRANSFER_ENCODING)
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// Sets how the response body is delimited: its exact length when known, otherwise chunked
