@@ -22,7 +22,7 @@ use agentgate_middleware::rate_limit::{
     KeyKind, LimitStore, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
 };
 use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
-use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
+use agentgate_middleware::sse::multiplex::SseMultiplexLayer;
 use agentgate_proxy::{
     Balance, Canary, EdgeServer, Gateway, HashKey, HealthCheck, LiveRoutes, Route, RouteService,
     RouteTable, ServerSettings, UpstreamClient, UpstreamGroup, UpstreamSettings,
@@ -34,7 +34,7 @@ use crate::admin::Admin;
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
 use crate::api::error::SESSION_NOT_FOUND;
-use crate::api::stream::StreamSessionKey;
+use crate::api::stream::{self, StreamSessionKey};
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
@@ -547,22 +547,10 @@ fn agent_parts(
     Ok(AgentParts {
         api: api.clone(),
         tokens,
-        multiplex: SseMultiplexLayer::new(stream_demux(), config.sse.multiplex.clone()),
+        multiplex: SseMultiplexLayer::new(stream::demux(), config.sse.multiplex.clone()),
         existence,
         fanout,
     })
-}
-
-/// How the agent routes split a multiplexed `GET /v2/stream?sessions=a,b&tokens=ta,tb` into
-/// one `GET /v2/sessions/{id}/stream?token=..` per session (public for the fuzz target).
-pub fn stream_demux() -> QueryDemux {
-    QueryDemux {
-        path: "/v2/stream".to_owned(),
-        streams_param: "sessions".to_owned(),
-        tokens_param: "tokens".to_owned(),
-        inner_path: "/v2/sessions/{}/stream".to_owned(),
-        inner_token_param: "token".to_owned(),
-    }
 }
 
 /// The store tells the existence cache which sessions appeared or expired.

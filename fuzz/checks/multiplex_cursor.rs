@@ -1,5 +1,5 @@
 //! `GET /v2/stream?sessions=a,b&tokens=ta,tb` and its resume cursor: the query is split by
-//! the gateway's `QueryDemux` ([`stream_demux`]), then a `Last-Event-ID` is read as a
+//! the gateway's `QueryDemux` ([`demux`]), then a `Last-Event-ID` is read as a
 //! [`Cursor`] for the streams it names (middleware `sse::multiplex`).
 //!
 //! Input, as lines: the query string; a `Last-Event-ID`; then event ids that the streams
@@ -12,7 +12,7 @@
 //! [`MAX_ID`] bytes) round-trips too, an empty id reading back as "no position" (as an
 //! SSE `id:` with no value resets the last event id).
 
-use agentgate::app::stream_demux;
+use agentgate::api::stream::demux;
 use agentgate_middleware::sse::multiplex::cursor::MAX_ID;
 use agentgate_middleware::sse::multiplex::{Cursor, Demux};
 use http::{HeaderValue, Request};
@@ -26,7 +26,7 @@ pub fn check(input: &[u8]) {
     let Ok(req) = Request::get(format!("/v2/stream?{query}")).body(()) else {
         return; // not a request target a client can send
     };
-    let parts = match stream_demux().split(&req) {
+    let parts = match demux().split(&req) {
         None => panic!("the multiplex path was not recognised: {query:?}"),
         Some(Err(error)) => {
             assert!(

@@ -513,9 +513,9 @@ impl Body for ForwardBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Plain(body) => body.size_hint(),
-            Self::Reclaimable { taken, hint, .. } => taken
-                .as_ref()
-                .map_or(*hint, RequestBody::size_hint),
+            Self::Reclaimable { taken, hint, .. } => {
+                taken.as_ref().map_or(*hint, RequestBody::size_hint)
+            }
         }
     }
 }

@@ -16,10 +16,11 @@
 //!
 //! Every request gets a `tracing` span, `request` at INFO (target `agentgate::request`), with
 //! the fields `method`, `path`, `route`, `session`, `request_id`, `trace_id`, `status` and
-//! `upstream` (the last two recorded once known; the upstream client records the peer). The span is kept in the request context,
-//! entered around every phase's work (the async ones instrument their futures: the
-//! admission call and the whole in-process service call through the bridge), so any log line a handler or tool emits while serving carries the request
-//! id; it closes when the context is dropped after `logging`. When no subscriber wants INFO
+//! `upstream`; the route's layers record `session` (the application's session layer) and
+//! `upstream` (the [`UpstreamClient`](crate::UpstreamClient)). The span is kept in the
+//! request context and instruments the whole service call through the bridge, so any log
+//! line a handler, tool or the upstream client emits while serving carries the request id;
+//! it closes when the context is dropped after `logging`. When no subscriber wants INFO
 //! spans the span is disabled and nothing is formatted.
 //!
 //! The request's [`TraceContext`] joins the caller's W3C trace (a valid `traceparent`) or

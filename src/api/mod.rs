@@ -1,7 +1,8 @@
 //! The agent API as one tower [`Service`]: [`AgentApi`].
 //!
 //! One file per handler; this module holds the shared state, the route table and the
-//! service that dispatches to the handlers.
+//! service that dispatches to the handlers. The URL layout lives here and in [`identity`]
+//! (the layer at the top of the agent stack that reads a request's session once).
 //!
 //! | method, path | handler |
 //! |---|---|
@@ -11,7 +12,7 @@
 //! | `POST /v2/sessions/{id}/complete` | [`complete`] |
 //! | `GET /v2/sessions/{id}` | [`session`] |
 //! | `GET /v2/sessions/{id}/stream` | [`stream`] |
-//! | `GET /v2/stream?sessions=a,b&tokens=ta,tb` | multiplexed stream: served by the `SseMultiplexLayer` the gateway puts in front of this service (`src/app.rs`); this service alone answers 501 |
+//! | `GET /v2/stream?sessions=a,b&tokens=ta,tb` | multiplexed stream: served by the `SseMultiplexLayer` the agent stack puts in front of this service ([`stream::demux`], `src/stack`); this service alone answers 501 |
 //! | `GET /metrics`, `GET /healthz` | Prometheus text, liveness |
 
 pub mod body;

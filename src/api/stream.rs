@@ -126,6 +126,19 @@ fn session<B>(req: &http::Request<B>) -> Option<SessionId> {
     session.viewer.then(|| session.id.clone())
 }
 
+/// How the agent routes split a multiplexed `GET /v2/stream?sessions=a,b&tokens=ta,tb` into
+/// one `GET /v2/sessions/{id}/stream?token=..` per session (the multiplexer in front of the
+/// API, see [`crate::stack::agent`]; public for the fuzz target).
+pub fn demux() -> agentgate_middleware::sse::multiplex::QueryDemux {
+    agentgate_middleware::sse::multiplex::QueryDemux {
+        path: "/v2/stream".to_owned(),
+        streams_param: "sessions".to_owned(),
+        tokens_param: "tokens".to_owned(),
+        inner_path: "/v2/sessions/{}/stream".to_owned(),
+        inner_token_param: "token".to_owned(),
+    }
+}
+
 /// Sends one frame; false when the stream must end (client gone or shutting down).
 async fn send(state: &ApiState, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> bool {
     tokio::select! {

@@ -36,7 +36,7 @@ enum Inner {
 }
 
 impl RequestBody {
-    /// A body with no bytes (requests without a body, and admission checks).
+    /// A body with no bytes (requests without a body).
     pub fn empty() -> Self {
         Self {
             inner: Inner::Empty,

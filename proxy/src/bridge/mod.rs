@@ -137,23 +137,6 @@ where
     }
 }
 
-/// Writes `response` to the client, streaming its body (a response made without calling
-/// [`serve`], e.g. a rejection by an admission layer). An unread request body is discarded.
-pub async fn respond<B>(session: &mut Session, response: Response<B>) -> pingora::Result<()>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let head_only = session.req_header().method == Method::HEAD;
-    let mut pump = BodyPump {
-        tx: None,
-        pending: None,
-        done: session.downstream_session.is_body_empty(),
-        upgrade: None,
-    };
-    write_response(session, response, &mut pump, head_only).await
-}
-
 /// Writes the head, then every body frame as it comes, while `pump` keeps feeding the
 /// request body and watching the client.
 async fn write_response<B>(
