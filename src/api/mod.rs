@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use agentgate_middleware::client::ClientIdentity;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
 use tokio_util::sync::CancellationToken;
@@ -88,8 +89,17 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// Verifies the `Authorization: Bearer <api key>` header; returns the key's fingerprint.
-    pub fn owner(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+    /// The fingerprint of the request's API key: the one the stack's identify stage
+    /// verified (a [`ClientIdentity`] in the extensions, on routes whose policies read it),
+    /// else the `Authorization: Bearer <api key>` header verified here. One hash per request.
+    pub fn owner(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<String, ApiError> {
+        if let Some(client) = extensions.get::<ClientIdentity>() {
+            return Ok(client.as_str().to_owned());
+        }
         Ok(self.keys.verify(bearer(headers))?)
     }
 }
@@ -239,7 +249,7 @@ where
         Route::Append(id) => events::handle(state, &id, req).await,
         Route::Tools(id) => tools::handle(state, &id, req).await,
         Route::Complete(id) => complete::handle(state, &id, req).await,
-        Route::State(id) => session::handle(state, &id, req.headers()).await,
+        Route::State(id) => session::handle(state, &id, req.headers(), req.extensions()).await,
         Route::Stream(id) => stream::handle(state, id, &req.into_parts().0).await,
         Route::Multiplex => Err(ApiError::not_implemented(
             "GET /v2/stream (served by the SSE multiplex layer in front of this service)",

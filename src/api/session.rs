@@ -13,8 +13,9 @@ pub async fn handle(
     state: &Arc<ApiState>,
     id: &SessionId,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
 ) -> Result<Response<Body>, ApiError> {
-    let owner = state.owner(headers)?;
+    let owner = state.owner(headers, extensions)?;
     let session = state
         .store
         .state(id)

@@ -47,7 +47,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let owner = state.owner(req.headers())?;
+    let owner = state.owner(req.headers(), req.extensions())?;
     let (parts, body) = req.into_parts();
     let body: ToolsBody =
         read_json(&parts.headers, body, state.settings.max_body_bytes, false).await?;

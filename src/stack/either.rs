@@ -14,7 +14,8 @@ use http::Response;
 use tower::BoxError;
 use tower::layer::util::Identity;
 
-/// One of two layers or services; see the [module docs](self).
+/// One of two layers or services: the response body is `http_body_util::Either` of theirs,
+/// so layers that wrap the body fit one static shape (see [`optional`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Either<A, B> {
     /// The first.
