@@ -4,7 +4,7 @@
 //! client sent one), normalise the path ([`path`](crate::path); JSON 400 for an ambiguous
 //! one), open the request's span and trace context, find the route by the normal path (JSON
 //! 404 if none), and serve it with the route's tower service through the
-//! [`bridge`](crate::bridge) — an in-process handler's stack or an upstream route's stack over
+//! [`bridge`] — an in-process handler's stack or an upstream route's stack over
 //! an [`UpstreamClient`](crate::UpstreamClient) alike. pingora's upstream phases are never
 //! reached; `logging` writes the access line.
 //!
