@@ -10,6 +10,12 @@
 //! least this work per request, so agentgate/hyper shows what agentgate's own layers cost and
 //! hyper/nginx what the hyper stack itself costs against nginx.
 //!
+//! With `--stack`, the same hyper server serves agentgate's own upstream route stack instead
+//! (`agentgate::stack::upstream` over an `UpstreamClient`, no policies): what agentgate's
+//! tower layers and upstream client cost without pingora's HTTP server in front — the
+//! measurement behind the question "pingora's server or our stack?" (`bench/README.md`).
+//! A request body is read whole first in this mode (the benchmark sends none).
+//!
 //! `--threads 1` runs on ONE current-thread tokio runtime (the measured reference). With
 //! `--threads N` there are N threads, each with its own current-thread runtime and its own
 //! client pool, accepting from one shared listener (no `SO_REUSEPORT`): agentgate's model of
@@ -58,6 +64,9 @@ struct Args {
     /// Threads, each with its own current-thread runtime and client pool.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Serve agentgate's upstream route stack instead of the bare forwarder.
+    #[arg(long)]
+    stack: bool,
 }
 
 fn main() -> Result<(), Error> {
@@ -67,24 +76,97 @@ fn main() -> Result<(), Error> {
     eprintln!("bench_hyper_proxy listening on {}", listener.local_addr()?);
     for _ in 1..args.threads.max(1) {
         let (listener, upstream) = (listener.try_clone()?, args.upstream.clone());
+        let stack = args.stack;
         std::thread::spawn(move || {
             // Workers serve forever; returning means setup failed, and then so does the proxy.
-            if let Err(e) = worker(listener, upstream) {
+            if let Err(e) = worker(listener, upstream, stack) {
                 eprintln!("worker: {e}");
                 std::process::exit(1);
             }
         });
     }
     // The calling thread is worker 0.
-    worker(listener, args.upstream)
+    worker(listener, args.upstream, args.stack)
 }
 
 /// One worker: a current-thread runtime accepting from its clone of the shared listener.
-fn worker(listener: std::net::TcpListener, upstream: Authority) -> Result<(), Error> {
+fn worker(listener: std::net::TcpListener, upstream: Authority, stack: bool) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener, upstream))
+    if stack {
+        runtime.block_on(serve_stack(listener, upstream))
+    } else {
+        runtime.block_on(serve(listener, upstream))
+    }
+}
+
+/// Serves agentgate's upstream route stack (see the module docs) on hyper's server.
+async fn serve_stack(listener: std::net::TcpListener, upstream: Authority) -> Result<(), Error> {
+    use agentgate_proxy::bridge::RequestBody;
+    use agentgate_proxy::{Balance, UpstreamClient, UpstreamGroup, UpstreamSettings};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let listener = TcpListener::from_std(listener)?;
+    let peer: SocketAddr = upstream.as_str().parse()?;
+    let group = UpstreamGroup::new(UpstreamSettings {
+        name: "origin".to_owned(),
+        peers: vec![peer],
+        balance: Balance::RoundRobin,
+        connect_timeout: std::time::Duration::from_secs(1),
+        read_timeout: Some(std::time::Duration::from_secs(30)),
+        idle_timeout: std::time::Duration::from_secs(60),
+        retry_connect: true,
+        health_check: None,
+    })?;
+    let route = agentgate::stack::upstream(
+        UpstreamClient::new(std::sync::Arc::new(group)),
+        agentgate::stack::Policies::default(),
+    );
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let route = route.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let route = route.clone();
+                async move {
+                    let (mut parts, body) = req.into_parts();
+                    parts
+                        .extensions
+                        .insert(agentgate_proxy::bridge::ClientAddr(client));
+                    let body = if http_body::Body::is_end_stream(&body) {
+                        Some(RequestBody::empty())
+                    } else {
+                        body.collect()
+                            .await
+                            .ok()
+                            .map(|whole| RequestBody::from_bytes(whole.to_bytes()))
+                    };
+                    let answer = match body {
+                        Some(body) => route.oneshot(Request::from_parts(parts, body)).await.ok(),
+                        None => None,
+                    };
+                    Ok::<_, std::convert::Infallible>(answer.unwrap_or_else(|| {
+                        let mut failed = Response::new(agentgate_proxy::empty_body());
+                        *failed.status_mut() = StatusCode::BAD_GATEWAY;
+                        failed
+                    }))
+                }
+            });
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 async fn serve(listener: std::net::TcpListener, upstream: Authority) -> Result<(), Error> {
