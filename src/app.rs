@@ -113,18 +113,31 @@ struct Generation {
     retired: CancellationToken,
 }
 
-/// The keys a reload cannot change while the process runs: listeners, threads and buffers,
-/// the span exporter, the session store (and the two flags that shape how it talks to Redis), the tool worker
-/// pool. A reload keeps their running values and names
-/// each changed one in [`Reloaded::needs_restart`].
-const RESTART_ONLY: [&str; 7] = [
-    "server",
-    "store",
-    "telemetry",
-    "features.pipelining",
-    "features.hash_state",
-    "tools.workers",
-    "tools.queue_capacity",
+/// Copies one restart-only key's running value into the new configuration.
+type KeepRunning = fn(&mut Config, &Config);
+
+/// The keys a reload cannot change while the process runs, each with how its running value
+/// is kept: listeners, threads and buffers, the span exporter, the session store (and the
+/// two flags that shape how it talks to Redis), the tool worker pool. A reload keeps their
+/// running values and names each changed one in [`Reloaded::needs_restart`].
+const RESTART_ONLY: [(&str, KeepRunning); 7] = [
+    ("server", |new, running| new.server = running.server.clone()),
+    ("store", |new, running| new.store = running.store.clone()),
+    ("telemetry", |new, running| {
+        new.telemetry = running.telemetry.clone();
+    }),
+    ("features.pipelining", |new, running| {
+        new.features.pipelining = running.features.pipelining;
+    }),
+    ("features.hash_state", |new, running| {
+        new.features.hash_state = running.features.hash_state;
+    }),
+    ("tools.workers", |new, running| {
+        new.tools.workers = running.tools.workers;
+    }),
+    ("tools.queue_capacity", |new, running| {
+        new.tools.queue_capacity = running.tools.queue_capacity;
+    }),
 ];
 
 /// What a reload did.
@@ -343,19 +356,15 @@ fn run_health_checks(groups: &BTreeMap<String, Arc<UpstreamGroup>>, stop: &Cance
 /// `new` with the running values of the [`RESTART_ONLY`] keys, and the keys that differed.
 fn keep_restart_only(running: &Config, new: &Config) -> (Config, Vec<String>) {
     let mut kept = new.clone();
-    kept.server = running.server.clone();
-    kept.store = running.store.clone();
-    kept.telemetry = running.telemetry.clone();
-    kept.features.pipelining = running.features.pipelining;
-    kept.features.hash_state = running.features.hash_state;
-    kept.tools.workers = running.tools.workers;
-    kept.tools.queue_capacity = running.tools.queue_capacity;
+    for (_, keep) in RESTART_ONLY {
+        keep(&mut kept, running);
+    }
     let (old, new) = (
         serde_json::to_value(running).unwrap_or_default(),
         serde_json::to_value(new).unwrap_or_default(),
     );
     let mut changed = Vec::new();
-    for key in RESTART_ONLY {
+    for (key, _) in RESTART_ONLY {
         let pointer = format!("/{}", key.replace('.', "/"));
         diff_keys(
             key,
@@ -773,5 +782,40 @@ impl PolicyParts<'_> {
             rate_limit,
             priority_queue,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each restart-only entry keeps the value its name says: with every such key changed,
+    /// the kept configuration has the running values there, and every key is named.
+    #[test]
+    fn every_restart_only_key_keeps_its_running_value_and_is_named() {
+        let running = Config::default();
+        let mut new = running.clone();
+        new.server.threads = running.server.threads + 3;
+        new.store.events_maxlen = running.store.events_maxlen + 1;
+        new.telemetry = Some(agentgate_config::TelemetryConfig::default());
+        new.features.pipelining = !running.features.pipelining;
+        new.features.hash_state = !running.features.hash_state;
+        new.tools.workers = running.tools.workers + 1;
+        new.tools.queue_capacity = running.tools.queue_capacity + 1;
+        let (kept, changed) = keep_restart_only(&running, &new);
+        let (kept, running) = (
+            serde_json::to_value(&kept).expect("json"),
+            serde_json::to_value(&running).expect("json"),
+        );
+        for (key, _) in RESTART_ONLY {
+            let pointer = format!("/{}", key.replace('.', "/"));
+            assert_eq!(kept.pointer(&pointer), running.pointer(&pointer), "{key}");
+            assert!(
+                changed
+                    .iter()
+                    .any(|c| c == key || c.starts_with(&format!("{key}."))),
+                "{key} not named in {changed:?}"
+            );
+        }
     }
 }
