@@ -10,7 +10,7 @@
 //! layers, the upstream clients).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
@@ -30,7 +30,7 @@ use agentgate_proxy::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, View as AdminView};
 use crate::agent::Dispatch;
 use crate::agent::demo::DemoAgent;
 use crate::api::error::SESSION_NOT_FOUND;
@@ -87,7 +87,9 @@ pub struct App {
     pub shutdown: CancellationToken,
     core: Core,
     routes: LiveRoutes,
-    current: Mutex<Arc<Generation>>,
+    /// The running generation: swapped whole by a reload, read by every part that depends
+    /// on the configuration (the admin endpoints included).
+    current: Arc<arc_swap::ArcSwap<Generation>>,
     /// Serialises reloads: one generation is built at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -108,6 +110,8 @@ struct Generation {
     api: AgentApi,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
+    /// What the admin endpoints show of this generation.
+    admin: Arc<AdminView>,
     /// Cancelled when a newer generation replaces this one, or at shutdown: its health
     /// checks and background watchers stop (its requests and streams are not cut).
     retired: CancellationToken,
@@ -185,7 +189,7 @@ impl App {
             shutdown,
             core,
             routes: LiveRoutes::new(routes),
-            current: Mutex::new(Arc::new(generation)),
+            current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             reloading: tokio::sync::Mutex::new(()),
         })
     }
@@ -198,7 +202,8 @@ impl App {
         let running = self.generation();
         let (config, needs_restart) = keep_restart_only(&running.config, config);
         let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown)?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
+        // The one place a generation is swapped: the configuration's view, then its routes.
+        self.current.store(Arc::new(generation));
         self.routes.replace(routes);
         running.retired.cancel();
         Ok(Reloaded { needs_restart })
@@ -219,13 +224,14 @@ impl App {
         self.generation().required.clone()
     }
 
-    /// The admin endpoints (`server.admin_listen`) of this app.
+    /// The admin endpoints (`server.admin_listen`) of this app; they follow reloads.
     pub fn admin(&self) -> Admin {
         let generation = self.generation();
+        let current = Arc::clone(&self.current);
         Admin::new(
             &generation.config,
-            generation.api.clone(),
-            generation.required.clone(),
+            &generation.admin,
+            Arc::new(move || Arc::clone(&current.load().admin)),
         )
     }
 
@@ -249,7 +255,7 @@ impl App {
     }
 
     fn generation(&self) -> Arc<Generation> {
-        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+        self.current.load_full()
     }
 }
 
@@ -319,7 +325,7 @@ impl Generation {
         // Built without error: from here on this generation runs.
         run_health_checks(&groups, retired);
         metrics.watch_upstreams(groups.values().cloned().collect());
-        let required = groups
+        let required: BTreeMap<String, Arc<UpstreamGroup>> = groups
             .into_iter()
             .filter(|(name, _)| {
                 config.routes.iter().any(|r| {
@@ -330,6 +336,7 @@ impl Generation {
             })
             .collect();
         let generation = Self {
+            admin: Arc::new(AdminView::new(config, api.clone(), required.clone())),
             config: config.clone(),
             api,
             required,

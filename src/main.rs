@@ -138,14 +138,10 @@ fn located(path: &Path, e: &agentgate_config::ConfigError) -> String {
     }
 }
 
-/// On every SIGHUP: re-reads `path` and reloads `app` (and the admin view) from it. A file
-/// that does not load or build is rejected with its errors logged; the running
-/// configuration keeps serving.
-async fn reload_on_sighup(
-    app: Arc<App>,
-    path: PathBuf,
-    admin: Option<Arc<agentgate::admin::Admin>>,
-) {
+/// On every SIGHUP: re-reads `path` and reloads `app` from it (the admin endpoints read the
+/// running generation, so they follow). A file that does not load or build is rejected with
+/// its errors logged; the running configuration keeps serving.
+async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; reloading is off");
@@ -166,9 +162,6 @@ async fn reload_on_sighup(
             Ok(reloaded) => {
                 for key in &reloaded.needs_restart {
                     tracing::warn!(key, "changed; keeps its running value until a restart");
-                }
-                if let Some(admin) = &admin {
-                    admin.update(&app.config(), app.api(), app.required_upstreams());
                 }
                 app.metrics().config_reload(true);
                 tracing::info!(file = %path.display(), "configuration reloaded");
@@ -270,17 +263,12 @@ fn serve(
         read_buffer: Some(config.server.read_buffer_bytes),
     };
     let mut server = app.edge_server(settings)?;
-    let admin = match config.server.admin_listen {
-        Some(addr) => {
-            let admin = Arc::new(app.admin());
-            let bound =
-                app_runtime.block_on(Arc::clone(&admin).start(addr, app.shutdown.clone()))?;
-            tracing::info!(%bound, "admin listener: /metrics /healthz /readyz /admin/config");
-            Some(admin)
-        }
-        None => None,
-    };
-    app_runtime.spawn(reload_on_sighup(Arc::clone(&app), path.to_owned(), admin));
+    if let Some(addr) = config.server.admin_listen {
+        let admin = Arc::new(app.admin());
+        let bound = app_runtime.block_on(admin.start(addr, app.shutdown.clone()))?;
+        tracing::info!(%bound, "admin listener: /metrics /healthz /readyz /admin/config");
+    }
+    app_runtime.spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
     let port = server.local_addrs().first().map_or(0, |a| a.port());
     let upgrade_sock = config.server.upgrade_sock_path(&runtime_dir, port);
     server.set_upgrade_sock(upgrade_sock.clone());

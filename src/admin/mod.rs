@@ -28,7 +28,7 @@ pub mod viewer;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use agentgate_config::Config;
 use agentgate_proxy::UpstreamGroup;
@@ -69,8 +69,9 @@ const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 pub struct Admin {
     metrics: Arc<Metrics>,
     store: Arc<dyn SessionStore>,
-    /// What the running configuration says; replaced by [`Admin::update`] on reload.
-    view: Mutex<Arc<View>>,
+    /// What the running configuration says: the running generation's view, read per request
+    /// (a reload swaps the generation; nothing here is updated by hand).
+    view: CurrentView,
     /// The live snapshots, once [`serve`](Self::serve) has started their task.
     live: OnceLock<live::Latest>,
     /// The application's shutdown: admin streams end with it.
@@ -81,14 +82,33 @@ pub struct Admin {
     tokens: AdminTokens,
 }
 
-/// The configuration-dependent part of the admin endpoints.
-struct View {
+/// Reads the running generation's [`View`].
+pub type CurrentView = Arc<dyn Fn() -> Arc<View> + Send + Sync>;
+
+/// The configuration-dependent part of the admin endpoints, built once per configuration
+/// (each [`App`](crate::app::App) generation holds one).
+pub struct View {
     /// The agent API, for the session viewer.
     api: AgentApi,
     /// The upstream groups routes send traffic to, by name.
     required: BTreeMap<String, Arc<UpstreamGroup>>,
     /// `/admin/config`, rendered once per configuration.
     config: String,
+}
+
+impl View {
+    /// The view of `config`, its agent API and the upstream groups its routes use.
+    pub fn new(
+        config: &Config,
+        api: AgentApi,
+        required: BTreeMap<String, Arc<UpstreamGroup>>,
+    ) -> Self {
+        Self {
+            api,
+            required,
+            config: redacted(config).to_string(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -100,47 +120,25 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// The admin endpoints over the application's agent API (its metrics, store and
-    /// shutdown) and required upstream groups, for `config`.
-    pub fn new(
-        config: &Config,
-        api: AgentApi,
-        required: BTreeMap<String, Arc<UpstreamGroup>>,
-    ) -> Self {
-        let state = api.state();
+    /// The admin endpoints for `config` (its `server.admin_hosts` and `admin_tokens`), over
+    /// whatever view `current` returns — the running generation's, so a reload needs no
+    /// update here. `view` is the current one, for the metrics, store and shutdown its agent
+    /// API shares with every generation.
+    pub fn new(config: &Config, view: &View, current: CurrentView) -> Self {
+        let state = view.api.state();
         Self {
             metrics: Arc::clone(&state.metrics),
             store: Arc::clone(&state.store),
             shutdown: state.shutdown.clone(),
             hosts: AdminHosts::new(&config.server.admin_hosts),
             tokens: AdminTokens::new(&config.server.admin_tokens),
-            view: Mutex::new(Arc::new(View {
-                api,
-                required,
-                config: redacted(config).to_string(),
-            })),
+            view: current,
             live: OnceLock::new(),
         }
     }
 
-    /// Answers for a reloaded configuration (its agent API and required upstream groups)
-    /// from now on.
-    pub fn update(
-        &self,
-        config: &Config,
-        api: AgentApi,
-        required: BTreeMap<String, Arc<UpstreamGroup>>,
-    ) {
-        let view = Arc::new(View {
-            api,
-            required,
-            config: redacted(config).to_string(),
-        });
-        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
-    }
-
     fn view(&self) -> Arc<View> {
-        Arc::clone(&self.view.lock().unwrap_or_else(|e| e.into_inner()))
+        (self.view)()
     }
 
     /// Answers one admin request: the Host and token checks, then the endpoint.

@@ -1,7 +1,7 @@
 //! Hot reload on the real binary: SIGHUP re-reads the file; routes, upstreams, policies and
 //! feature flags change while a stream opened before the reload keeps flowing to its end; a
 //! broken file is rejected with its errors (key and line) logged, and the running
-//! configuration keeps serving.
+//! configuration keeps serving. The admin endpoints show the reloaded configuration.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ fn config(threads: usize, echo_to: &str, a: &str, b: &str, extra: &str) -> Strin
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 threads = {threads}
 [auth]
 api_keys = ["{KEY}"]
@@ -65,6 +66,10 @@ async fn sighup_swaps_routes_upstreams_policies_and_flags_without_cutting_stream
     let mut gateway = blocking(|| Process::start(&config(1, "a", &a, &b, "")));
     let client = Client::new(gateway.addr);
     assert_eq!(echo(&client, "any").await.ok().as_deref(), Some("a"));
+    let admin = Client::new(gateway.admin.expect("the admin listener"));
+    let shown = admin.send_call(admin.get("/admin/config")).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
+    assert!(!shown.text.contains("limited.example"), "{}", shown.text);
 
     // A session and its stream, opened on the first configuration (fan-out on).
     let init = post(&client, "/v2/sessions", &json!({})).await;
@@ -115,6 +120,9 @@ rate_limit = { per_second = 1, burst = 1, key = "global" }"#,
         echo(&client, "limited.example").await.ok().as_deref(),
         Some("a")
     );
+    // The admin endpoints read the running generation: no update by hand.
+    let shown = admin.send_call(admin.get("/admin/config")).await;
+    assert!(shown.text.contains("limited.example"), "{}", shown.text);
     let limited = echo(&client, "limited.example")
         .await
         .expect_err("over the limit");
