@@ -224,10 +224,18 @@ impl UpstreamClient {
             let peers = Peers::new(Arc::clone(c.group()));
             (c, peers)
         });
+        // Right after `new` the client is not shared yet: its pool is kept, not rebuilt.
+        let (stable, proto) = match Arc::try_unwrap(self.0) {
+            Ok(inner) => (inner.stable, inner.proto),
+            Err(shared) => (
+                Peers::new(Arc::clone(&shared.stable.group)),
+                shared.proto.clone(),
+            ),
+        };
         Self(Arc::new(Inner {
-            stable: Peers::new(Arc::clone(&self.0.stable.group)),
+            stable,
             canary,
-            proto: self.0.proto.clone(),
+            proto,
         }))
     }
 
@@ -445,13 +453,21 @@ enum ForwardBody {
     },
 }
 
-/// Takes an unread request body back after a failed connect.
-struct Reclaim(Arc<Mutex<Option<RequestBody>>>);
+/// Takes the request body back after a failed connect.
+enum Reclaim {
+    /// A bodyless request: its retry sends an empty body again.
+    Empty,
+    /// The body's slot, emptied by its first read.
+    Slot(Arc<Mutex<Option<RequestBody>>>),
+}
 
 impl Reclaim {
     /// The body, if nothing read it yet: wrapped again for the retry (which is the last).
     fn take(&self) -> Option<ForwardBody> {
-        let body = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let body = match self {
+            Self::Empty => RequestBody::empty(),
+            Self::Slot(slot) => slot.lock().unwrap_or_else(|e| e.into_inner()).take()?,
+        };
         Some(ForwardBody::Plain(body))
     }
 }
@@ -464,12 +480,11 @@ impl ForwardBody {
             return (Self::Plain(body), None);
         }
         if body.is_end_stream() {
-            let reclaim = Reclaim(Arc::new(Mutex::new(Some(RequestBody::empty()))));
-            return (Self::Plain(body), Some(reclaim));
+            return (Self::Plain(body), Some(Reclaim::Empty));
         }
         let hint = body.size_hint();
         let slot = Arc::new(Mutex::new(Some(body)));
-        let reclaim = Reclaim(Arc::clone(&slot));
+        let reclaim = Reclaim::Slot(Arc::clone(&slot));
         let body = Self::Reclaimable {
             slot,
             taken: None,

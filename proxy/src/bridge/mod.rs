@@ -191,24 +191,10 @@ where
     if end {
         return Ok(());
     }
-    if let Some((data, after)) = ready {
-        let end = matches!(after, Some(After::End));
-        session
-            .write_response_body(Some(data), end)
-            .await
-            .map_err(from_client)?;
-        match after {
-            None => {}
-            Some(After::End) => return Ok(()),
-            Some(After::Trailers(trailers)) => {
-                session
-                    .downstream_session
-                    .write_response_trailers(trailers)
-                    .await
-                    .map_err(from_client)?;
-            }
-            Some(After::Failed(e)) => return body_failed(e, chunked),
-        }
+    if let Some((data, after)) = ready
+        && write_run(session, data, after, chunked).await?
+    {
+        return Ok(());
     }
     loop {
         tokio::select! {
@@ -221,15 +207,8 @@ where
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let (data, after) = ready_data(body.as_mut(), data);
-                        let end = matches!(after, Some(After::End));
-                        session.write_response_body(Some(data), end).await.map_err(from_client)?;
-                        match after {
-                            None => {}
-                            Some(After::End) => return Ok(()),
-                            Some(After::Trailers(trailers)) => {
-                                session.downstream_session.write_response_trailers(trailers).await.map_err(from_client)?;
-                            }
-                            Some(After::Failed(e)) => return body_failed(e, chunked),
+                        if write_run(session, data, after, chunked).await? {
+                            return Ok(());
                         }
                     }
                     Err(frame) => {
@@ -242,6 +221,33 @@ where
             },
             step = pump.step(session) => step?,
         }
+    }
+}
+
+/// Writes a run of ready data and what ended it; true when the response is over.
+async fn write_run(
+    session: &mut Session,
+    data: Bytes,
+    after: Option<After>,
+    chunked: bool,
+) -> pingora::Result<bool> {
+    let end = matches!(after, Some(After::End));
+    session
+        .write_response_body(Some(data), end)
+        .await
+        .map_err(from_client)?;
+    match after {
+        None => Ok(false),
+        Some(After::End) => Ok(true),
+        Some(After::Trailers(trailers)) => {
+            session
+                .downstream_session
+                .write_response_trailers(trailers)
+                .await
+                .map_err(from_client)?;
+            Ok(false)
+        }
+        Some(After::Failed(e)) => body_failed(e, chunked).map(|()| true),
     }
 }
 
