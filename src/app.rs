@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
-    RouteKind, SseShare, StoreKind, ToolKind, UpstreamConfig,
+    RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
@@ -24,8 +25,9 @@ use agentgate_middleware::rate_limit::{
 use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::SseMultiplexLayer;
 use agentgate_proxy::{
-    Balance, Canary, EdgeServer, Gateway, HashKey, HealthCheck, LiveRoutes, Route, RouteService,
-    RouteTable, ServerSettings, UpstreamClient, UpstreamGroup, UpstreamSettings,
+    Balance, Canary, CertificateFiles, Certificates, ConnectionLimits, EdgeServer, Gateway,
+    HashKey, HealthCheck, LiveRoutes, Route, RouteService, RouteTable, ServerSettings, TlsError,
+    UpstreamClient, UpstreamGroup, UpstreamSettings,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +74,9 @@ pub enum AppError {
     /// The tools could not be registered (a Rust tool's name clashes with a configured one).
     #[error("tools: {0}")]
     Tools(String),
+    /// The TLS certificates (`[server.tls]`) could not be loaded.
+    #[error("server.tls.certificates: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A wired gateway application.
@@ -102,6 +107,8 @@ struct Core {
     /// Tools registered in Rust, served by every generation.
     custom_tools: ToolRegistry,
     pool: WorkerPool,
+    /// The TLS listeners' certificates (`[server.tls]`), read again on every reload.
+    certificates: Option<Arc<Certificates>>,
 }
 
 /// What one configuration built.
@@ -177,12 +184,14 @@ impl App {
             config.tools.queue_capacity,
             metrics.tools().queue_depth(),
         );
+        let certificates = Self::certificates(config)?.map(Arc::new);
         let core = Core {
             store,
             shared_limits,
             metrics,
             custom_tools: tools,
             pool,
+            certificates,
         };
         let (generation, routes) = Generation::build(&core, config, &shutdown)?;
         Ok(Self {
@@ -194,6 +203,17 @@ impl App {
         })
     }
 
+    /// Loads the certificates `[server.tls]` names (`None` without TLS listeners); what
+    /// `check-config` and the start of `serve` check.
+    pub fn certificates(config: &Config) -> Result<Option<Certificates>, TlsError> {
+        config
+            .server
+            .tls
+            .as_ref()
+            .map(|tls| Certificates::load(&certificate_files(tls)))
+            .transpose()
+    }
+
     /// Rebuilds everything but the core from `config` and serves it from the next request
     /// on. On error nothing changes: the running generation keeps serving. Must run on the
     /// runtime the app was built on.
@@ -201,6 +221,11 @@ impl App {
         let _one_at_a_time = self.reloading.lock().await;
         let running = self.generation();
         let (config, needs_restart) = keep_restart_only(&running.config, config);
+        // The certificate files are read again (replaced in place on rotation); their
+        // paths, like all of `[server]`, keep their running values.
+        if let (Some(certificates), Some(tls)) = (&self.core.certificates, &config.server.tls) {
+            certificates.reload(&certificate_files(tls))?;
+        }
         let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown)?;
         // The one place a generation is swapped: the configuration's view, then its routes.
         self.current.store(Arc::new(generation));
@@ -246,6 +271,38 @@ impl App {
         Gateway::new(self.routes.clone())
             .with_access_log(access_log)
             .with_span_link(crate::telemetry::span_link())
+    }
+
+    /// The edge server's settings from the running configuration's `[server]`: its
+    /// listeners (cleartext and TLS, with this app's certificates), threads, limits and
+    /// grace period; the upgrade socket is left for the caller.
+    pub fn server_settings(&self) -> ServerSettings {
+        let server = &self.generation().config.server;
+        let limits = &server.limits;
+        ServerSettings {
+            listen: server.listen.clone(),
+            tls_listen: server
+                .tls
+                .as_ref()
+                .map(|tls| tls.listen.clone())
+                .unwrap_or_default(),
+            certificates: self.core.certificates.clone(),
+            h2c: server.h2c,
+            limits: ConnectionLimits {
+                head_timeout: Duration::from_millis(limits.head_timeout_ms),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+                write_timeout: Duration::from_millis(limits.write_timeout_ms),
+                max_connections: limits.max_connections,
+                max_connections_per_address: limits.max_connections_per_address,
+                max_requests_per_connection: limits.max_requests_per_connection,
+            },
+            stats: self.core.metrics.connection_stats(),
+            threads: server.worker_threads(),
+            grace: server.shutdown_grace(),
+            upgrade_sock: std::path::PathBuf::new(),
+            upgrade: false,
+            read_buffer: Some(server.read_buffer_bytes),
+        }
     }
 
     /// Binds the edge server's listeners for this app.
@@ -358,6 +415,17 @@ fn run_health_checks(groups: &BTreeMap<String, Arc<UpstreamGroup>>, stop: &Cance
         stop.cancelled().await;
         let _ = stopped.send(true);
     });
+}
+
+/// The certificate files `[server.tls]` names.
+fn certificate_files(tls: &TlsConfig) -> Vec<CertificateFiles> {
+    tls.certificates
+        .iter()
+        .map(|cert| CertificateFiles {
+            chain: cert.chain.clone(),
+            key: cert.key.clone(),
+        })
+        .collect()
 }
 
 /// `new` with the running values of the [`RESTART_ONLY`] keys, and the keys that differed.

@@ -238,7 +238,7 @@ fn init_tracing(
 fn published_warning(key: &str) -> String {
     format!(
         "{key} is an example value published with agentgate: accepted only because every \
-         server.listen address is loopback; {}",
+         public listener is on loopback; {}",
         agentgate_config::GENERATE_HINT
     )
 }
@@ -255,12 +255,8 @@ fn serve(
     }
     let app = Arc::new(app_runtime.block_on(App::build(&config))?);
     let settings = ServerSettings {
-        listen: config.server.listen.clone(),
-        threads: config.server.worker_threads(),
-        grace: config.server.shutdown_grace(),
-        upgrade_sock: PathBuf::new(), // set below, once the real port is known
-        upgrade,
-        read_buffer: Some(config.server.read_buffer_bytes),
+        upgrade, // the upgrade socket is set below, once the real port is known
+        ..app.server_settings()
     };
     let mut server = app.edge_server(settings)?;
     if let Some(addr) = config.server.admin_listen {
@@ -421,6 +417,10 @@ fn private_runtime_dir(server: &ServerConfig) -> std::io::Result<PathBuf> {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match load(file) {
         Some(config) => {
+            if let Err(e) = App::certificates(&config) {
+                eprintln!("{}: server.tls.certificates: {e}", file.display());
+                return ExitCode::from(2);
+            }
             for key in config.published_credentials() {
                 eprintln!("{}: warning: {}", file.display(), published_warning(&key));
             }

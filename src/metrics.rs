@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentgate_middleware::priority_queue::{OverloadReason, QueueObserver};
 use agentgate_middleware::rate_limit::BucketStats;
 use agentgate_middleware::sse::fanout::FanoutStats;
-use agentgate_proxy::UpstreamGroup;
+use agentgate_proxy::{ConnectionStats, UpstreamGroup};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -83,6 +83,83 @@ pub struct Metrics {
     reloads: Family<ReloadLabel, Counter>,
     store: StoreStats,
     totals: LiveTotals,
+    connections: ConnectionGauges,
+}
+
+/// The public listeners' connection counts, copied from their [`ConnectionStats`] at every
+/// scrape.
+#[derive(Debug)]
+struct ConnectionGauges {
+    stats: Arc<ConnectionStats>,
+    open: Gauge,
+    accepted: Counter,
+    refused: Family<ReasonLabel, Counter>,
+    timeouts: Family<ReasonLabel, Counter>,
+}
+
+/// Labels of the connection refusal and timeout counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl ConnectionGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = Self {
+            stats: Arc::default(),
+            open: Gauge::default(),
+            accepted: Counter::default(),
+            refused: Family::default(),
+            timeouts: Family::default(),
+        };
+        registry.register(
+            "connections_open",
+            "Client connections open on the public listeners (past the TLS handshake)",
+            gauges.open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted on the public listeners",
+            gauges.accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed on arrival, by the cap they hit: max_connections or \
+             max_connections_per_address ([server.limits])",
+            gauges.refused.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Client connections cut by a [server.limits] timeout: head (a request head not \
+             received within head_timeout_ms) or write (a response write not taken within \
+             write_timeout_ms)",
+            gauges.timeouts.clone(),
+        );
+        gauges
+    }
+
+    fn refresh(&self) {
+        let counts = self.stats.counts();
+        // Counters only grow: add what the listeners counted since the last scrape.
+        let catch_up = |counter: &Counter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        self.open
+            .set(i64::try_from(counts.open).unwrap_or(i64::MAX));
+        catch_up(&self.accepted, counts.accepted);
+        for (reason, total) in [
+            ("max_connections", counts.refused_total),
+            ("max_connections_per_address", counts.refused_per_address),
+        ] {
+            catch_up(&self.refused.get_or_create(&ReasonLabel { reason }), total);
+        }
+        for (reason, total) in [
+            ("head", counts.head_timeouts),
+            ("write", counts.write_timeouts),
+        ] {
+            catch_up(&self.timeouts.get_or_create(&ReasonLabel { reason }), total);
+        }
+    }
 }
 
 /// Labels of `agentgate_config_reloads_total`.
@@ -515,7 +592,9 @@ impl Metrics {
              configuration kept serving)",
             reloads.clone(),
         );
+        let connections = ConnectionGauges::register(&mut registry);
         Self {
+            connections,
             registry,
             requests,
             active_streams,
@@ -699,8 +778,15 @@ impl Metrics {
         watched.push(Arc::downgrade(stats));
     }
 
+    /// Where the public listeners count connections held and refused (exported as
+    /// `agentgate_connections_*`).
+    pub fn connection_stats(&self) -> Arc<ConnectionStats> {
+        Arc::clone(&self.connections.stats)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.connections.refresh();
         self.fanout.refresh(self.active_streams.get());
         self.process.refresh();
         self.upstreams.refresh();

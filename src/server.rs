@@ -30,11 +30,12 @@ impl Running {
     pub async fn start(addr: SocketAddr, app: App, grace: Duration) -> std::io::Result<Self> {
         let settings = ServerSettings {
             listen: vec![addr],
+            tls_listen: Vec::new(),
             threads: BACKGROUND_THREADS,
             grace,
             upgrade_sock: unique_upgrade_sock(),
-            upgrade: false,
             read_buffer: None,
+            ..app.server_settings()
         };
         let server = app.edge_server(settings)?;
         let addr = server.local_addrs()[0];

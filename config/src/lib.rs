@@ -75,10 +75,11 @@ mod validate;
 pub use error::{ConfigError, ValidationError};
 pub use published::{GENERATE_HINT, PUBLISHED_CREDENTIALS, is_published};
 pub use schema::{
-    AgentConfig, AuthConfig, Balance, CanaryConfig, Config, DemoConfig, Dispatch,
-    ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
-    QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, SseShare,
-    StoreConfig, StoreKind, TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    AgentConfig, AuthConfig, Balance, CanaryConfig, CertificateConfig, Config, DemoConfig,
+    Dispatch, ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LimitsConfig,
+    LogFormat, OnError, QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig,
+    SseShare, StoreConfig, StoreKind, TelemetryConfig, TlsConfig, ToolConfig, ToolKind,
+    ToolsConfig, UpstreamConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

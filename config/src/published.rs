@@ -49,12 +49,11 @@ impl Config {
         keys
     }
 
-    /// Whether every `server.listen` address is a loopback address (reachable from this
-    /// machine only).
+    /// Whether every public listener (`server.listen`, `server.tls.listen`) is on a
+    /// loopback address (reachable from this machine only).
     pub fn listens_on_loopback_only(&self) -> bool {
         self.server
-            .listen
-            .iter()
+            .public_addrs()
             .all(|addr| addr.ip().is_loopback())
     }
 }

@@ -104,6 +104,79 @@ impl Config {
             "server.shutdown_grace_secs",
             "must be at most 3600 (one hour)",
         );
+        self.check_tls(p);
+        self.check_limits(p);
+    }
+
+    fn check_tls(&self, p: &mut Problems) {
+        let Some(tls) = &self.server.tls else { return };
+        p.require(
+            !tls.listen.is_empty(),
+            "server.tls.listen",
+            "at least one address is required",
+        );
+        for (i, addr) in tls.listen.iter().enumerate() {
+            if let Some(j) = self.server.listen.iter().position(|a| a == addr) {
+                p.push(
+                    &format!("server.tls.listen[{i}]"),
+                    format!("is also server.listen[{j}]"),
+                );
+            }
+        }
+        for (i, first) in duplicates(tls.listen.iter().enumerate()) {
+            p.push(
+                &format!("server.tls.listen[{i}]"),
+                format!("duplicates server.tls.listen[{first}]"),
+            );
+        }
+        p.require(
+            !tls.certificates.is_empty(),
+            "server.tls.certificates",
+            "at least one certificate is required",
+        );
+        for (i, cert) in tls.certificates.iter().enumerate() {
+            for (name, path) in [("chain", &cert.chain), ("key", &cert.key)] {
+                p.require(
+                    !path.as_os_str().is_empty(),
+                    &format!("server.tls.certificates[{i}].{name}"),
+                    "must name a PEM file",
+                );
+            }
+        }
+    }
+
+    fn check_limits(&self, p: &mut Problems) {
+        let l = &self.server.limits;
+        p.require(
+            l.head_timeout_ms >= 100,
+            "server.limits.head_timeout_ms",
+            "must be at least 100",
+        );
+        p.require(
+            (1..=3600).contains(&l.idle_timeout_secs),
+            "server.limits.idle_timeout_secs",
+            "must be 1..=3600",
+        );
+        p.require(
+            l.write_timeout_ms >= 100,
+            "server.limits.write_timeout_ms",
+            "must be at least 100",
+        );
+        p.require(
+            l.max_connections >= 1,
+            "server.limits.max_connections",
+            "must be at least 1",
+        );
+        p.require(
+            (1..=l.max_connections.max(1)).contains(&l.max_connections_per_address),
+            "server.limits.max_connections_per_address",
+            "must be at least 1 and at most server.limits.max_connections",
+        );
+        p.require(
+            l.max_requests_per_connection >= 1,
+            "server.limits.max_requests_per_connection",
+            "must be at least 1",
+        );
     }
 
     /// `server.admin_hosts` and `server.admin_tokens`: a token is required on a listener
@@ -153,7 +226,8 @@ impl Config {
                     &key,
                     format!(
                         "is an example value published with agentgate, refused while \
-                         server.listen has a non-loopback address; {GENERATE_HINT}"
+                         a public listener (server.listen, server.tls.listen) is not on loopback; \
+                         {GENERATE_HINT}"
                     ),
                 );
             }

@@ -43,6 +43,7 @@ use tracing::Instrument;
 
 use crate::bridge;
 use crate::client::UpstreamPeer;
+use crate::listener::{self, ConnectionLimits, ConnectionStats};
 use crate::path::normalize;
 use crate::route::{LiveRoutes, Route};
 use crate::trace::{SpanLink, TraceContext};
@@ -59,6 +60,16 @@ pub struct Gateway {
     in_flight: Arc<InFlight>,
     access_log: bool,
     span_link: Option<Arc<dyn SpanLink>>,
+    connections: Option<ConnectionRules>,
+}
+
+/// The per-request side of the listeners' [`ConnectionLimits`].
+#[derive(Debug)]
+struct ConnectionRules {
+    /// HTTP/1.1 keep-alive wait for the next request, in seconds (at least 1).
+    idle_secs: u64,
+    write_timeout: std::time::Duration,
+    stats: Arc<ConnectionStats>,
 }
 
 impl Gateway {
@@ -71,7 +82,23 @@ impl Gateway {
             in_flight: Arc::default(),
             access_log: false,
             span_link: None,
+            connections: None,
         }
+    }
+
+    /// Applies the listeners' per-request limits (idle keep-alive, write timeout) and
+    /// counts their refusals in `stats`.
+    pub(crate) fn with_connection_limits(
+        mut self,
+        limits: &ConnectionLimits,
+        stats: Arc<ConnectionStats>,
+    ) -> Self {
+        self.connections = Some(ConnectionRules {
+            idle_secs: limits.idle_timeout.as_secs().max(1),
+            write_timeout: limits.write_timeout,
+            stats,
+        });
+        self
     }
 
     /// Links each request's span to a tracing backend (see [`SpanLink`]), so the trace ids
@@ -178,6 +205,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        listener::head_received();
+        if let Some(rules) = &self.connections {
+            // Keep-alive is already off when the server is draining: leave it off.
+            if session.get_keepalive().is_some() {
+                session.set_keepalive(Some(rules.idle_secs));
+            }
+            // The bridge lifts it for a streaming response.
+            session.set_write_timeout(Some(rules.write_timeout));
+        }
         let request_id = match session.req_header().headers.get(REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
@@ -285,7 +321,13 @@ impl ProxyHttp for Gateway {
         format!("{} {}, Host: {host}", req.method, req.uri.path())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        listener::request_done();
+        if let (Some(rules), Some(e)) = (&self.connections, e)
+            && e.etype() == &ErrorType::WriteTimedout
+        {
+            rules.stats.write_timed_out();
+        }
         let _span = ctx.span.clone().entered();
         let status = session
             .response_written()

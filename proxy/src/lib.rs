@@ -19,6 +19,8 @@
 //!   per request.
 //! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
+//! - [`listener`]: the listeners' connection caps and request-head deadline.
+//! - [`tls`]: the TLS listeners' certificates, chosen by SNI, replaceable while serving.
 //! - [`upgrade`]: the upgrade socket's receiving end, private to the gateway's user.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
@@ -31,9 +33,11 @@ pub mod client;
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
 
 pub mod gateway;
+pub mod listener;
 pub mod path;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod trace;
 pub mod upgrade;
 pub mod upstream;
@@ -41,8 +45,10 @@ pub mod upstream;
 pub use canary::Canary;
 pub use client::{UpstreamClient, UpstreamPeer};
 pub use gateway::Gateway;
+pub use listener::{ConnectionCounts, ConnectionLimits, ConnectionStats};
 pub use route::{LiveRoutes, Route, RouteService, RouteTable, route_service};
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
+pub use tls::{CertificateFiles, Certificates, TlsError};
 pub use trace::{SpanLink, TraceContext};
 pub use upstream::{Affinity, Balance, HashKey, HealthCheck, UpstreamGroup, UpstreamSettings};
 

@@ -5,6 +5,10 @@
 //!   tells the real ports) and handed to pingora's listening service through its listener-fd
 //!   table — the same table a graceful upgrade transfers.
 //! - The proxy runs on `threads` worker threads, each its own single-threaded runtime.
+//! - Cleartext listeners speak HTTP/1.1, and HTTP/2 with prior knowledge (h2c) when
+//!   [`ServerSettings::h2c`] is on; TLS listeners ([`ServerSettings::tls_listen`]) present
+//!   the [`Certificates`] (SNI, replaceable while serving) and offer `h2` and `http/1.1` by
+//!   ALPN. Every listener applies the [`ConnectionLimits`] ([`listener`](crate::listener)).
 //! - [`Stop::Graceful`] (SIGTERM): stop accepting, let in-flight requests finish — returning
 //!   as soon as there are none, or when `grace` is over — then stop. [`Stop::Fast`] (SIGINT):
 //!   stop at once. pingora's own `Server::run` always sleeps the whole grace period, which
@@ -23,21 +27,40 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as PingoraService;
+use pingora::services::listening::Service;
 
 use crate::Gateway;
+use crate::listener::{Admission, ConnectionLimits, ConnectionStats, EdgeApp};
+use crate::tls::Certificates;
 use crate::upgrade;
 use crate::upstream::HealthChecker;
+
+/// Concurrent streams one HTTP/2 client connection may open.
+const H2_MAX_STREAMS: u32 = 128;
+/// Largest request head an HTTP/2 client may send (decoded), in bytes.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// How the edge server runs.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Addresses to listen on (port 0 picks a free port).
+    /// Cleartext addresses to listen on (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
+    /// TLS addresses to listen on; they need [`certificates`](Self::certificates).
+    pub tls_listen: Vec<SocketAddr>,
+    /// The certificates TLS listeners present.
+    pub certificates: Option<Arc<Certificates>>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on cleartext listeners.
+    pub h2c: bool,
+    /// Connection caps and timeouts of every listener.
+    pub limits: ConnectionLimits,
+    /// Where the listeners count connections held and refused.
+    pub stats: Arc<ConnectionStats>,
     /// Worker threads of the proxy runtime.
     pub threads: usize,
     /// How long in-flight requests may run on a graceful stop.
@@ -88,9 +111,12 @@ impl EdgeServer {
         gateway: Gateway,
         health: Vec<Arc<dyn HealthChecker>>,
     ) -> std::io::Result<Self> {
-        let mut addrs = Vec::with_capacity(settings.listen.len());
+        if !settings.tls_listen.is_empty() && settings.certificates.is_none() {
+            return Err(std::io::Error::other("TLS listeners need certificates"));
+        }
+        let mut addrs = Vec::with_capacity(settings.listen.len() + settings.tls_listen.len());
         let mut prebound = Vec::new();
-        for addr in &settings.listen {
+        for addr in settings.listen.iter().chain(&settings.tls_listen) {
             if settings.upgrade {
                 addrs.push(*addr);
                 continue;
@@ -111,9 +137,15 @@ impl EdgeServer {
         })
     }
 
-    /// The addresses the server listens on (real ports, also when configured as 0).
+    /// The addresses the server listens on (real ports, also when configured as 0):
+    /// the cleartext ones, then the TLS ones.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS listeners' addresses (real ports).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.addrs[self.settings.listen.len()..]
     }
 
     /// Sets the upgrade socket once the real ports are known (a path derived from a port).
@@ -149,13 +181,42 @@ impl EdgeServer {
             ..ServerConf::default()
         });
         let in_flight = self.gateway.in_flight();
-        let mut proxy = http_proxy_service(&conf, self.gateway);
-        for addr in &self.addrs {
-            let mut buffers = L4BufferSettings::default();
-            if let Some(read) = self.settings.read_buffer {
-                buffers = buffers.read(read);
+        let limits = self.settings.limits.clone();
+        let gateway = self
+            .gateway
+            .with_connection_limits(&limits, Arc::clone(&self.settings.stats));
+        let mut http = http_proxy(&conf, gateway);
+        let mut options = HttpServerOptions::default();
+        options.h2c = self.settings.h2c;
+        options.keepalive_request_limit = Some(limits.max_requests_per_connection);
+        options.h2_idle_timeout = Some(limits.idle_timeout);
+        http.server_options = Some(options);
+        let mut h2 = h2::server::Builder::new();
+        h2.max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST);
+        http.h2_options = Some(h2);
+        let admission = Arc::new(Admission::new(limits, Arc::clone(&self.settings.stats)));
+        let mut proxy = Service::new(
+            "agentgate".to_owned(),
+            EdgeApp::new(http, Arc::clone(&admission)),
+        );
+        proxy.set_connection_filter(admission);
+        let mut buffers = L4BufferSettings::default();
+        if let Some(read) = self.settings.read_buffer {
+            buffers = buffers.read(read);
+        }
+        let cleartext = self.settings.listen.len();
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let mut listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers.clone());
+            if i >= cleartext
+                && let Some(certificates) = &self.settings.certificates
+            {
+                let tls = certificates
+                    .tls_settings(true)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                listener = listener.tls(tls);
             }
-            proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+            proxy.add_listener(listener);
         }
         let grace = self.settings.grace;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

@@ -21,7 +21,7 @@ pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
 pub use features::FeaturesConfig;
 pub use routes::{CanaryConfig, RouteConfig, RouteKind, SseShare};
-pub use server::{LogFormat, ServerConfig};
+pub use server::{CertificateConfig, LimitsConfig, LogFormat, ServerConfig, TlsConfig};
 
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
 pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};

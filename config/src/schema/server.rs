@@ -88,6 +88,91 @@ pub struct ServerConfig {
     /// costs; request headers larger than it still work. 0 reads unbuffered. At most
     /// 1048576. Default 16384 (pingora's own default is 65536).
     pub read_buffer_bytes: usize,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the cleartext `listen` addresses, beside
+    /// HTTP/1.1 (a connection starting with the HTTP/2 preface speaks HTTP/2). For clients
+    /// and load balancers that speak HTTP/2 in cleartext; browsers use HTTP/2 only over
+    /// TLS. Default false.
+    pub h2c: bool,
+    /// `[server.tls]`: TLS listeners and their certificates. Default unset: cleartext
+    /// listeners only (behind a load balancer that terminates TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// `[server.limits]`: connection caps and timeouts of the public listeners.
+    pub limits: LimitsConfig,
+}
+
+/// `[server.tls]`: TLS listeners. TLS 1.2 and 1.3 only; ALPN offers `h2` and `http/1.1`,
+/// so browsers speak HTTP/2 (one connection for all their streams). The certificates are
+/// read again on SIGHUP: handshakes after a reload present the new files, open connections
+/// and streams go on. `check-config` loads them (and reports a file it cannot use).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses of the TLS listeners, as for [`ServerConfig::listen`] (one string or a
+    /// list); none may repeat a cleartext address.
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// The certificates, at least one. A client's SNI name picks the first whose subject
+    /// alternative names cover it (wildcards as a client checks them); a client without
+    /// SNI, or with a name none covers, gets the first.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One `[[server.tls.certificates]]` entry: PEM files, relative paths from the working
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// The certificate chain: the server's certificate first, then its intermediates.
+    pub chain: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1). Keep it readable by the
+    /// gateway's user only.
+    pub key: PathBuf,
+}
+
+/// `[server.limits]`: what one client can hold on the public listeners. Every limit
+/// refused shows in `agentgate_connections_refused_total` or
+/// `agentgate_connection_timeouts_total` on `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time to receive a complete request head, in milliseconds: from the accept for a
+    /// connection's first request (the TLS handshake done), from the head's first byte for
+    /// later ones. A client dribbling header lines is closed when it runs out. At least
+    /// 100. Default 10_000.
+    pub head_timeout_ms: u64,
+    /// How long an HTTP/1.1 keep-alive connection may wait for its next request, and an
+    /// HTTP/2 connection may stay without an open stream, in seconds. 1..=3600.
+    /// Default 60.
+    pub idle_timeout_secs: u64,
+    /// Longest wait for the client to take one write of a response of known length, in
+    /// milliseconds; then the response is cut. Streaming responses (SSE) have no write
+    /// timeout: the fan-out layer detaches a viewer that stops reading. At least 100.
+    /// Default 30_000.
+    pub write_timeout_ms: u64,
+    /// Connections open at once on all public listeners; over it a new connection is
+    /// closed at once. At least 1. Default 25_000.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP address; over it a new connection from
+    /// that address is closed at once. At least 1, at most `max_connections`.
+    /// Default 1_000.
+    pub max_connections_per_address: usize,
+    /// Requests served on one HTTP/1.1 keep-alive connection, after which it is closed
+    /// (the client opens another). At least 1. Default 10_000.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            head_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            write_timeout_ms: 30_000,
+            max_connections: 25_000,
+            max_connections_per_address: 1_000,
+            max_requests_per_connection: 10_000,
+        }
+    }
 }
 
 /// `server.log_format`.
@@ -117,6 +202,9 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             access_log: false,
             read_buffer_bytes: 16_384,
+            h2c: false,
+            tls: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -166,6 +254,13 @@ impl ServerConfig {
         self.upgrade_sock
             .clone()
             .unwrap_or_else(|| runtime_dir.join(format!("agentgate-{first_port}.upgrade.sock")))
+    }
+
+    /// Every public listener's address: `listen`, then `tls.listen`.
+    pub fn public_addrs(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.listen
+            .iter()
+            .chain(self.tls.iter().flat_map(|tls| &tls.listen))
     }
 
     /// Whether the pid file or the upgrade socket lives in the runtime directory (one of

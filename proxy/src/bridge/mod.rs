@@ -183,6 +183,11 @@ where
     }
     let chunked = frame_length(&mut header, &*body, session.req_header().version, head_only);
     let end = head_only || complete || body.is_end_stream() && ready.is_none();
+    if !end && !header.headers.contains_key(header::CONTENT_LENGTH) {
+        // A stream (SSE, a proxied body of unknown length) has no write deadline: a reader
+        // that stops reading it is the stream layers' business (the fan-out detaches it).
+        session.set_write_timeout(None);
+    }
     session
         .write_response_header(Box::new(header), end)
         .await
