@@ -75,12 +75,11 @@ fn main() -> std::io::Result<()> {
     });
 
     let settings = ServerSettings {
-        listen: vec!["127.0.0.1:8081".parse().expect("a valid address")],
-        threads: 1,
         grace: Duration::from_secs(5),
-        upgrade_sock: std::env::temp_dir().join("agentgate-axum-route-example.upgrade.sock"),
-        upgrade: false,
-        read_buffer: None,
+        ..ServerSettings::new(
+            vec!["127.0.0.1:8081".parse().expect("a valid address")],
+            std::env::temp_dir().join("agentgate-axum-route-example.upgrade.sock"),
+        )
     };
     let server = EdgeServer::bind(settings, Gateway::new(routes), Vec::new())?;
     tracing::info!(addr = %server.local_addrs()[0], "listening; Ctrl-C stops");

@@ -20,17 +20,19 @@ const BACKGROUND_THREADS: usize = 2;
 pub struct Running {
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Its TLS listeners' addresses (`[server.tls] listen` of the app's configuration).
+    pub tls_addrs: Vec<SocketAddr>,
     stop: tokio::sync::oneshot::Sender<Stop>,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// Binds `addr` (port 0 picks a free port) and serves `app` behind the edge proxy until
+    /// Binds `addr` (port 0 picks a free port), and the TLS listeners of the app's
+    /// configuration, and serves `app` behind the edge proxy until
     /// [`stop`](Self::stop); a graceful stop drains for at most `grace`.
     pub async fn start(addr: SocketAddr, app: App, grace: Duration) -> std::io::Result<Self> {
         let settings = ServerSettings {
             listen: vec![addr],
-            tls_listen: Vec::new(),
             threads: BACKGROUND_THREADS,
             grace,
             upgrade_sock: unique_upgrade_sock(),
@@ -39,6 +41,7 @@ impl Running {
         };
         let server = app.edge_server(settings)?;
         let addr = server.local_addrs()[0];
+        let tls_addrs = server.tls_addrs().to_vec();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let shutdown = app.shutdown.clone();
         let thread = std::thread::Builder::new()
@@ -50,7 +53,12 @@ impl Running {
                     how
                 })
             })?;
-        Ok(Self { addr, stop, thread })
+        Ok(Self {
+            addr,
+            tls_addrs,
+            stop,
+            thread,
+        })
     }
 
     /// Stops gracefully (in-flight requests finish, streams end) and waits until it has.

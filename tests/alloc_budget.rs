@@ -468,12 +468,9 @@ impl Gateway {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let settings = ServerSettings {
-            listen: config.server.listen.clone(),
-            threads: config.server.worker_threads(),
             grace: Duration::from_secs(2),
             upgrade_sock,
-            upgrade: false,
-            read_buffer: Some(config.server.read_buffer_bytes),
+            ..app.server_settings()
         };
         let server = app.edge_server(settings).expect("gateway binds");
         let addr = server.local_addrs()[0];

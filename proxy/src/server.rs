@@ -75,6 +75,27 @@ pub struct ServerSettings {
     pub read_buffer: Option<usize>,
 }
 
+impl ServerSettings {
+    /// Cleartext listeners on `listen`, serving on one thread, draining for up to 10 s,
+    /// the default [`ConnectionLimits`], no TLS, no h2c, pingora's read buffer, the
+    /// upgrade socket `upgrade_sock`. Change what you need with struct update syntax.
+    pub fn new(listen: Vec<SocketAddr>, upgrade_sock: PathBuf) -> Self {
+        Self {
+            listen,
+            tls_listen: Vec::new(),
+            certificates: None,
+            h2c: false,
+            limits: ConnectionLimits::default(),
+            stats: Arc::default(),
+            threads: 1,
+            grace: Duration::from_secs(10),
+            upgrade_sock,
+            upgrade: false,
+            read_buffer: None,
+        }
+    }
+}
+
 /// How to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {

@@ -141,12 +141,12 @@ read_timeout_ms = 0
     /// The edge server over a hand-built `table`, running `health` checkers.
     pub fn from_table(table: RouteTable, health: Vec<Arc<dyn HealthChecker>>) -> Self {
         let settings = ServerSettings {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
             threads: 2,
             grace: GRACE,
-            upgrade_sock: unique_upgrade_sock(),
-            upgrade: false,
-            read_buffer: None,
+            ..ServerSettings::new(
+                vec!["127.0.0.1:0".parse().expect("addr")],
+                unique_upgrade_sock(),
+            )
         };
         let server = EdgeServer::bind(settings, Gateway::new(table), health).expect("binds");
         let addr = server.local_addrs()[0];
