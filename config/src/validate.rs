@@ -116,6 +116,10 @@ impl Config {
             "at least one address is required",
         );
         for (i, addr) in tls.listen.iter().enumerate() {
+            // Port 0 binds a free port each time: never the same listener.
+            if addr.port() == 0 {
+                continue;
+            }
             if let Some(j) = self.server.listen.iter().position(|a| a == addr) {
                 p.push(
                     &format!("server.tls.listen[{i}]"),

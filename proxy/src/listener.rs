@@ -72,7 +72,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 25_000,
-            max_connections_per_address: 1_000,
+            max_connections_per_address: 2_500,
             max_requests_per_connection: 10_000,
         }
     }

@@ -38,6 +38,8 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 pub struct Reply {
     /// Status code.
     pub status: StatusCode,
+    /// The HTTP version it came over.
+    pub version: http::Version,
     /// Response headers.
     pub headers: HeaderMap,
     /// The body parsed as JSON (`Null` when it is not JSON).
@@ -122,6 +124,15 @@ impl Client {
         Self { http, addr }
     }
 
+    /// A client speaking HTTP/2 with prior knowledge (h2c) to `addr`: every request and
+    /// stream multiplexed over one connection.
+    pub fn h2c(addr: SocketAddr) -> Self {
+        let http = HyperClient::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        Self { http, addr }
+    }
+
     /// The address it talks to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -192,6 +203,7 @@ impl Client {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         Reply {
             status: parts.status,
+            version: parts.version,
             headers: parts.headers,
             json: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
@@ -210,6 +222,7 @@ impl Client {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             return Err(Reply {
                 status: parts.status,
+                version: parts.version,
                 headers: parts.headers,
                 json: serde_json::from_str(&text).unwrap_or(Value::Null),
                 text,
@@ -225,6 +238,7 @@ impl Client {
             "stream content-type is {content_type:?}"
         );
         Ok(SseStream {
+            version: response.version(),
             headers: response.headers().clone(),
             body: response.into_body(),
             parser: SseParser::default(),
@@ -267,6 +281,8 @@ impl SseFrame {
 
 /// An open SSE response, read frame by frame. Dropping it drops the connection.
 pub struct SseStream {
+    /// The HTTP version it came over.
+    pub version: http::Version,
     /// Response headers.
     pub headers: HeaderMap,
     body: Incoming,

@@ -16,6 +16,7 @@ mod admin;
 mod admin_trust;
 mod auth;
 mod bad_input;
+mod edge_listener;
 mod existence_cache;
 mod fanout;
 mod hostile_tokens;

@@ -11,8 +11,10 @@ use std::time::Duration;
 /// `agentgate serve` on a config file; killed when dropped.
 pub struct Process {
     child: Child,
-    /// Where it listens.
+    /// Where it listens (the first address of its listening line).
     pub addr: SocketAddr,
+    /// Every address of its listening line: `server.listen`, then `server.tls.listen`.
+    pub addrs: Vec<SocketAddr>,
     /// Where its admin listener listens, when `server.admin_listen` is set.
     pub admin: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
@@ -43,6 +45,7 @@ impl Process {
         let mut process = Self {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addrs: Vec::new(),
             admin: None,
             lines,
             seen: Vec::new(),
@@ -62,6 +65,10 @@ impl Process {
         };
         process.addr = listening_addr(&line)
             .unwrap_or_else(|| panic!("no address in the listening line: {line}"));
+        process.addrs = line
+            .match_indices("127.0.0.1:")
+            .filter_map(|(at, _)| listening_addr(&line[at..]))
+            .collect();
         process
     }
 

@@ -5,3 +5,4 @@
 pub mod browser;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod tls;

@@ -155,7 +155,7 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Connections open at once from one client IP address; over it a new connection from
     /// that address is closed at once. At least 1, at most `max_connections`.
-    /// Default 1_000.
+    /// Default 2_500 (a tenth of the total: clients behind one NAT share an address).
     pub max_connections_per_address: usize,
     /// Requests served on one HTTP/1.1 keep-alive connection, after which it is closed
     /// (the client opens another). At least 1. Default 10_000.
@@ -169,7 +169,7 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 60,
             write_timeout_ms: 30_000,
             max_connections: 25_000,
-            max_connections_per_address: 1_000,
+            max_connections_per_address: 2_500,
             max_requests_per_connection: 10_000,
         }
     }
