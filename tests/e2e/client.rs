@@ -191,6 +191,11 @@ impl Client {
         .await
     }
 
+    /// Sends `call` and returns the response with its body unread.
+    pub async fn unread(&self, call: Call) -> hyper::Response<Incoming> {
+        self.send(call).await
+    }
+
     /// Sends `call` and reads the whole response.
     pub async fn send_call(&self, call: Call) -> Reply {
         let what = format!("the response body of {} {}", call.method, call.target);

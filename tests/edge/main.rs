@@ -26,6 +26,7 @@ mod browser;
 mod canary;
 mod cancel;
 mod coalesce;
+mod h2;
 mod health;
 mod paths;
 mod priority_queue;
