@@ -12,19 +12,26 @@ const README: &str = include_str!("../../README.md");
 
 /// The fenced ```sh blocks of `markdown` that call the gateway on localhost:8080.
 fn gateway_examples(markdown: &str) -> Vec<String> {
+    sh_blocks(markdown, |block| {
+        block.contains("curl") && block.contains("localhost:8080")
+    })
+}
+
+/// The fenced ```sh blocks of `markdown` (indented ones too) for which `wanted` holds.
+fn sh_blocks(markdown: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match &mut current {
-            None if line.trim_end() == "```sh" => current = Some(String::new()),
-            Some(block) if line.trim_end() == "```" => {
-                if block.contains("curl") && block.contains("localhost:8080") {
+            None if line.trim() == "```sh" => current = Some(String::new()),
+            Some(block) if line.trim() == "```" => {
+                if wanted(block) {
                     blocks.push(std::mem::take(block));
                 }
                 current = None;
             }
             Some(block) => {
-                block.push_str(line);
+                block.push_str(line.trim_start());
                 block.push('\n');
             }
             None => {}
@@ -93,4 +100,38 @@ fn every_readme_curl_example_runs_as_written() {
             "{example}\n--- output:\n{output}"
         );
     }
+}
+
+#[test]
+fn the_readme_tls_example_runs_as_written() {
+    let [make_cert] = &sh_blocks(README, |b| b.contains("openssl req"))[..] else {
+        panic!("one README block makes the certificate");
+    };
+    let [call] = &sh_blocks(README, |b| b.contains("https://localhost:8443"))[..] else {
+        panic!("one README block calls the TLS listener");
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let in_dir = |script: &str| bash(&format!("cd {:?}\n{script}", dir.path()), &[]);
+    let (ok, output) = in_dir(make_cert);
+    assert!(ok, "{make_cert}\n--- output:\n{output}");
+    // The reference config with its [server.tls] uncommented as the README says (port 0).
+    let toml = config().replace(
+        "\n# [server.tls]\n# listen = [\"0.0.0.0:8443\"]\n# [[server.tls.certificates]]\n",
+        &format!(
+            "\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls.certificates]]\n\
+             chain = {:?}\nkey = {:?}\n# ",
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem")
+        ),
+    );
+    assert!(
+        toml.contains("\n[server.tls]\n"),
+        "the reference config has [server.tls]"
+    );
+    let gateway = Process::start(&toml);
+    let tls = gateway.addrs[1];
+    let (ok, output) =
+        in_dir(&call.replace("localhost:8443", &format!("localhost:{}", tls.port())));
+    assert!(ok, "{call}\n--- output:\n{output}");
+    assert!(output.contains("\"status\":\"ok\""), "{output}");
 }
