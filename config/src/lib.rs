@@ -79,6 +79,7 @@ pub use schema::{
     ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LogFormat, OnError,
     QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig, SseShare,
     StoreConfig, StoreKind, TelemetryConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    UpstreamTlsConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo
