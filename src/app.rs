@@ -25,7 +25,7 @@ use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLaye
 use agentgate_middleware::sse::multiplex::SseMultiplexLayer;
 use agentgate_proxy::{
     Balance, Canary, EdgeServer, Gateway, HashKey, HealthCheck, LiveRoutes, Route, RouteService,
-    RouteTable, ServerSettings, UpstreamClient, UpstreamGroup, UpstreamSettings,
+    RouteTable, ServerSettings, UpstreamClient, UpstreamGroup, UpstreamSettings, UpstreamTls,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -465,6 +465,10 @@ fn build_upstreams(
                     healthy_threshold: h.healthy_threshold,
                     unhealthy_threshold: h.unhealthy_threshold,
                     expect_status: h.expect_status,
+                }),
+                tls: u.tls.as_ref().map(|t| UpstreamTls {
+                    server_name: t.server_name.clone(),
+                    ca_file: t.ca_file.clone(),
                 }),
             };
             let group = UpstreamGroup::new(settings).map_err(|e| error(e.to_string()))?;
