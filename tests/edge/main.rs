@@ -34,3 +34,4 @@ mod routes;
 mod sse;
 mod upload;
 mod upstream;
+mod upstream_tls;
