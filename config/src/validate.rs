@@ -28,6 +28,8 @@ const MIN_SECRET_BYTES: usize = 32;
 const MAX_THREADS: usize = 1024;
 /// Shortest accepted health-check interval, in milliseconds.
 const MIN_HEALTH_INTERVAL_MS: u64 = 100;
+/// Largest accepted `upstreams.NAME.tls.ca_file` (a system bundle is about 200 KiB).
+const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// The methods a route may list.
 const ROUTE_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
@@ -672,6 +674,16 @@ fn check_upstream_tls(p: &mut Problems, table: &str, tls: &UpstreamTlsConfig) {
 /// one of them (what the proxy's loader accepts).
 fn check_ca_file(path: &Path) -> Result<(), String> {
     let shown = path.display();
+    // Looked at before it is opened: a FIFO or a device (`/dev/zero`) would block or never end.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_CA_FILE_BYTES} bytes: not a CA bundle"
+        ));
+    }
     let text = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let mut reader = text.as_slice();
     let mut certificates = 0;

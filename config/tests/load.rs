@@ -963,6 +963,7 @@ fn upstream_tls_rules() {
     let src = [
         AUTH.to_owned(),
         upstream("a", "ca_file = \"/dev/null\""),
+        upstream("f", &ca(dir.path())),
         upstream("b", "server_name = \"not a name!\""),
         upstream("c", &ca(&missing)),
         upstream("d", &ca(&key_pem)),
@@ -980,6 +981,7 @@ fn upstream_tls_rules() {
             "upstreams.c.tls.ca_file",
             "upstreams.d.tls.ca_file",
             "upstreams.e.tls.ca_file",
+            "upstreams.f.tls.ca_file",
         ]
     );
     let message = |key: &str| error_for(&errors, key).message.clone();
@@ -988,7 +990,12 @@ fn upstream_tls_rules() {
             .starts_with("is required when [upstreams.a.tls] is set"),
         "{errors:#?}"
     );
-    assert!(message("upstreams.a.tls.ca_file").contains("/dev/null holds no PEM certificate"));
+    // Devices and directories are refused unread (`/dev/zero` would never end).
+    assert_eq!(
+        message("upstreams.a.tls.ca_file"),
+        "/dev/null is not a regular file"
+    );
+    assert!(message("upstreams.f.tls.ca_file").ends_with("is not a regular file"));
     assert!(message("upstreams.b.tls.server_name").contains("must be a DNS name"));
     assert!(
         message("upstreams.c.tls.ca_file")
