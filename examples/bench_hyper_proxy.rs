@@ -119,6 +119,7 @@ async fn serve_stack(listener: std::net::TcpListener, upstream: Authority) -> Re
         idle_timeout: std::time::Duration::from_secs(60),
         retry_connect: true,
         health_check: None,
+        tls: None,
     })?;
     let route = agentgate::stack::upstream(
         UpstreamClient::new(std::sync::Arc::new(group)),

@@ -27,7 +27,7 @@ use agentgate_middleware::sse::multiplex::SseMultiplexLayer;
 use agentgate_proxy::{
     Balance, Canary, CertificateFiles, Certificates, ConnectionLimits, EdgeServer, Gateway,
     HashKey, HealthCheck, LiveRoutes, Route, RouteService, RouteTable, ServerSettings, TlsError,
-    UpstreamClient, UpstreamGroup, UpstreamSettings,
+    UpstreamClient, UpstreamGroup, UpstreamSettings, UpstreamTls,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -533,6 +533,10 @@ fn build_upstreams(
                     healthy_threshold: h.healthy_threshold,
                     unhealthy_threshold: h.unhealthy_threshold,
                     expect_status: h.expect_status,
+                }),
+                tls: u.tls.as_ref().map(|t| UpstreamTls {
+                    server_name: t.server_name.clone(),
+                    ca_file: t.ca_file.clone(),
                 }),
             };
             let group = UpstreamGroup::new(settings).map_err(|e| error(e.to_string()))?;

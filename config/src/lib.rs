@@ -79,7 +79,7 @@ pub use schema::{
     Dispatch, ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LimitsConfig,
     LogFormat, OnError, QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig,
     SseShare, StoreConfig, StoreKind, TelemetryConfig, TlsConfig, ToolConfig, ToolKind,
-    ToolsConfig, UpstreamConfig,
+    ToolsConfig, UpstreamConfig, UpstreamTlsConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -6,14 +6,18 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use agentgate_middleware::rate_limit::{LimitStore, PolicyError, RateLimitLayer};
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::{self, SectionKind};
 
 use crate::error::ValidationError;
 use crate::locate::{is_bare_key, key_name};
 use crate::published::GENERATE_HINT;
 use crate::schema::{
     AuthConfig, Config, Dispatch, RouteConfig, RouteKind, SseShare, StoreKind, ToolKind,
+    UpstreamTlsConfig,
 };
 
 /// Shortest accepted API key, in characters.
@@ -24,6 +28,8 @@ const MIN_SECRET_BYTES: usize = 32;
 const MAX_THREADS: usize = 1024;
 /// Shortest accepted health-check interval, in milliseconds.
 const MIN_HEALTH_INTERVAL_MS: u64 = 100;
+/// Largest accepted `upstreams.NAME.tls.ca_file` (a system bundle is about 200 KiB).
+const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// The methods a route may list.
 const ROUTE_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
@@ -676,6 +682,9 @@ impl Config {
                 &key("idle_timeout_ms"),
                 "must be at least 1",
             );
+            if let Some(tls) = &upstream.tls {
+                check_upstream_tls(p, &format!("{table}.tls"), tls);
+            }
             let Some(health) = &upstream.health_check else {
                 continue;
             };
@@ -712,6 +721,69 @@ impl Config {
             );
         }
     }
+}
+
+/// `[upstreams.NAME.tls]`: a name peers can be verified against, and a CA file that loads.
+fn check_upstream_tls(p: &mut Problems, table: &str, tls: &UpstreamTlsConfig) {
+    let key = |field: &str| format!("{table}.{field}");
+    if tls.server_name.is_empty() {
+        p.push(
+            &key("server_name"),
+            format!(
+                "is required when [{table}] is set: the name sent as SNI and that the peers' \
+                 certificates must be valid for, e.g. \"api.internal\""
+            ),
+        );
+    } else {
+        p.require(
+            ServerName::try_from(tls.server_name.as_str()).is_ok(),
+            &key("server_name"),
+            "must be a DNS name such as \"api.internal\" or an IP address",
+        );
+    }
+    if let Some(path) = &tls.ca_file
+        && let Err(reason) = check_ca_file(path)
+    {
+        p.push(&key("ca_file"), reason);
+    }
+}
+
+/// Reads `path` as PEM CA certificates: every recognised section a `CERTIFICATE`, at least
+/// one of them (what the proxy's loader accepts).
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    // Looked at before it is opened: a FIFO or a device (`/dev/zero`) would block or never end.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_CA_FILE_BYTES} bytes: not a CA bundle"
+        ));
+    }
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut reader = text.as_slice();
+    let mut certificates = 0;
+    loop {
+        match pem::from_buf(&mut reader) {
+            Ok(None) => break,
+            Ok(Some((SectionKind::Certificate, _))) => certificates += 1,
+            Ok(Some((kind, _))) => {
+                return Err(format!(
+                    "{shown} holds a {kind:?} section: only CA certificates (CERTIFICATE) \
+                     belong in it"
+                ));
+            }
+            Err(e) => return Err(format!("{shown} is not valid PEM: {e}")),
+        }
+    }
+    if certificates == 0 {
+        return Err(format!(
+            "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(())
 }
 
 impl Config {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use agentgate_config::{
     Balance, Config, ConfigError, Dispatch, HashOn, HealthCheckConfig, REFERENCE_TOML, RedisConfig,
-    RouteConfig, RouteKind, SseShare, StoreKind, UpstreamConfig, ValidationError,
+    RouteConfig, RouteKind, SseShare, StoreKind, UpstreamConfig, UpstreamTlsConfig,
+    ValidationError,
 };
 
 /// Credentials that pass validation on any listener (not published examples), for sources
@@ -526,6 +527,11 @@ fn reference_file_routes_example_is_valid() {
     let health = backend.health_check.as_ref().expect("health check");
     assert_eq!(health.path, "/healthz");
     assert_eq!(health.unhealthy_threshold, 2);
+    let tls = backend.tls.as_ref().expect("the example's tls");
+    assert_eq!(
+        (tls.server_name.as_str(), &tls.ca_file),
+        ("backend.internal", &None)
+    );
 }
 
 #[test]
@@ -902,6 +908,105 @@ peers = ["10.0.0.9:80"]
         error_for(&errors, "upstreams.backend.health_check.interval_ms").message,
         "must be at least 100"
     );
+}
+
+/// A PEM file with one `CERTIFICATE` section (the config checks the PEM, not the DER).
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n";
+
+#[test]
+fn upstream_tls_loads_with_its_values() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("comment lines are fine\n{CA_PEM}{CA_PEM}")).expect("write");
+    let src = format!(
+        "{AUTH}\n[upstreams.b]\npeers = [\"10.0.0.1:443\"]\n[upstreams.b.tls]\n\
+         server_name = \"api.internal\"\nca_file = {:?}\n\
+         [upstreams.c]\npeers = [\"10.0.0.2:443\"]\ntls = {{ server_name = \"10.0.0.2\" }}\n",
+        ca.display().to_string()
+    );
+    let config = Config::from_toml_str(&src).expect("valid");
+    assert_eq!(
+        config.upstreams["b"].tls,
+        Some(UpstreamTlsConfig {
+            server_name: "api.internal".into(),
+            ca_file: Some(ca),
+        })
+    );
+    // Without ca_file: the system's roots.
+    let c = config.upstreams["c"].tls.as_ref().expect("tls");
+    assert_eq!((c.server_name.as_str(), &c.ca_file), ("10.0.0.2", &None));
+    let text = toml::to_string(&config).expect("serializes");
+    assert_eq!(Config::from_toml_str(&text), Ok(config));
+}
+
+#[test]
+fn upstream_tls_rules() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let key_pem = dir.path().join("key.pem");
+    std::fs::write(
+        &key_pem,
+        format!("{CA_PEM}-----BEGIN PRIVATE KEY-----\nMIIBAA==\n-----END PRIVATE KEY-----\n"),
+    )
+    .expect("write");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not PEM at all\n").expect("write");
+    let missing = dir.path().join("missing.pem");
+    let upstream = |name: &str, tls: &str| {
+        format!("[upstreams.{name}]\npeers = [\"10.0.0.1:443\"]\n[upstreams.{name}.tls]\n{tls}\n")
+    };
+    let ca = |path: &Path| {
+        format!(
+            "server_name = \"a.test\"\nca_file = {:?}",
+            path.display().to_string()
+        )
+    };
+    let src = [
+        AUTH.to_owned(),
+        upstream("a", "ca_file = \"/dev/null\""),
+        upstream("f", &ca(dir.path())),
+        upstream("b", "server_name = \"not a name!\""),
+        upstream("c", &ca(&missing)),
+        upstream("d", &ca(&key_pem)),
+        upstream("e", &ca(&empty)),
+    ]
+    .concat();
+    let errors = errors(&src);
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "upstreams.a.tls.server_name",
+            "upstreams.a.tls.ca_file",
+            "upstreams.b.tls.server_name",
+            "upstreams.c.tls.ca_file",
+            "upstreams.d.tls.ca_file",
+            "upstreams.e.tls.ca_file",
+            "upstreams.f.tls.ca_file",
+        ]
+    );
+    let message = |key: &str| error_for(&errors, key).message.clone();
+    assert!(
+        message("upstreams.a.tls.server_name")
+            .starts_with("is required when [upstreams.a.tls] is set"),
+        "{errors:#?}"
+    );
+    // Devices and directories are refused unread (`/dev/zero` would never end).
+    assert_eq!(
+        message("upstreams.a.tls.ca_file"),
+        "/dev/null is not a regular file"
+    );
+    assert!(message("upstreams.f.tls.ca_file").ends_with("is not a regular file"));
+    assert!(message("upstreams.b.tls.server_name").contains("must be a DNS name"));
+    assert!(
+        message("upstreams.c.tls.ca_file")
+            .starts_with(&format!("cannot read {}", missing.display()))
+    );
+    assert!(message("upstreams.d.tls.ca_file").contains("PrivateKey section"));
+    assert!(message("upstreams.e.tls.ca_file").contains("holds no PEM certificate"));
+
+    let e = &self::errors("[upstreams.b]\npeers = []\n[upstreams.b.tls]\nsni = \"x\"\n")[0];
+    assert!(e.message.contains("unknown field `sni`"), "{e}");
+    assert_eq!(e.key.as_deref(), Some("upstreams.b.tls.sni"));
 }
 
 #[test]

@@ -194,6 +194,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             retry_connect: false,
             health_check: None,
+            tls: None,
         };
         Arc::new(UpstreamGroup::new(settings).unwrap())
     }

@@ -10,7 +10,8 @@
 //!   robin, or consistent hashing on a header or the request's
 //!   [`Affinity`](crate::upstream::Affinity));
 //! - the request goes out on a pooled keep-alive HTTP/1.1 connection (`TCP_NODELAY`,
-//!   the group's connect timeout; idle connections kept for its idle timeout), its body
+//!   the group's connect timeout; idle connections kept for its idle timeout; over TLS
+//!   when the group has [TLS](crate::UpstreamTls), see [`crate::peer_tls`]), its body
 //!   streaming as the client sends it;
 //! - a failed connect is retried once on another healthy peer when the group allows
 //!   (`retry_connect`): nothing reached the peer, and the request body, never read, goes
@@ -41,7 +42,6 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora_timeout::fast_timeout::{fast_sleep, fast_timeout};
 use tower::BoxError;
@@ -49,8 +49,9 @@ use tower::BoxError;
 use crate::ResponseBody;
 use crate::bridge::{ClientAddr, ClientUpgrade, RequestBody};
 use crate::canary::Canary;
+use crate::peer_tls::PeerConnector;
 use crate::trace::TraceContext;
-use crate::upstream::{UpstreamGroup, UpstreamSettings};
+use crate::upstream::UpstreamGroup;
 
 /// The group and peer that answered a request, in the response's extensions.
 #[derive(Debug, Clone)]
@@ -76,11 +77,13 @@ struct Inner {
 struct Peers {
     group: Arc<UpstreamGroup>,
     name: Arc<str>,
-    client: Client<HttpConnector, ForwardBody>,
+    client: PooledClient<ForwardBody>,
     /// Each peer's URI authority, built once.
     authorities: std::collections::HashMap<SocketAddr, http::uri::Authority>,
     /// Whether a failed connect can be retried: the group allows it and has another peer.
     retry: bool,
+    /// `https` for a group with TLS (the connector decides; the URI says it for logs).
+    scheme: http::uri::Scheme,
 }
 
 impl Peers {
@@ -95,18 +98,23 @@ impl Peers {
             })
             .collect();
         Self {
-            client: pooled_client(settings),
+            client: pooled_client(&group),
             name: Arc::from(group.name()),
             authorities,
             retry: settings.retry_connect && settings.peers.len() > 1,
+            scheme: if settings.tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
             group,
         }
     }
 
-    /// `http://{peer}{path?query}`.
+    /// `http://{peer}{path?query}` (`https://` with TLS).
     fn uri(&self, peer: SocketAddr, target: &Uri) -> Option<Uri> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authorities.get(&peer)?.clone());
         parts.path_and_query = Some(
             target
@@ -191,17 +199,20 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// A pooled HTTP/1.1 client for the peers of a group with `settings`: connects within the
-/// group's connect timeout (`TCP_NODELAY`), keeps idle connections for its idle timeout.
-/// Shared by [`UpstreamClient`] and the gateway's HTTP tools.
-pub fn pooled_client<B>(settings: &UpstreamSettings) -> Client<HttpConnector, B>
+/// A pooled HTTP/1.1 client of one upstream group's peers (see [`pooled_client`]).
+pub type PooledClient<B> = Client<PeerConnector, B>;
+
+/// A pooled HTTP/1.1 client for the peers of `group`: connects within the group's connect
+/// timeout (`TCP_NODELAY`; over TLS when the group has it, whatever the URI's scheme),
+/// keeps idle connections for its idle timeout. Shared by [`UpstreamClient`] and the
+/// gateway's HTTP tools.
+pub fn pooled_client<B>(group: &UpstreamGroup) -> PooledClient<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
 {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.set_nodelay(true);
+    let settings = group.settings();
+    let connector = PeerConnector::new(settings.connect_timeout, group.peer_tls().cloned());
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(settings.idle_timeout)
         .build(connector)

@@ -10,6 +10,8 @@
 //! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
 //! - [`route`]: the route table: which service serves a request.
 //! - [`upstream`]: load-balanced, health-checked upstream groups.
+//! - [`peer_tls`]: TLS to a group's peers (server name, roots, the pooled client's
+//!   connector).
 //! - [`canary`]: a share of an upstream route's traffic to a second group, sticky per
 //!   session, pinnable by header or cookie.
 //! - [`client`]: the tower service sending requests to an upstream group (and its canary).
@@ -35,6 +37,7 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes,
 pub mod gateway;
 pub mod listener;
 pub mod path;
+pub mod peer_tls;
 pub mod route;
 pub mod server;
 pub mod tls;
@@ -46,6 +49,7 @@ pub use canary::Canary;
 pub use client::{UpstreamClient, UpstreamPeer};
 pub use gateway::Gateway;
 pub use listener::{ConnectionCounts, ConnectionLimits, ConnectionStats};
+pub use peer_tls::UpstreamTls;
 pub use route::{LiveRoutes, Route, RouteService, RouteTable, route_service};
 pub use server::{EdgeServer, ServerSettings, Stop, unix_signals};
 pub use tls::{CertificateFiles, Certificates, TlsError};

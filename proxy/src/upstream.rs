@@ -2,21 +2,27 @@
 //!
 //! Balancing is pingora-load-balancing's: round robin, or consistent (Ketama) hashing on a
 //! key taken from the request — its [`Affinity`] (agentgate: the session id) or a header —
-//! so one session's requests keep going to the same peer while it is healthy. Active HTTP health checks eject a peer after
-//! `unhealthy_threshold` failed probes and re-admit it after `healthy_threshold` good ones;
-//! the server runs them ([`UpstreamGroup::health_checker`]).
+//! so one session's requests keep going to the same peer while it is healthy. Active HTTP
+//! health checks eject a peer after `unhealthy_threshold` failed probes and re-admit it after
+//! `healthy_threshold` good ones; the server runs them ([`UpstreamGroup::health_checker`]).
+//! A group with [TLS](UpstreamTls) checks over TLS too, with the same server name (as SNI
+//! and `Host`) and the same roots as its requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pingora::connectors::ConnectorOptions;
+use pingora::connectors::http::Connector as CheckConnector;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+
+use crate::peer_tls::{PeerTls, UpstreamTls};
 
 /// Most peers tried when selecting one (bounds the walk of a hash ring).
 const MAX_SELECT_ITERATIONS: usize = 256;
@@ -82,6 +88,8 @@ pub struct UpstreamSettings {
     pub retry_connect: bool,
     /// Active health checks, if any.
     pub health_check: Option<HealthCheck>,
+    /// TLS to the peers (health checks included); `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
 }
 
 enum Balancer {
@@ -94,6 +102,8 @@ pub struct UpstreamGroup {
     settings: UpstreamSettings,
     balancer: Balancer,
     health: Option<Arc<dyn HealthChecker>>,
+    /// The loaded [`UpstreamTls`], shared by every client of the group.
+    tls: Option<Arc<PeerTls>>,
 }
 
 /// Runs a group's active health checks until shutdown.
@@ -123,8 +133,16 @@ impl std::fmt::Debug for UpstreamGroup {
 }
 
 impl UpstreamGroup {
-    /// Builds the group. Fails only if pingora rejects a peer address.
+    /// Builds the group. Fails if pingora rejects a peer address, or the TLS settings do
+    /// not load (a CA file that cannot be read or holds no valid certificate, no system
+    /// roots); the error says which.
     pub fn new(settings: UpstreamSettings) -> std::io::Result<Self> {
+        // TLS first: pingora's health-check connector panics on a CA file it cannot load.
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|tls| PeerTls::new(tls).map(Arc::new))
+            .transpose()?;
         let addrs: Vec<String> = settings.peers.iter().map(ToString::to_string).collect();
         let (balancer, health) = match settings.balance {
             Balance::RoundRobin => {
@@ -140,6 +158,7 @@ impl UpstreamGroup {
             settings,
             balancer,
             health,
+            tls,
         })
     }
 
@@ -151,6 +170,11 @@ impl UpstreamGroup {
     /// The group's settings.
     pub fn settings(&self) -> &UpstreamSettings {
         &self.settings
+    }
+
+    /// The group's loaded TLS settings, for its clients' connector.
+    pub(crate) fn peer_tls(&self) -> Option<&Arc<PeerTls>> {
+        self.tls.as_ref()
     }
 
     /// Peers healthy now, and peers in all (without health checks every peer is healthy).
@@ -221,16 +245,23 @@ where
     let Some(hc) = &settings.health_check else {
         return Ok((Arc::new(lb), None));
     };
-    let mut check = HttpHealthCheck::new("localhost", false);
+    let mut check = match &settings.tls {
+        None => HttpHealthCheck::new("localhost", false),
+        Some(tls) => tls_check(tls)?,
+    };
     check.consecutive_success = hc.healthy_threshold;
     check.consecutive_failure = hc.unhealthy_threshold;
     check.peer_template.options.connection_timeout = Some(hc.timeout);
     check.peer_template.options.read_timeout = Some(hc.timeout);
     check.req = RequestHeader::build("GET", hc.path.as_bytes(), None)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let host = settings
+        .tls
+        .as_ref()
+        .map_or("localhost", |tls| tls.server_name.as_str());
     check
         .req
-        .insert_header("host", "localhost")
+        .insert_header("host", host)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let expect = hc.expect_status;
     check.validator = Some(Box::new(move |resp| {
@@ -248,4 +279,25 @@ where
     lb.parallel_health_check = true;
     let lb = Arc::new(lb);
     Ok((lb.clone(), Some(lb)))
+}
+
+/// A health check over TLS: SNI and verification against `tls.server_name`, roots from
+/// `tls.ca_file` (pingora's loader, the one [`PeerTls`] uses) or the system's, ALPN
+/// `http/1.1`. Every check makes a fresh handshake, so a peer's certificate is checked
+/// every time.
+fn tls_check(tls: &UpstreamTls) -> std::io::Result<HttpHealthCheck> {
+    let mut check = HttpHealthCheck::new(&tls.server_name, true);
+    if let Some(path) = &tls.ca_file {
+        let path = path.to_str().ok_or_else(|| {
+            std::io::Error::other(format!(
+                "tls.ca_file {}: the path must be UTF-8",
+                path.display()
+            ))
+        })?;
+        // Checks do not reuse connections: the pool is never used.
+        let mut options = ConnectorOptions::new(1);
+        options.ca_file = Some(path.to_owned());
+        check.set_connector(CheckConnector::new(Some(options)));
+    }
+    Ok(check)
 }

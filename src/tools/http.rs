@@ -20,11 +20,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::value::RawValue;
 
 use agentgate_proxy::UpstreamGroup;
+use agentgate_proxy::client::PooledClient;
 
 use super::{Tool, ToolContext, ToolError};
 
@@ -37,7 +36,7 @@ pub struct HttpTool {
     group: Arc<UpstreamGroup>,
     path: String,
     max_output_bytes: usize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: PooledClient<Full<Bytes>>,
 }
 
 impl std::fmt::Debug for HttpTool {
@@ -65,7 +64,7 @@ impl HttpTool {
         path: impl Into<String>,
         max_output_bytes: usize,
     ) -> Self {
-        let client = agentgate_proxy::client::pooled_client(group.settings());
+        let client = agentgate_proxy::client::pooled_client(&group);
         Self {
             group,
             path: path.into(),

@@ -388,3 +388,38 @@ async fn the_per_address_cap_refuses_the_connection_over_it() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
     let _ = process.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_on_a_cleartext_listener_is_opt_in() {
+    // Off (the default): the HTTP/2 preface is not an HTTP/1.1 request.
+    let off = blocking(|| Process::start(&toml("")));
+    let mut tcp = TcpStream::connect(off.addr).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    let mut buf = [0u8; 64];
+    let n = within("the answer to a preface", tcp.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf[..n].starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // On: requests and streams multiplexed over one cleartext connection.
+    let on =
+        blocking(|| Process::start(&toml("").replacen("[server]\n", "[server]\nh2c = true\n", 1)));
+    let client = Client::h2c(on.addr);
+    let created = client
+        .send_call(client.post("/v2/sessions").bearer(KEY).json(&json!({})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.version, Version::HTTP_2);
+    let url = created.json["stream_url"].as_str().expect("url");
+    let head = client.unread(client.get(url)).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.version(), Version::HTTP_2);
+    let mut stream = client.stream(client.get(url)).await.expect("stream");
+    assert_eq!(stream.version, Version::HTTP_2);
+    stream.expect_retry().await;
+}

@@ -68,6 +68,7 @@ pub fn group(name: &str, peers: &[SocketAddr]) -> Arc<UpstreamGroup> {
             idle_timeout: Duration::from_secs(60),
             retry_connect: false,
             health_check: None,
+            tls: None,
         })
         .expect("upstream group"),
     )

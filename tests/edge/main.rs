@@ -35,3 +35,4 @@ mod routes;
 mod sse;
 mod upload;
 mod upstream;
+mod upstream_tls;

@@ -5,6 +5,7 @@
 //!   [`Origin::seen`]) and answered by the origin's handler; the default handler answers
 //!   `200` with the origin's name as the body, so a test can tell who served it.
 //! - `/healthz` answers `200` or `500` as [`Origin::set_healthy`] says.
+//! - [`Origin::serve_tls`] serves the same over TLS (`tests/edge/upstream_tls.rs`).
 //! - [`channel_body`] gives handlers a response body fed chunk by chunk from a channel,
 //!   with a [`Dropped`] signal that fires when the server drops the body (the gateway
 //!   closed the connection, or the response was cancelled).
@@ -24,8 +25,10 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 
 /// Response body of an origin.
 pub type OriginBody = BoxBody<Bytes, Infallible>;
@@ -101,6 +104,24 @@ impl Origin {
         listener: TcpListener,
         handler: impl Fn(Request<Incoming>) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::serve_with(listener, None, handler)
+    }
+
+    /// An origin answering with `handler` over TLS on `listener`, each connection's
+    /// handshake done by `tls`.
+    pub fn serve_tls(
+        listener: TcpListener,
+        tls: TlsAcceptor,
+        handler: impl Fn(Request<Incoming>) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::serve_with(listener, Some(tls), handler)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        handler: impl Fn(Request<Incoming>) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let addr = listener.local_addr().expect("origin address");
         let state = Arc::new(State {
             healthy: AtomicBool::new(true),
@@ -108,7 +129,7 @@ impl Origin {
             seen: Mutex::new(Vec::new()),
             handler: Box::new(handler),
         });
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        let accept = tokio::spawn(accept_loop(listener, tls, Arc::clone(&state)));
         Self {
             addr,
             state,
@@ -136,23 +157,39 @@ impl Origin {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&state, req).await) }
-            });
-            // Errors here are connections the gateway dropped: some tests do that on purpose.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, state).await,
+                // A failed handshake is a gateway refusing the certificate: some tests want it.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_connection(stream, state).await;
+                    }
+                }
+            }
         });
     }
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+    });
+    // Errors here are connections the gateway dropped: some tests do that on purpose.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn answer(state: &State, req: Request<Incoming>) -> Response<OriginBody> {

@@ -29,7 +29,7 @@ pub use sse::SseConfig;
 pub use store::{QuotasConfig, RedisConfig, StoreConfig, StoreKind};
 pub use telemetry::TelemetryConfig;
 pub use tools::{ToolConfig, ToolKind, ToolsConfig};
-pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig};
+pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig, UpstreamTlsConfig};
 
 use std::collections::BTreeMap;
 
