@@ -47,7 +47,7 @@ use pingora_timeout::fast_timeout::{fast_sleep, fast_timeout};
 use tower::BoxError;
 
 use crate::ResponseBody;
-use crate::bridge::{ClientAddr, ClientUpgrade, RequestBody};
+use crate::bridge::{ClientAddr, ClientTls, ClientUpgrade, RequestBody};
 use crate::canary::Canary;
 use crate::peer_tls::PeerConnector;
 use crate::trace::TraceContext;
@@ -70,7 +70,6 @@ pub struct UpstreamClient(Arc<Inner>);
 struct Inner {
     stable: Peers,
     canary: Option<(Arc<Canary>, Peers)>,
-    proto: HeaderValue,
 }
 
 /// A group and the pooled client to its peers.
@@ -224,7 +223,6 @@ impl UpstreamClient {
         Self(Arc::new(Inner {
             stable: Peers::new(group),
             canary: None,
-            proto: HeaderValue::from_static("http"),
         }))
     }
 
@@ -236,18 +234,11 @@ impl UpstreamClient {
             (c, peers)
         });
         // Right after `new` the client is not shared yet: its pool is kept, not rebuilt.
-        let (stable, proto) = match Arc::try_unwrap(self.0) {
-            Ok(inner) => (inner.stable, inner.proto),
-            Err(shared) => (
-                Peers::new(Arc::clone(&shared.stable.group)),
-                shared.proto.clone(),
-            ),
+        let stable = match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner.stable,
+            Err(shared) => Peers::new(Arc::clone(&shared.stable.group)),
         };
-        Self(Arc::new(Inner {
-            stable,
-            canary,
-            proto,
-        }))
+        Self(Arc::new(Inner { stable, canary }))
     }
 
     async fn forward(self, req: Request<RequestBody>) -> Response<ResponseBody> {
@@ -276,9 +267,14 @@ impl UpstreamClient {
             let forwarded = forwarded_for(parts.headers.get("x-forwarded-for"), addr.ip());
             parts.headers.insert("x-forwarded-for", forwarded);
         }
+        let proto = if parts.extensions.get::<ClientTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         parts
             .headers
-            .insert("x-forwarded-proto", this.proto.clone());
+            .insert("x-forwarded-proto", HeaderValue::from_static(proto));
         if let Some(trace) = parts.extensions.get::<TraceContext>() {
             trace.inject(&mut parts.headers);
         }

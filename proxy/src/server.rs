@@ -228,7 +228,7 @@ impl EdgeServer {
         }
         let cleartext = self.settings.listen.len();
         for (i, addr) in self.addrs.iter().enumerate() {
-            let mut listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers.clone());
+            let mut listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers);
             if i >= cleartext
                 && let Some(certificates) = &self.settings.certificates
             {

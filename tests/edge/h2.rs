@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::client::{Client, within};
 use crate::edge::{Edge, KEY, peers};
 use crate::origin::{Origin, event_stream, sse_event, text};
+use crate::tls::{TestCa, connect, h2_client};
 
 /// Bytes of the large upstream answer: far past HTTP/2's default stream window (64 KiB).
 const LARGE: usize = 4 * 1024 * 1024;
@@ -181,5 +182,56 @@ async fn an_unread_response_does_not_stall_the_other_streams_of_its_connection()
         .expect("body")
         .to_bytes();
     assert_eq!(body.len(), LARGE);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_requests_from_tls_clients_say_https() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new();
+    let cert = ca.issue(dir.path(), "edge", &["127.0.0.1"]);
+    let origin = origin().await;
+    let edge = Edge::from_toml(&format!(
+        r#"
+[server.tls]
+listen = "127.0.0.1:0"
+[[server.tls.certificates]]
+chain = {:?}
+key = {:?}
+[[routes]]
+name = "up"
+kind = "upstream"
+path_prefix = "/up/"
+upstream = "origin"
+[upstreams.origin]
+peers = [{}]
+"#,
+        cert.chain,
+        cert.key,
+        peers(&[origin.addr])
+    ))
+    .await;
+    let tls = connect(edge.tls_addr(), "127.0.0.1", ca.client(&[b"h2"]))
+        .await
+        .expect("TLS");
+    let mut send = h2_client(tls).await;
+    let request = http::Request::builder()
+        .uri("https://127.0.0.1/up/plain")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let response = within("an answer over TLS", send.send_request(request))
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), Version::HTTP_2);
+    // The same route in cleartext says http.
+    let reply = edge.client.send_call(edge.client.get("/up/plain")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let protos: Vec<_> = origin
+        .seen()
+        .iter()
+        .map(|seen| seen.header("x-forwarded-proto").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(protos, ["https", "http"]);
     edge.stop().await;
 }

@@ -15,6 +15,8 @@ mod client;
 #[allow(dead_code)]
 #[path = "../support/browser.rs"]
 mod headless;
+#[path = "../support/tls.rs"]
+mod tls;
 
 mod edge;
 mod origin;

@@ -47,6 +47,11 @@ const BODY_CHANNEL_CHUNKS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// In the request extensions of a bridged service when the client connected over TLS
+/// (upstream requests then say `X-Forwarded-Proto: https`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTls;
+
 /// In the extensions of an HTTP/1.1 `Upgrade` request: the bytes the client sends after a
 /// `101 Switching Protocols` answer, for a service that joins the two sides (the upstream
 /// client). Taken once; a service that does not switch protocols can ignore it.
@@ -330,6 +335,12 @@ fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
     let mut request = Request::from_parts(parts, body);
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         request.extensions_mut().insert(ClientAddr(*addr));
+    }
+    if session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
+    {
+        request.extensions_mut().insert(ClientTls);
     }
     let upgrade = if session.downstream_session.is_upgrade_req() {
         let (tx, body) = RequestBody::channel(BODY_CHANNEL_CHUNKS, None);
