@@ -18,6 +18,7 @@ mod headless;
 
 mod edge;
 mod origin;
+mod page_origin;
 
 mod admission;
 mod axum_route;
