@@ -24,6 +24,7 @@ mod admission;
 mod axum_route;
 mod balance;
 mod browser;
+mod browser_h2;
 mod canary;
 mod cancel;
 mod coalesce;
