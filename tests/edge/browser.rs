@@ -7,19 +7,15 @@
 //! by a TCP relay between the browser and the gateway that drops every connection at once.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http::StatusCode;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
-use crate::client::{Client, within};
-use crate::edge::{Edge, KEY, peers};
+use crate::client::Client;
+use crate::edge::{Edge, KEY};
 use crate::headless::Browser;
-use crate::origin::{Origin, text};
+use crate::page_origin::PageOrigin;
 
 const PAGE: &str = r#"<!doctype html>
 <html><body><pre id="log"></pre><script>
@@ -44,13 +40,6 @@ es.onmessage = (e) => {
   }
 };
 </script></body></html>"#;
-
-/// What the page posted to `/report`.
-#[derive(Debug)]
-struct Report {
-    kind: String,
-    body: Value,
-}
 
 /// A TCP relay to `target` whose connections can all be cut at once.
 struct Relay {
@@ -92,22 +81,10 @@ async fn json_call(client: &Client, call: crate::client::Call) -> Value {
     reply.json
 }
 
-/// Waits for the next report of `kind`, skipping others.
-async fn next_report(reports: &mut mpsc::UnboundedReceiver<Report>, kind: &str) -> Value {
-    loop {
-        let report = within(&format!("the page to report {kind}"), reports.recv())
-            .await
-            .expect("origin alive");
-        if report.kind == kind {
-            return report.body;
-        }
-    }
-}
-
 /// Waits until the page has seen `count` events.
-async fn seen_count(reports: &mut mpsc::UnboundedReceiver<Report>, count: u64) {
+async fn seen_count(page: &mut PageOrigin, count: u64) {
     loop {
-        if next_report(reports, "seen").await["count"].as_u64() >= Some(count) {
+        if page.next_report("seen").await["count"].as_u64() >= Some(count) {
             return;
         }
     }
@@ -115,54 +92,8 @@ async fn seen_count(reports: &mut mpsc::UnboundedReceiver<Report>, count: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_eventsource_resumes_a_multiplexed_stream_exactly() {
-    let (report_tx, mut reports) = mpsc::unbounded_channel();
-    let report_tx = Arc::new(report_tx);
-    let origin = Origin::with_handler(move |req| {
-        let report_tx = Arc::clone(&report_tx);
-        Box::pin(async move {
-            if req.uri().path() == "/page" {
-                let mut page = text(StatusCode::OK, Bytes::from_static(PAGE.as_bytes()));
-                page.headers_mut().insert(
-                    "content-type",
-                    http::HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                return page;
-            }
-            let kind = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("kind="))
-                .unwrap_or("")
-                .to_owned();
-            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-            let body = body.ok().and_then(|b| serde_json::from_slice(&b).ok());
-            let _ = report_tx.send(Report {
-                kind,
-                body: body.unwrap_or(Value::Null),
-            });
-            text(StatusCode::OK, "ok")
-        })
-    })
-    .await;
-    let edge = Edge::from_toml(&format!(
-        r#"
-[sse]
-retry_ms = 200
-[[routes]]
-name = "agent"
-kind = "agent"
-path_prefix = "/v2/"
-[[routes]]
-name = "site"
-kind = "upstream"
-path_prefix = "/"
-upstream = "site"
-[upstreams.site]
-peers = [{}]
-"#,
-        peers(&[origin.addr])
-    ))
-    .await;
+    let mut page = PageOrigin::start(PAGE).await;
+    let edge = Edge::from_toml(&format!("[sse]\nretry_ms = 200\n{}", page.routes())).await;
     let client = edge.client.clone();
     let relay = Relay::start(edge.addr).await;
 
@@ -217,18 +148,18 @@ peers = [{}]
     );
     let _browser = Browser::open(&url);
 
-    next_report(&mut reports, "open").await;
-    seen_count(&mut reports, 6).await;
+    page.next_report("open").await;
+    seen_count(&mut page, 6).await;
     // Live events, then the cut mid-stream, then events while the browser is away.
     for i in 0..3 {
         expected.extend(append(i, 3).await);
     }
-    seen_count(&mut reports, 15).await;
+    seen_count(&mut page, 15).await;
     relay.cut_all();
     for i in [2, 0] {
         expected.extend(append(i, 4).await);
     }
-    let reopened = next_report(&mut reports, "open").await;
+    let reopened = page.next_report("open").await;
     assert!(reopened["opens"].as_u64() >= Some(2), "{reopened}");
     // Every session completes; the page then reports what it saw.
     for (id, _) in &sessions {
@@ -245,7 +176,7 @@ peers = [{}]
             reply["event_id"].as_str().expect("event id")
         ));
     }
-    let done = next_report(&mut reports, "done").await;
+    let done = page.next_report("done").await;
     let seen: Vec<String> = done["seen"]
         .as_array()
         .expect("seen list")

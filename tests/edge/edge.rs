@@ -172,6 +172,17 @@ read_timeout_ms = 0
         }
     }
 
+    /// Where its first TLS listener (`[server.tls] listen` of its TOML) listens.
+    pub fn tls_addr(&self) -> SocketAddr {
+        match &self.server {
+            Server::App(running) => *running
+                .tls_addrs
+                .first()
+                .expect("the configuration has a [server.tls] listener"),
+            Server::Table { .. } => panic!("a hand-built route table has no TLS listener"),
+        }
+    }
+
     /// Stops gracefully and waits until the server thread is done.
     pub async fn stop(self) {
         match self.server {

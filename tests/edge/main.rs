@@ -20,11 +20,13 @@ mod tls;
 
 mod edge;
 mod origin;
+mod page_origin;
 
 mod admission;
 mod axum_route;
 mod balance;
 mod browser;
+mod browser_h2;
 mod canary;
 mod cancel;
 mod coalesce;

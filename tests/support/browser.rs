@@ -22,10 +22,30 @@ pub struct Browser {
 impl Browser {
     /// Opens `url` in a fresh profile.
     pub fn open(url: &str) -> Self {
+        Self::launch(url, None)
+    }
+
+    /// Opens `url` in a fresh profile that trusts the TLS certificates whose public key is
+    /// `spki_der` (a DER SubjectPublicKeyInfo), as if a known CA had issued them: a test's
+    /// self-signed certificate is accepted (and HTTP/2 negotiated as with any site) while
+    /// every other certificate error still fails.
+    pub fn open_trusting(url: &str, spki_der: &[u8]) -> Self {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(spki_der));
+        // Chromium honours this flag only with a --user-data-dir, which every launch sets.
+        Self::launch(
+            url,
+            Some(format!("--ignore-certificate-errors-spki-list={pin}")),
+        )
+    }
+
+    fn launch(url: &str, flag: Option<String>) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new("chromium")
             .args(HEADLESS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(flag)
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
