@@ -86,8 +86,6 @@ enum Server {
 pub struct Edge {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Where its TLS listeners listen (`[server.tls]` of its configuration).
-    tls_addrs: Vec<SocketAddr>,
     /// A client of it.
     pub client: Client,
     server: Server,
@@ -105,15 +103,9 @@ impl Edge {
             .expect("gateway listens");
         Self {
             addr: running.addr,
-            tls_addrs: running.tls_addrs.clone(),
             client: Client::new(running.addr),
             server: Server::App(running),
         }
-    }
-
-    /// Its first TLS listener's address; panics without `[server.tls]`.
-    pub fn tls_addr(&self) -> SocketAddr {
-        *self.tls_addrs.first().expect("a [server.tls] listener")
     }
 
     /// The agent API as one route, under `/v2/`.
@@ -166,7 +158,6 @@ read_timeout_ms = 0
             .expect("server thread");
         Self {
             addr,
-            tls_addrs: Vec::new(),
             client: Client::new(addr),
             server: Server::Table { stop, thread },
         }
