@@ -123,6 +123,8 @@ target_pids() {
     echo "$pid"
     ps -o pid= --ppid "$pid" 2>/dev/null || true
 }
+# shown CMD... — CMD as the report prints it: program names and the run's temp dir shortened.
+shown() { local IFS=' '; echo "$*" | sed "s|$BENCH_BIN_DIR/examples/||g; s|$BENCH_TMP|\$TMP|g"; }
 renice_all() {
     ((NICE != 0)) || return 0
     local task
@@ -236,7 +238,7 @@ measure_mode() {
     case $m in
         *-tls) cmd+=(--stream-addr "127.0.0.1:$tls_port" --tls-ca "$CA") ;;
     esac
-    RES[$m.command]="${cmd[*]#"$BENCH_BIN_DIR/examples/"}"
+    RES[$m.command]=$(shown "${cmd[@]}")
     [[ -n $LOAD_CPUS ]] && cmd=(taskset -c "$LOAD_CPUS" "${cmd[@]}")
     cmd=(nice -n "$NICE" "${cmd[@]}")
     bench_log "sse $m: $SESSIONS sessions x $CLIENTS_PER_SESSION clients, $RATE events/s, ${SSE_WARMUP}s + ${SSE_DURATION}s"
@@ -309,7 +311,8 @@ measure_mode() {
 }
 
 sse_report() {
-    local modes=($SSE_MODES) base=${SSE_MODES%% *} m
+    local modes base=${SSE_MODES%% *} m
+    read -r -a modes <<<"$SSE_MODES"
     get() { echo "${RES[$1.$2]:-n/a}"; }
     ratio() { # ratio MODE KEY: MODE's value / the baseline's
         awk -v a="$(get "$1" "$2")" -v b="$(get "$base" "$2")" \
@@ -483,7 +486,7 @@ tls_round() {
     local cmd=("$BENCH_BIN_DIR/examples/tls_handshakes" --addr "127.0.0.1:$port" --ca "$CA"
         --concurrency "$HANDSHAKE_CONCURRENCY" --threads "$HANDSHAKE_THREADS"
         --warmup "$WARMUP" --duration "$DURATION")
-    TLS_HS_COMMAND="${cmd[*]#"$BENCH_BIN_DIR/examples/"}"
+    TLS_HS_COMMAND=$(shown "${cmd[@]}")
     [[ -n $LOAD_CPUS ]] && cmd=(taskset -c "$LOAD_CPUS" "${cmd[@]}")
     timeout --kill-after=5 $((WARMUP + DURATION + 30)) "${cmd[@]}" >"$out" 2>"$out.log" &
     BENCH_PID[handshakes]=$!

@@ -210,10 +210,7 @@ async fn dial(addr: SocketAddr, tls: Option<&TlsClient>, alpn: &str) -> Result<I
     let Some(tls) = tls else {
         return Ok(TokioIo::new(Either::Left(tcp)));
     };
-    let stream = tls
-        .connector
-        .connect(tls.server_name.clone(), tcp)
-        .await?;
+    let stream = tls.connector.connect(tls.server_name.clone(), tcp).await?;
     let chosen = stream.get_ref().1.alpn_protocol();
     if chosen != Some(alpn.as_bytes()) {
         return Err(format!(
@@ -263,10 +260,11 @@ struct Viewers {
 }
 
 /// What keeps a client's stream open: its own HTTP/1.1 connection, or its handle on a
-/// shared HTTP/2 connection.
+/// shared HTTP/2 connection. Held, never read: dropping it closes an HTTP/1.1 connection.
+#[allow(dead_code)]
 enum ViewerConn {
-    Http1(#[allow(dead_code)] SendRequest<Empty<Bytes>>),
-    Http2(#[allow(dead_code)] http2::SendRequest<Empty<Bytes>>),
+    Http1(SendRequest<Empty<Bytes>>),
+    Http2(http2::SendRequest<Empty<Bytes>>),
 }
 
 impl Viewers {
@@ -274,7 +272,11 @@ impl Viewers {
     /// that cannot be opened ends the run (a setup failure: nothing could be measured).
     async fn new(args: &Args) -> Result<Self, BoxError> {
         let addr = args.stream_addr.unwrap_or(args.addr);
-        let alpn = if args.h2_connections > 0 { "h2" } else { "http/1.1" };
+        let alpn = if args.h2_connections > 0 {
+            "h2"
+        } else {
+            "http/1.1"
+        };
         let tls = match &args.tls_ca {
             Some(ca) => Some(TlsClient::new(ca, &args.tls_name, &[alpn], false)?),
             None => None,

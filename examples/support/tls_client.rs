@@ -28,8 +28,8 @@ impl TlsClient {
     /// sessions for resumption only when `resume`.
     pub fn new(ca: &Path, server_name: &str, alpn: &[&str], resume: bool) -> Result<Self, String> {
         let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        let certs =
+            CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
         for cert in certs {
             let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
             roots
