@@ -16,7 +16,7 @@
 #
 # See bench/README.md, "Edge: HTTP/2 and TLS".
 #
-#   bench/edge.sh                                        # full run, ~10 min
+#   bench/edge.sh                                        # full run, ~8 min
 #   CLIENTS_PER_SESSION=10 H2_CONNECTIONS=10 WORKERS=1 ROUNDS=1 DURATION=3 bench/edge.sh
 #   PARTS=sse SSE_MODES="h1 h2c" bench/edge.sh           # cleartext HTTP/1.1 vs h2c only
 set -euo pipefail
