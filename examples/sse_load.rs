@@ -1,12 +1,19 @@
 //! SSE load program for `bench/sse.sh`: many stream clients over a few sessions, events
 //! appended at a fixed rate, delivery latency and exactness measured end to end.
 //!
-//! One process plays both sides, over loopback HTTP/1.1 only:
+//! One process plays both sides, over loopback:
 //!
 //! 1. creates `--sessions` sessions (`POST /v2/sessions`);
-//! 2. opens `--clients-per-session` SSE streams per session, one TCP connection each, at most
-//!    `--connect-concurrency` connecting at a time; a client counts as connected when its
-//!    first frame (`retry:`) arrives. Failures are counted by kind, not retried;
+//! 2. opens `--clients-per-session` SSE streams per session, at most `--connect-concurrency`
+//!    opening at a time; a client counts as connected when its first frame (`retry:`)
+//!    arrives. Failures are counted by kind, not retried. The viewers' transport is the one
+//!    thing that varies ([`Viewers`]): by default each client has its own HTTP/1.1
+//!    connection; with `--h2-connections N` the clients are HTTP/2 streams multiplexed over
+//!    N connections (client i on connection i mod N, all N opened first), as browsers
+//!    share one connection between tabs. `--tls-ca` makes the viewers speak TLS (ALPN
+//!    `http/1.1` or `h2`, certificate verified, no resumption) to `--stream-addr`, e.g. the
+//!    gateway's TLS listener; without it HTTP/2 is prior knowledge (h2c). Sessions and
+//!    appends always use HTTP/1.1 on `--addr`;
 //! 3. prints `CONNECTED ...` on stdout, then waits for `--go-file` to exist (so a script can
 //!    measure the idle gateway) or `--idle-secs`;
 //! 4. appends `--rate` events/s in total for `--warmup` + `--duration` seconds, spread evenly
@@ -28,6 +35,9 @@
 //! cargo build --release --example sse_load
 //! target/release/examples/sse_load --addr 127.0.0.1:8080 --api-key dev-api-key-change-me \
 //!     --sessions 10 --clients-per-session 10 --rate 100 --duration 5 --warmup 1
+//! # the same clients as HTTP/2 streams over 1 TLS connection to the TLS listener:
+//! target/release/examples/sse_load --addr 127.0.0.1:8080 --stream-addr 127.0.0.1:8443 \
+//!     --tls-ca cert.pem --h2-connections 1 --sessions 10 --clients-per-session 10
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,12 +54,20 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
+
+#[path = "support/tls_client.rs"]
+mod tls_client;
+use tls_client::TlsClient;
 
 /// Latency histograms are sharded by client, not one per client: a 3-digit histogram up to
 /// 10 minutes is ~140 KiB, too much times 10,000 clients.
@@ -75,9 +93,22 @@ struct Args {
     /// Sessions to create.
     #[arg(long, default_value_t = 100)]
     sessions: usize,
-    /// SSE clients per session (one TCP connection each).
+    /// SSE clients per session.
     #[arg(long, default_value_t = 100)]
     clients_per_session: usize,
+    /// Where the SSE clients connect (default `--addr`), e.g. the gateway's TLS listener.
+    #[arg(long)]
+    stream_addr: Option<SocketAddr>,
+    /// 0: each SSE client has its own HTTP/1.1 connection. N > 0: the clients are HTTP/2
+    /// streams over N shared connections (prior knowledge, or ALPN `h2` with `--tls-ca`).
+    #[arg(long, default_value_t = 0)]
+    h2_connections: usize,
+    /// SSE clients speak TLS, trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Name the TLS clients send (SNI) and verify the certificate against.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
     /// Events appended per second, over all sessions.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -155,6 +186,7 @@ struct Shared {
     connected: AtomicUsize,
     failed: AtomicUsize,
     shards: Vec<Mutex<Histogram<u64>>>,
+    viewers: Viewers,
 }
 
 impl Shared {
@@ -167,20 +199,152 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
 }
 
-/// Opens one HTTP/1.1 connection; the connection task runs until the sender is dropped.
+/// A client connection: TCP, or TLS over TCP.
+type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+
+/// Connects to `addr` (`TCP_NODELAY`), with a TLS handshake when `tls` is given; the server
+/// must choose the ALPN protocol `alpn` (the client offers only that one).
+async fn dial(addr: SocketAddr, tls: Option<&TlsClient>, alpn: &str) -> Result<Io, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = tls else {
+        return Ok(TokioIo::new(Either::Left(tcp)));
+    };
+    let stream = tls.connector.connect(tls.server_name.clone(), tcp).await?;
+    let chosen = stream.get_ref().1.alpn_protocol();
+    if chosen != Some(alpn.as_bytes()) {
+        return Err(format!(
+            "ALPN: offered {alpn}, the server chose {:?}",
+            chosen.map(String::from_utf8_lossy)
+        )
+        .into());
+    }
+    Ok(TokioIo::new(Either::Right(stream)))
+}
+
+/// Opens one HTTP/1.1 connection over `io`; the connection task runs until the sender is
+/// dropped.
+async fn handshake_http1<B>(io: Io) -> Result<SendRequest<B>, BoxError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (sender, conn) = http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await; // its errors show up on the requests
+    });
+    Ok(sender)
+}
+
+/// Opens one cleartext HTTP/1.1 connection (sessions and appends).
 async fn connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, BoxError>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await; // its errors show up on the requests
-    });
-    Ok(sender)
+    handshake_http1(dial(addr, None, "").await?).await
+}
+
+/// How the SSE clients reach the gateway: the only part of the program that differs
+/// between HTTP/1.1 and HTTP/2 (sessions, appends, checks and the report are shared).
+struct Viewers {
+    addr: SocketAddr,
+    tls: Option<TlsClient>,
+    /// `:authority` of HTTP/2 requests and `Host` of HTTP/1.1 ones.
+    authority: String,
+    scheme: &'static str,
+    /// The shared HTTP/2 connections; empty: one HTTP/1.1 connection per client.
+    h2: Vec<http2::SendRequest<Empty<Bytes>>>,
+}
+
+/// What keeps a client's stream open: its own HTTP/1.1 connection, or its handle on a
+/// shared HTTP/2 connection. Held, never read: dropping it closes an HTTP/1.1 connection.
+#[allow(dead_code)]
+enum ViewerConn {
+    Http1(SendRequest<Empty<Bytes>>),
+    Http2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Viewers {
+    /// The transport `args` ask for; opens the HTTP/2 connections, if any. A connection
+    /// that cannot be opened ends the run (a setup failure: nothing could be measured).
+    async fn new(args: &Args) -> Result<Self, BoxError> {
+        let addr = args.stream_addr.unwrap_or(args.addr);
+        let alpn = if args.h2_connections > 0 {
+            "h2"
+        } else {
+            "http/1.1"
+        };
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(TlsClient::new(ca, &args.tls_name, &[alpn], false)?),
+            None => None,
+        };
+        let (scheme, authority) = match &tls {
+            Some(_) => ("https", format!("{}:{}", args.tls_name, addr.port())),
+            None => ("http", addr.to_string()),
+        };
+        let mut h2 = Vec::with_capacity(args.h2_connections);
+        for _ in 0..args.h2_connections {
+            let io = dial(addr, tls.as_ref(), alpn).await?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await?;
+            tokio::spawn(async move {
+                let _ = conn.await; // its errors show up on the streams
+            });
+            h2.push(sender);
+        }
+        Ok(Self {
+            addr,
+            tls,
+            authority,
+            scheme,
+            h2,
+        })
+    }
+
+    /// `http1` or `http2`, and `+tls` over TLS.
+    fn describe(&self) -> String {
+        let version = if self.h2.is_empty() { "http1" } else { "http2" };
+        let tls = if self.tls.is_some() { "+tls" } else { "" };
+        format!("{version}{tls}")
+    }
+
+    /// Opens client `ix`'s stream: `GET path` with `Accept: text/event-stream`.
+    async fn open(
+        &self,
+        ix: usize,
+        path: &str,
+    ) -> Result<(ViewerConn, http::Response<Incoming>), &'static str> {
+        let request = |uri: String| {
+            Request::get(uri)
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Empty::<Bytes>::new())
+                .map_err(|_| "request")
+        };
+        if self.h2.is_empty() {
+            let io = dial(self.addr, self.tls.as_ref(), "http/1.1")
+                .await
+                .map_err(|_| "connect")?;
+            let mut sender = handshake_http1::<Empty<Bytes>>(io)
+                .await
+                .map_err(|_| "connect")?;
+            let mut req = request(path.to_owned())?;
+            let host = http::HeaderValue::from_str(&self.authority).map_err(|_| "request")?;
+            req.headers_mut().insert(header::HOST, host);
+            let resp = sender.send_request(req).await.map_err(|_| "request")?;
+            Ok((ViewerConn::Http1(sender), resp))
+        } else {
+            // HTTP/2 takes scheme and authority from the URI (pseudo-headers), not `Host`.
+            let mut sender = self.h2[ix % self.h2.len()].clone();
+            let req = request(format!("{}://{}{path}", self.scheme, self.authority))?;
+            sender.ready().await.map_err(|_| "connection_closed")?;
+            let resp = sender.send_request(req).await.map_err(|_| "request")?;
+            Ok((ViewerConn::Http2(sender), resp))
+        }
+    }
 }
 
 /// POSTs JSON; returns the status and the body.
@@ -214,12 +378,20 @@ const TIMED_OUT: &str = "timed out";
 
 async fn run(args: Args) {
     let args = Arc::new(args);
+    // The HTTP/2 connections, if any, are opened first: a failure ends the run.
+    let viewers = Viewers::new(&args).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot open the viewers' connections to {}: {e}",
+            args.stream_addr.unwrap_or(args.addr)
+        )
+    });
     let shared = Arc::new(Shared {
         base: Instant::now(),
         measure_from_us: AtomicU64::new(u64::MAX),
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         shards: (0..HIST_SHARDS).map(|_| Mutex::new(histogram())).collect(),
+        viewers,
     });
 
     // 1. Sessions. A setup failure ends the run: nothing could be measured.
@@ -247,7 +419,15 @@ async fn run(args: Args) {
             .unwrap_or_else(|e| panic!("unexpected POST /v2/sessions answer ({e}): {body:?}"));
         sessions.push(Arc::new(session));
     }
-    eprintln!("sse_load: {} sessions created", sessions.len());
+    eprintln!(
+        "sse_load: {} sessions created; clients over {}{}",
+        sessions.len(),
+        shared.viewers.describe(),
+        match shared.viewers.h2.len() {
+            0 => " (one connection each)".to_owned(),
+            n => format!(" ({n} shared connections)"),
+        }
+    );
 
     // 2. Clients.
     let total = args.sessions * args.clients_per_session;
@@ -408,6 +588,7 @@ async fn run(args: Args) {
     }
     let summary = Summary {
         args: &args,
+        transport: shared.viewers.describe(),
         total,
         connected,
         connect_secs,
@@ -619,18 +800,11 @@ async fn client(
         }
     };
     let opening = async {
-        let mut sender = connect::<Empty<Bytes>>(args.addr)
-            .await
-            .map_err(|_| "connect")?;
-        let req = Request::get(format!(
+        let path = format!(
             "/v2/sessions/{}/stream?token={}",
             session.id, session.stream_token
-        ))
-        .header(header::HOST, args.addr.to_string())
-        .header(header::ACCEPT, "text/event-stream")
-        .body(Empty::<Bytes>::new())
-        .map_err(|_| "request")?;
-        let resp = sender.send_request(req).await.map_err(|_| "request")?;
+        );
+        let (sender, resp) = shared.viewers.open(ix, &path).await?;
         if resp.status() != StatusCode::OK {
             return Err("http_status");
         }
@@ -809,6 +983,8 @@ impl Totals {
 /// Everything the final report needs.
 struct Summary<'a> {
     args: &'a Args,
+    /// The viewers' protocol ([`Viewers::describe`]).
+    transport: String,
     total: usize,
     connected: usize,
     connect_secs: f64,
@@ -900,13 +1076,15 @@ impl Summary<'_> {
             t.uncertain_received
         );
         println!(
-            "RESULT clients={} connected={} connect_failed={} connect_secs={:.2} \
+            "RESULT transport={} h2_connections={} clients={} connected={} connect_failed={} connect_secs={:.2} \
              appended={} append_rate={:.1} append_errors={} append_error_kinds={} \
              uncertain_events={} uncertain_received={} append_p99_ms={:.3} \
              measured_events={} expected_deliveries={} delivered={} delivered_per_s={:.0} \
              p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} max_ms={:.3} \
              missing={} duplicates={} out_of_order={} unexpected={} malformed={} errors={} \
              complete_errors={} failures={} ended={}",
+            self.transport,
+            a.h2_connections,
             self.total,
             self.connected,
             failed,
