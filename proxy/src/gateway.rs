@@ -1,16 +1,16 @@
-//! [`Gateway`]: the pingora `ProxyHttp` that routes every request.
+//! [`Gateway`]: routes every request and serves it (pingora runs it as its HTTP server
+//! application, [`crate::http_app`]).
 //!
 //! Every request is served in `request_filter`: stamp an `x-request-id` (kept if the
 //! client sent one), normalise the path ([`path`](crate::path); JSON 400 for an ambiguous
 //! one), open the request's span and trace context, find the route by the normal path (JSON
 //! 404 if none), and serve it with the route's tower service through the
 //! [`bridge`] — an in-process handler's stack or an upstream route's stack over
-//! an [`UpstreamClient`](crate::UpstreamClient) alike. pingora's upstream phases are never
-//! reached; `logging` writes the access line.
+//! an [`UpstreamClient`](crate::UpstreamClient) alike; `logging` writes the access line.
 //!
 //! Failures of the client's side (it hung up, sent a broken body) are logged at DEBUG, not as
-//! pingora's ERROR line. pingora's error lines name the request by method, path and host:
-//! never the query string, which carries stream tokens.
+//! an ERROR line. Error lines name the request by method, path and host: never the query
+//! string, which carries stream tokens.
 //!
 //! # Tracing
 //!
@@ -32,11 +32,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use http::{HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType, Result};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -182,16 +180,10 @@ pub struct RequestCtx {
     trace: Option<TraceContext>,
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
-        // No response modules (pingora adds a disabled compression module by default): one
-        // less filter on every response.
-    }
-
-    fn new_ctx(&self) -> RequestCtx {
+/// The request phases [`crate::http_app`] runs, in order: `new_ctx`, `request_filter` (which
+/// serves the request), `suppress_error_log` and `request_summary` if it failed, `logging`.
+impl Gateway {
+    pub(crate) fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
             route: None,
@@ -204,7 +196,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(crate) async fn request_filter(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         listener::head_received();
         if let Some(rules) = &self.connections {
             // Keep-alive is already off when the server is draining: leave it off.
@@ -236,7 +232,7 @@ impl ProxyHttp for Gateway {
                 ctx.request_id.as_ref(),
             )
             .await?;
-            return Ok(true);
+            return Ok(());
         }
         let Some(route) = self.routes.find(session.req_header()) else {
             let path = session.req_header().uri.path().to_owned();
@@ -247,7 +243,7 @@ impl ProxyHttp for Gateway {
                 ctx.request_id.as_ref(),
             )
             .await?;
-            return Ok(true);
+            return Ok(());
         };
         ctx.span.record("route", route.name.as_str());
         let service = route.service.clone();
@@ -268,26 +264,13 @@ impl ProxyHttp for Gateway {
                 .await;
         ctx.peer = answered.remove::<UpstreamPeer>();
         ctx.session = answered.remove::<Affinity>();
-        served?;
-        Ok(true)
+        served
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        // request_filter serves every request; pingora never proxies on its own.
-        Error::e_explain(
-            ErrorType::InternalError,
-            "every route is a service: pingora's upstream phase is never used",
-        )
-    }
-
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+    pub(crate) fn suppress_error_log(&self, ctx: &RequestCtx, error: &Error) -> bool {
         // The client's side failed: it hung up mid-request (a viewer closing its stream, a
         // load tool, a browser navigating away) or sent a broken body. Routine at the edge and
-        // not the gateway's fault, so DEBUG instead of pingora's ERROR line per request; the
+        // not the gateway's fault, so DEBUG instead of an ERROR line per request; the
         // access log still has the request and its status.
         if !matches!(error.esource(), pingora::ErrorSource::Downstream) {
             return false;
@@ -308,9 +291,9 @@ impl ProxyHttp for Gateway {
         true
     }
 
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
-        // What pingora puts at the end of its error lines. Its own summary has the query
-        // string, which carries stream tokens (`?token=`, `?tokens=`): the path only.
+    pub(crate) fn request_summary(&self, session: &ServerSession) -> String {
+        // What ends an error line. pingora's own summary has the query string, which
+        // carries stream tokens (`?token=`, `?tokens=`): the path only.
         let req = session.req_header();
         let host = req
             .headers
@@ -321,7 +304,7 @@ impl ProxyHttp for Gateway {
         format!("{} {}, Host: {host}", req.method, req.uri.path())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    pub(crate) fn logging(&self, session: &ServerSession, e: Option<&Error>, ctx: &RequestCtx) {
         listener::request_done();
         if let (Some(rules), Some(e)) = (&self.connections, e)
             && e.etype() == &ErrorType::WriteTimedout
@@ -336,7 +319,7 @@ impl ProxyHttp for Gateway {
         if self.access_log {
             access_log(session, ctx);
         }
-        // The span closes when pingora drops the context, right after this.
+        // The span closes when the context is dropped, right after this.
     }
 }
 
@@ -407,7 +390,7 @@ fn normalize_target(req: &mut RequestHeader) -> std::result::Result<(), String> 
 }
 
 /// One access log line for the finished request.
-fn access_log(session: &Session, ctx: &RequestCtx) {
+fn access_log(session: &ServerSession, ctx: &RequestCtx) {
     let req = session.req_header();
     let path = req.uri.path();
     let status = session

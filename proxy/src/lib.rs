@@ -4,7 +4,7 @@
 //!
 //! pingora does what it is best at here: listeners, the HTTP server, graceful upgrade,
 //! load balancing and health checks. Requests to upstreams go out through a tower service
-//! on a pooled hyper client ([`client`]), not pingora's `ProxyHttp` upstream phases: the
+//! on a pooled hyper client ([`client`]), not pingora's `ProxyHttp` proxy: the
 //! route's layers then wrap the whole exchange (a queue permit lives in the response body).
 //!
 //! - [`bridge`]: serve a pingora request with any tower `Service` (streaming both ways).
@@ -17,8 +17,10 @@
 //! - [`client`]: the tower service sending requests to an upstream group (and its canary).
 //! - [`path`]: the request-path normaliser run before routing (dot segments, percent
 //!   encodings; ambiguous spellings refused).
-//! - [`gateway`]: the `ProxyHttp` implementation tying them together; one `tracing` span
+//! - [`gateway`]: routing and serving every request through the bridge; one `tracing` span
 //!   per request.
+//! - [`http_app`]: the gateway as pingora's HTTP server application, the loop each request
+//!   of a connection runs through (lean: none of pingora's proxy state).
 //! - [`trace`]: W3C trace context (`traceparent`, `tracestate`) parsed and propagated.
 //! - [`server`]: listeners, worker threads, drain-aware shutdown, graceful upgrade.
 //! - [`listener`]: the listeners' connection caps and request-head deadline.
@@ -35,6 +37,7 @@ pub mod client;
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
 
 pub mod gateway;
+pub mod http_app;
 pub mod listener;
 pub mod path;
 pub mod peer_tls;

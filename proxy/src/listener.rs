@@ -1,8 +1,8 @@
 //! The public listeners' connection rules: caps on open connections, a deadline for each
 //! request head, and the counts of what they refused.
 //!
-//! [`EdgeApp`] stands between pingora's listeners and its HTTP server (`HttpProxy` over the
-//! [`Gateway`](crate::Gateway)): it sees each connection once the TCP accept (and the TLS
+//! [`EdgeApp`] stands between pingora's listeners and its HTTP server (the
+//! [`HttpApp`](crate::http_app::HttpApp) over the [`Gateway`](crate::Gateway)): it sees each connection once the TCP accept (and the TLS
 //! handshake, on a TLS listener) is done, and for as long as it stays open.
 //!
 //! - **Caps** ([`ConnectionLimits::max_connections`], `max_connections_per_address`): a

@@ -29,13 +29,12 @@ use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::http_proxy;
-use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as PingoraService;
 use pingora::services::listening::Service;
 
 use crate::Gateway;
+use crate::http_app::HttpApp;
 use crate::listener::{Admission, ConnectionLimits, ConnectionStats, EdgeApp};
 use crate::tls::Certificates;
 use crate::upgrade;
@@ -196,17 +195,12 @@ impl EdgeServer {
                 table.add(addr, fd);
             }
         }
-        let conf = Arc::new(ServerConf {
-            threads: self.settings.threads.max(1),
-            upgrade_sock: sock.clone(),
-            ..ServerConf::default()
-        });
         let in_flight = self.gateway.in_flight();
         let limits = self.settings.limits.clone();
         let gateway = self
             .gateway
             .with_connection_limits(&limits, Arc::clone(&self.settings.stats));
-        let mut http = http_proxy(&conf, gateway);
+        let mut http = HttpApp::new(gateway);
         let mut options = HttpServerOptions::default();
         options.h2c = self.settings.h2c;
         options.keepalive_request_limit = Some(limits.max_requests_per_connection);

@@ -36,7 +36,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use tokio::sync::mpsc;
 use tower::{BoxError, Service, ServiceExt};
 
@@ -70,7 +70,7 @@ impl ClientUpgrade {
 /// Returns an error only when the client connection failed (went away, sent a malformed
 /// body), marked as the client's (`ErrorSource::Downstream`); pingora then closes the
 /// connection.
-pub async fn serve<S, B>(session: &mut Session, service: S) -> pingora::Result<()>
+pub async fn serve<S, B>(session: &mut ServerSession, service: S) -> pingora::Result<()>
 where
     S: Service<Request<RequestBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
@@ -94,7 +94,7 @@ where
 /// `answered` when its head is written (the gateway logs the
 /// [`UpstreamPeer`](crate::UpstreamPeer) found there).
 pub async fn serve_with_extensions<S, B>(
-    session: &mut Session,
+    session: &mut ServerSession,
     service: S,
     extra: &HeaderMap,
     extensions: http::Extensions,
@@ -145,7 +145,7 @@ where
 /// Writes the head, then every body frame as it comes, while `pump` keeps feeding the
 /// request body and watching the client.
 async fn write_response<B>(
-    session: &mut Session,
+    session: &mut ServerSession,
     response: Response<B>,
     pump: &mut BodyPump,
     head_only: bool,
@@ -194,7 +194,7 @@ where
         session.set_write_timeout(None);
     }
     session
-        .write_response_header(Box::new(header), end)
+        .write_response_header(Box::new(header))
         .await
         .map_err(from_client)?;
     pump.head_written(session);
@@ -211,7 +211,7 @@ where
             biased;
             frame = body.frame() => match frame {
                 None => {
-                    session.write_response_body(None, true).await.map_err(from_client)?;
+                    session.write_response_body(Bytes::new(), true).await.map_err(from_client)?;
                     return Ok(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -223,7 +223,7 @@ where
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            session.downstream_session.write_response_trailers(trailers).await.map_err(from_client)?;
+                            session.write_response_trailers(trailers).await.map_err(from_client)?;
                         }
                     }
                 },
@@ -236,14 +236,14 @@ where
 
 /// Writes a run of ready data and what ended it; true when the response is over.
 async fn write_run(
-    session: &mut Session,
+    session: &mut ServerSession,
     data: Bytes,
     after: Option<After>,
     chunked: bool,
 ) -> pingora::Result<bool> {
     let end = matches!(after, Some(After::End));
     session
-        .write_response_body(Some(data), end)
+        .write_response_body(data, end)
         .await
         .map_err(from_client)?;
     match after {
@@ -251,7 +251,6 @@ async fn write_run(
         Some(After::End) => Ok(true),
         Some(After::Trailers(trailers)) => {
             session
-                .downstream_session
                 .write_response_trailers(trailers)
                 .await
                 .map_err(from_client)?;
@@ -318,9 +317,9 @@ fn body_failed(e: BoxError, chunked: bool) -> pingora::Result<()> {
 }
 
 /// The `http::Request` for the session, and the pump that will feed its body.
-fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
+fn request_of(session: &mut ServerSession) -> (Request<RequestBody>, BodyPump) {
     let parts = session.req_header().as_owned_parts();
-    let no_body = session.downstream_session.is_body_empty();
+    let no_body = session.is_body_empty();
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -342,7 +341,7 @@ fn request_of(session: &mut Session) -> (Request<RequestBody>, BodyPump) {
     {
         request.extensions_mut().insert(ClientTls);
     }
-    let upgrade = if session.downstream_session.is_upgrade_req() {
+    let upgrade = if session.is_upgrade_req() {
         let (tx, body) = RequestBody::channel(BODY_CHANNEL_CHUNKS, None);
         let handle = ClientUpgrade(Arc::new(Mutex::new(Some(body))));
         request.extensions_mut().insert(handle);
@@ -439,7 +438,7 @@ fn frame_length<B: Body>(
 
 /// Writes a small JSON error response.
 pub(crate) async fn write_error(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: StatusCode,
     message: &str,
     request_id: Option<&HeaderValue>,
@@ -452,11 +451,11 @@ pub(crate) async fn write_error(
         header.insert_header("x-request-id", id.clone())?;
     }
     session
-        .write_response_header(Box::new(header), false)
+        .write_response_header(Box::new(header))
         .await
         .map_err(from_client)?;
     session
-        .write_response_body(Some(body), true)
+        .write_response_body(body, true)
         .await
         .map_err(from_client)
 }
@@ -487,9 +486,9 @@ struct BodyPump {
 impl BodyPump {
     /// The response head went out: after a `101`, the client's bytes (read until it closes)
     /// go to the [`ClientUpgrade`] body; otherwise that body just ends.
-    fn head_written(&mut self, session: &mut Session) {
+    fn head_written(&mut self, session: &mut ServerSession) {
         if let Some(tx) = self.upgrade.take()
-            && session.downstream_session.was_upgraded()
+            && session.was_upgraded()
         {
             self.tx = Some(tx);
             self.pending = None;
@@ -499,7 +498,7 @@ impl BodyPump {
 
     /// One step. Cancel-safe: a chunk is only taken out of `pending` once it can be sent.
     /// Errors mean the client connection failed.
-    async fn step(&mut self, session: &mut Session) -> pingora::Result<()> {
+    async fn step(&mut self, session: &mut ServerSession) -> pingora::Result<()> {
         if self.pending.is_some() {
             let Some(tx) = &self.tx else {
                 self.pending = None;
@@ -518,17 +517,13 @@ impl BodyPump {
             }
             return Ok(());
         }
-        if !self.done && session.downstream_session.is_body_done() {
+        if !self.done && session.is_body_done() {
             // Checked first: once the body is done, reading waits for the client to close.
             self.done = true;
             self.tx = None; // end of body for the service
             return Ok(());
         }
-        match session
-            .downstream_session
-            .read_body_or_idle(self.done)
-            .await
-        {
+        match session.read_body_or_idle(self.done).await {
             Ok(Some(chunk)) => {
                 if self.tx.is_some() {
                     self.pending = Some(chunk);
