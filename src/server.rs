@@ -36,7 +36,6 @@ impl Running {
             threads: BACKGROUND_THREADS,
             grace,
             upgrade_sock: unique_upgrade_sock(),
-            read_buffer: None,
             ..app.server_settings()
         };
         let server = app.edge_server(settings)?;

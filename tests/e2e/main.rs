@@ -27,6 +27,7 @@ mod quotas;
 mod readme;
 mod redis_outage;
 mod reload;
+mod request_heads;
 mod resume;
 mod round_trips;
 mod runtime_dir;

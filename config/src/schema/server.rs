@@ -83,10 +83,14 @@ pub struct ServerConfig {
     /// duration, bytes in and out, route, upstream peer, session id and request id. Default
     /// false (it costs a formatted line per request).
     pub access_log: bool,
-    /// Read buffer of each client connection, in bytes. It is allocated whole when a
-    /// connection is accepted, so it is most of what an idle connection (an SSE viewer)
-    /// costs; request headers larger than it still work. 0 reads unbuffered. At most
-    /// 1048576. Default 16384 (pingora's own default is 65536).
+    /// Read buffer of each client connection, in bytes, in front of the socket. It is
+    /// allocated whole when a connection is accepted and kept for its life, so it is paid
+    /// by every idle connection (an SSE viewer) too. 0 (the default) reads straight from the
+    /// socket: the HTTP/1 parser reads request heads into a buffer of its own (heads of any
+    /// allowed size work), request bodies are read in large chunks, and HTTP/2 frames its
+    /// own reads. A buffer saves read calls where the reader asks for little at a time:
+    /// TLS records are read 4 KiB at a time, so a TLS listener taking large uploads may
+    /// want 16384 or more. At most 1048576. (pingora's own default is 65536.)
     pub read_buffer_bytes: usize,
     /// Accept HTTP/2 with prior knowledge (h2c) on the cleartext `listen` addresses, beside
     /// HTTP/1.1 (a connection starting with the HTTP/2 preface speaks HTTP/2). For clients
@@ -201,7 +205,7 @@ impl Default for ServerConfig {
             admin_tokens: Vec::new(),
             log_format: LogFormat::Text,
             access_log: false,
-            read_buffer_bytes: 16_384,
+            read_buffer_bytes: 0,
             h2c: false,
             tls: None,
             limits: LimitsConfig::default(),
