@@ -23,7 +23,7 @@ CLIENTS_PER_SESSION=${CLIENTS_PER_SESSION:-100}
 RATE=${RATE:-1000}                        # events/s appended, over all sessions
 FANOUT=${FANOUT:-"on off"}                # builds to measure, in this order
 GATEWAY_THREADS=${GATEWAY_THREADS:-2}     # [server] threads
-READ_BUFFER=${READ_BUFFER:-16384}         # [server] read_buffer_bytes
+READ_BUFFER=${READ_BUFFER:-}              # [server] read_buffer_bytes (unset: the gateway's default)
 LOAD_THREADS=${LOAD_THREADS:-2}           # tokio workers of the load program
 LOAD_CPUS=${LOAD_CPUS:-}                  # optional taskset CPU list for the load program
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-256}
@@ -42,6 +42,7 @@ TARGET_IDLE_KIB=16
 TARGET_P99_MS=50
 
 [[ $NICE =~ ^-?[0-9]+$ ]] || bench_die "NICE must be a whole number, got '$NICE'"
+[[ -z $READ_BUFFER || $READ_BUFFER =~ ^[0-9]+$ ]] || bench_die "READ_BUFFER must be a whole number, got '$READ_BUFFER'"
 for n in "$SESSIONS" "$CLIENTS_PER_SESSION" "$RATE" "$GATEWAY_THREADS" "$LOAD_THREADS" \
     "$CONNECT_CONCURRENCY" "$CONNECT_PHASE_TIMEOUT" "$DRAIN" "$SETTLE"; do
     [[ $n =~ ^[0-9]+$ ]] || bench_die "expected a whole number, got '$n'"
@@ -90,7 +91,7 @@ write_conf() {
 [server]
 listen = ["127.0.0.1:$port"]
 threads = $GATEWAY_THREADS
-read_buffer_bytes = $READ_BUFFER
+${READ_BUFFER:+read_buffer_bytes = $READ_BUFFER}
 
 [auth]
 api_keys = ["$API_KEY"]
