@@ -259,7 +259,7 @@ impl Gateway {
         let mut answered = http::Extensions::new();
         // Handlers, tools and the upstream client log inside the request's span.
         let served =
-            bridge::serve_with_extensions(session, service, &extra, extensions, &mut answered)
+            bridge::serve_with_extensions(session, service, extra, extensions, &mut answered)
                 .instrument(ctx.span.clone())
                 .await;
         ctx.peer = answered.remove::<UpstreamPeer>();

@@ -16,6 +16,8 @@
 //! would be most of an HTTP/2 stream's. This loop keeps only the session, the request
 //! context and the bridge's own state.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +29,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::Gateway;
+use crate::gateway::RequestCtx;
 
 /// The [`Gateway`] as pingora's HTTP server application (see the [module docs](self)).
 /// The options are those of pingora's `HttpProxy`, with the same meaning.
@@ -69,26 +72,55 @@ impl HttpServerApp for HttpApp {
         self.h2_options.clone()
     }
 
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Written out instead of `async fn`: an `async fn` (and `#[async_trait]`) keeps a moved
+    // argument twice in its future, and the session is 680 bytes held for the request's
+    // whole life. The block below uses the captured session in place.
+    fn process_new_http<'app, 'shutdown, 'future>(
+        self: &'app Arc<Self>,
         mut session: ServerSession,
+        shutdown: &'shutdown ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'future>>
+    where
+        'app: 'future,
+        'shutdown: 'future,
+        Self: 'future,
+    {
+        Box::pin(async move {
+            // The request context (its in-flight count, its span) lasts until the connection
+            // is finished: finishing may still write the end of the response.
+            let mut ctx = None;
+            let settings = self.serve(&mut session, &mut ctx, shutdown).await?;
+            // Boxed: finishing takes the session by value, and its future would otherwise
+            // add its size to this one for the request's whole life.
+            let reusable = Box::pin(session.finish()).await.ok().flatten();
+            drop(ctx);
+            Some(ReusedHttpStream::from_reusable_stream(reusable?, settings))
+        })
+    }
+}
+
+impl HttpApp {
+    /// Serves one request of `session`; what the next request on the connection keeps,
+    /// when the connection may serve one.
+    async fn serve(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Option<RequestCtx>,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<HttpPersistentSettings> {
         let gateway = &self.gateway;
-        if !read_head(&mut session, shutdown).await {
+        if !read_head(session, shutdown).await {
             return None;
         }
         if *shutdown.borrow() {
             // Shutting down: this is the connection's last request.
             session.set_keepalive(None);
         }
-        let mut ctx = gateway.new_ctx();
-        match gateway.request_filter(&mut session, &mut ctx).await {
+        let ctx = ctx.insert(gateway.new_ctx());
+        match gateway.request_filter(session, ctx).await {
             Ok(()) => {
-                gateway.logging(&session, None, &ctx);
-                let settings = HttpPersistentSettings::for_session(&session);
-                let reusable = session.finish().await.ok().flatten()?;
-                Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+                gateway.logging(session, None, ctx);
+                Some(HttpPersistentSettings::for_session(session))
             }
             Err(e) => {
                 let status = error_status(&e);
@@ -97,13 +129,13 @@ impl HttpServerApp for HttpApp {
                 {
                     tracing::debug!(error = %write, "cannot send the error response");
                 }
-                if !gateway.suppress_error_log(&ctx, &e) {
+                if !gateway.suppress_error_log(ctx, &e) {
                     tracing::error!(
                         "request failed: {e}, status: {status}, {}",
-                        gateway.request_summary(&session)
+                        gateway.request_summary(session)
                     );
                 }
-                gateway.logging(&session, Some(&e), &ctx);
+                gateway.logging(session, Some(&e), ctx);
                 // The connection is not reused after a failure (pingora's default too).
                 session.on_proxy_failure(e);
                 None
@@ -192,3 +224,4 @@ mod tests {
         assert_eq!(status(Error::new(ErrorType::InternalError)), 500);
     }
 }
+

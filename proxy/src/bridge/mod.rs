@@ -81,7 +81,7 @@ where
     serve_with_extensions(
         session,
         service,
-        &HeaderMap::new(),
+        HeaderMap::new(),
         http::Extensions::new(),
         &mut answered,
     )
@@ -93,10 +93,14 @@ where
 /// [`TraceContext`](crate::TraceContext)); the response's extensions are moved to
 /// `answered` when its head is written (the gateway logs the
 /// [`UpstreamPeer`](crate::UpstreamPeer) found there).
+///
+/// A streaming response holds this future for as long as it streams, so it is kept small:
+/// the request, the call and the response head live in futures of their own, done before
+/// the body streams (an idle SSE viewer keeps only the body, the pump and one write).
 pub async fn serve_with_extensions<S, B>(
     session: &mut ServerSession,
     service: S,
-    extra: &HeaderMap,
+    extra: HeaderMap,
     extensions: http::Extensions,
     answered: &mut http::Extensions,
 ) -> pingora::Result<()>
@@ -106,9 +110,31 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let head_only = session.req_header().method == Method::HEAD;
+    // Boxed: the call's state (the request, the service's future, the head) is over once the
+    // head is out, and would otherwise take room in this future for the stream's whole life.
+    match Box::pin(respond(session, service, extra, extensions, answered)).await? {
+        Some((header, body, pump)) => write_response(session, header, body, pump, head_only).await,
+        None => Ok(()),
+    }
+}
+
+/// Calls `service` with the session's request, feeding it the request body, until the
+/// response head comes: the head (with `extra` added) as pingora's, the body, and the pump
+/// that keeps watching the client. `None` when the service failed (a `500` was written).
+async fn respond<S, B>(
+    session: &mut ServerSession,
+    service: S,
+    extra: HeaderMap,
+    extensions: http::Extensions,
+    answered: &mut http::Extensions,
+) -> pingora::Result<Option<(Box<ResponseHeader>, B, BodyPump)>>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
     let (mut request, mut pump) = request_of(session);
     request.extensions_mut().extend(extensions);
-    let head_only = request.method() == Method::HEAD;
     let call = service.oneshot(request);
     tokio::pin!(call);
 
@@ -121,12 +147,13 @@ where
         }
     };
     match response {
-        Ok(mut response) => {
-            for (name, value) in extra {
-                response.headers_mut().insert(name, value.clone());
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            for (name, value) in &extra {
+                parts.headers.insert(name, value.clone());
             }
-            *answered = std::mem::take(response.extensions_mut());
-            write_response(session, response, &mut pump, head_only).await
+            *answered = std::mem::take(&mut parts.extensions);
+            Ok(Some((Box::new(ResponseHeader::from(parts)), body, pump)))
         }
         Err(e) => {
             let e: BoxError = e.into();
@@ -137,7 +164,8 @@ where
                 "internal error",
                 None,
             )
-            .await
+            .await?;
+            Ok(None)
         }
     }
 }
@@ -146,66 +174,28 @@ where
 /// request body and watching the client.
 async fn write_response<B>(
     session: &mut ServerSession,
-    response: Response<B>,
-    pump: &mut BodyPump,
+    header: Box<ResponseHeader>,
+    body: B,
+    mut pump: BodyPump,
     head_only: bool,
 ) -> pingora::Result<()>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = response.into_parts();
-    let mut header = ResponseHeader::from(parts);
-    tokio::pin!(body);
-    // A body that is already complete (most JSON answers) goes out with its length, in the
-    // same write as the head: chunked framing would flush the head on its own first.
-    let mut ready = None;
-    let mut complete = false;
-    if !head_only && needs_chunking(&header, session.req_header().version) {
-        match already_ready(body.as_mut()) {
-            Early::Pending => {}
-            Early::Complete => complete = true,
-            Early::Data(data, after) => {
-                if matches!(after, Some(After::End)) {
-                    let _ = header.insert_header(header::CONTENT_LENGTH, data.len());
-                }
-                ready = Some((data, after));
-            }
-            Early::Failed(e) => {
-                tracing::error!(error = %e, "response body failed before its head");
-                return write_error(
-                    session,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                    None,
-                )
-                .await;
-            }
-        }
-        if complete {
-            let _ = header.insert_header(header::CONTENT_LENGTH, 0);
-        }
-    }
-    let chunked = frame_length(&mut header, &*body, session.req_header().version, head_only);
-    let end = head_only || complete || body.is_end_stream() && ready.is_none();
-    if !end && !header.headers.contains_key(header::CONTENT_LENGTH) {
-        // A stream (SSE, a proxied body of unknown length) has no write deadline: a reader
-        // that stops reading it is the stream layers' business (the fan-out detaches it).
-        session.set_write_timeout(None);
-    }
-    session
-        .write_response_header(Box::new(header))
-        .await
-        .map_err(from_client)?;
-    pump.head_written(session);
-    if end {
+    let mut body = std::pin::pin!(body);
+    // Boxed for the same reason as the call: its state is over once the head is out.
+    let Some(chunked) = Box::pin(write_head(
+        session,
+        header,
+        body.as_mut(),
+        &mut pump,
+        head_only,
+    ))
+    .await?
+    else {
         return Ok(());
-    }
-    if let Some((data, after)) = ready
-        && write_run(session, data, after, chunked).await?
-    {
-        return Ok(());
-    }
+    };
     loop {
         tokio::select! {
             biased;
@@ -232,6 +222,73 @@ where
             step = pump.step(session) => step?,
         }
     }
+}
+
+/// Writes the head, and the data the body already has ready with it. `Some(chunked)` when
+/// the body goes on streaming (whether it goes out chunked), `None` when the response is
+/// over.
+async fn write_head<B>(
+    session: &mut ServerSession,
+    mut header: Box<ResponseHeader>,
+    mut body: Pin<&mut B>,
+    pump: &mut BodyPump,
+    head_only: bool,
+) -> pingora::Result<Option<bool>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    // A body that is already complete (most JSON answers) goes out with its length, in the
+    // same write as the head: chunked framing would flush the head on its own first.
+    let mut ready = None;
+    let mut complete = false;
+    if !head_only && needs_chunking(&header, session.req_header().version) {
+        match already_ready(body.as_mut()) {
+            Early::Pending => {}
+            Early::Complete => complete = true,
+            Early::Data(data, after) => {
+                if matches!(after, Some(After::End)) {
+                    let _ = header.insert_header(header::CONTENT_LENGTH, data.len());
+                }
+                ready = Some((data, after));
+            }
+            Early::Failed(e) => {
+                tracing::error!(error = %e, "response body failed before its head");
+                write_error(
+                    session,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    None,
+                )
+                .await?;
+                return Ok(None);
+            }
+        }
+        if complete {
+            let _ = header.insert_header(header::CONTENT_LENGTH, 0);
+        }
+    }
+    let chunked = frame_length(&mut header, &*body, session.req_header().version, head_only);
+    let end = head_only || complete || body.is_end_stream() && ready.is_none();
+    if !end && !header.headers.contains_key(header::CONTENT_LENGTH) {
+        // A stream (SSE, a proxied body of unknown length) has no write deadline: a reader
+        // that stops reading it is the stream layers' business (the fan-out detaches it).
+        session.set_write_timeout(None);
+    }
+    session
+        .write_response_header(header)
+        .await
+        .map_err(from_client)?;
+    pump.head_written(session);
+    if end {
+        return Ok(None);
+    }
+    if let Some((data, after)) = ready
+        && write_run(session, data, after, chunked).await?
+    {
+        return Ok(None);
+    }
+    Ok(Some(chunked))
 }
 
 /// Writes a run of ready data and what ended it; true when the response is over.
