@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use http_body::Body;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::FanoutStats;
 use super::policy::FanoutPolicy;
+use super::queue::{self, Receiver, Sender, TrySendError};
 use crate::sse::{Frame, Item, Parser};
 
 /// The response head every joiner of a channel gets.
@@ -46,7 +47,7 @@ pub(crate) enum Phase {
 pub(crate) struct Subscription {
     /// Frames before the join point that the subscriber must get first.
     pub(crate) backlog: VecDeque<Bytes>,
-    pub(crate) rx: mpsc::Receiver<Bytes>,
+    pub(crate) rx: Receiver,
     /// Set when the pump detached the subscriber: the cursor to continue from.
     pub(crate) detached: Arc<OnceLock<Option<String>>>,
     pub(crate) _leave: Leave,
@@ -66,7 +67,7 @@ impl Drop for Leave {
 }
 
 struct Subscriber {
-    tx: mpsc::Sender<Bytes>,
+    tx: Sender,
     /// Id of the last event handed to this subscriber (its resume cursor).
     last_id: Option<String>,
     detached: Arc<OnceLock<Option<String>>>,
@@ -172,7 +173,7 @@ impl Channel {
                 last_id.clone_from(&entry.id);
             }
         }
-        let (tx, rx) = mpsc::channel(self.policy.subscriber_queue);
+        let (tx, rx) = queue::queue(self.policy.subscriber_queue);
         let detached = Arc::new(OnceLock::new());
         let id = state.next_id;
         state.next_id += 1;
@@ -249,10 +250,10 @@ impl Channel {
                         sub.last_id.clone_from(&id);
                     }
                 }
-                Err(mpsc::error::TrySendError::Full(_)) if kept => detach.push(*sub_id),
-                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(TrySendError::Full) if kept => detach.push(*sub_id),
+                Err(TrySendError::Full) => {}
                 // Its body is being dropped; `leave` is on its way.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(TrySendError::Closed) => {}
             }
         }
         for sub_id in detach {

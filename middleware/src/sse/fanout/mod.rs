@@ -33,6 +33,7 @@ mod body;
 mod hub;
 mod key;
 mod policy;
+mod queue;
 mod service;
 
 use std::sync::atomic::{AtomicU64, Ordering};
