@@ -224,4 +224,3 @@ mod tests {
         assert_eq!(status(Error::new(ErrorType::InternalError)), 500);
     }
 }
-
