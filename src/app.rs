@@ -295,6 +295,7 @@ impl App {
                 max_connections: limits.max_connections,
                 max_connections_per_address: limits.max_connections_per_address,
                 max_requests_per_connection: limits.max_requests_per_connection,
+                trusted_proxies: limits.trusted_proxies.clone(),
             },
             stats: self.core.metrics.connection_stats(),
             threads: server.worker_threads(),

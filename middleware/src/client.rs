@@ -7,9 +7,15 @@
 //! [`KeyKind::ApiKey`](crate::rate_limit::KeyKind::ApiKey)) and the priority queue (trusted
 //! proxies, per-client priorities) read them. Neither is ever taken from a header the client
 //! wrote.
+//!
+//! [`forwarded_client`] reads the client's address through trusted proxies'
+//! `X-Forwarded-For`; the rate limiter's peer-IP key and agentgate's per-address connection
+//! cap both use it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use http::HeaderMap;
 
 /// The address of the connection's peer. The server inserts it into each request's
 /// extensions (hyper and pingora know it; the request does not).
@@ -49,3 +55,43 @@ impl std::fmt::Display for ClientIdentity {
 /// never parses an application's URL layout itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey(pub bytes::Bytes);
+
+/// The client's address for a request from `peer`: `peer` itself unless it is one of
+/// `trusted` proxies; then the right-most `X-Forwarded-For` entry that is not itself a
+/// trusted proxy (each proxy appends the address it saw, so entries left of that one were
+/// written by the client and can be forged). If every entry is trusted, the left-most one
+/// is the client; an entry that does not parse stops the walk, and the last trusted hop is
+/// the answer.
+///
+/// Never trust the *left-most* entry, nor the header at all from a peer you do not trust:
+/// clients would choose their own address.
+pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let mut hop = peer;
+    if !trusted.contains(&hop) {
+        return hop;
+    }
+    // Several header lines form one list, in order; read them right to left.
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(list) = value.to_str() else {
+            return hop;
+        };
+        for entry in list.rsplit(',') {
+            let Some(ip) = parse_forwarded(entry.trim()) else {
+                return hop;
+            };
+            if !trusted.contains(&ip) {
+                return ip;
+            }
+            hop = ip;
+        }
+    }
+    hop
+}
+
+/// An `X-Forwarded-For` entry: an IP, optionally with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+}

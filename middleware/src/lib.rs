@@ -18,7 +18,7 @@
 mod builder;
 #[cfg(feature = "builder")]
 pub use builder::ServiceBuilderExt;
-#[cfg(any(feature = "priority-queue", feature = "rate-limit"))]
+#[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "existence-cache")]
 pub mod existence_cache;

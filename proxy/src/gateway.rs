@@ -29,6 +29,7 @@
 //! makes the exported span and the propagated ids agree.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -39,9 +40,11 @@ use pingora::{Error, ErrorType, Result};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use agentgate_middleware::client::forwarded_client;
+
 use crate::bridge;
 use crate::client::UpstreamPeer;
-use crate::listener::{self, ConnectionLimits, ConnectionStats};
+use crate::listener::{self, Admission, Slot};
 use crate::path::normalize;
 use crate::route::{LiveRoutes, Route};
 use crate::trace::{SpanLink, TraceContext};
@@ -61,13 +64,14 @@ pub struct Gateway {
     connections: Option<ConnectionRules>,
 }
 
-/// The per-request side of the listeners' [`ConnectionLimits`].
+/// The per-request side of the listeners' [`ConnectionLimits`](crate::ConnectionLimits).
 #[derive(Debug)]
 struct ConnectionRules {
     /// HTTP/1.1 keep-alive wait for the next request, in seconds (at least 1).
     idle_secs: u64,
     write_timeout: std::time::Duration,
-    stats: Arc<ConnectionStats>,
+    /// The caps, for requests forwarded by trusted proxies.
+    admission: Arc<Admission>,
 }
 
 impl Gateway {
@@ -84,17 +88,14 @@ impl Gateway {
         }
     }
 
-    /// Applies the listeners' per-request limits (idle keep-alive, write timeout) and
-    /// counts their refusals in `stats`.
-    pub(crate) fn with_connection_limits(
-        mut self,
-        limits: &ConnectionLimits,
-        stats: Arc<ConnectionStats>,
-    ) -> Self {
+    /// Applies the listeners' per-request limits (idle keep-alive, write timeout, the
+    /// per-address cap for requests from trusted proxies) and counts their refusals.
+    pub(crate) fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        let limits = admission.limits();
         self.connections = Some(ConnectionRules {
             idle_secs: limits.idle_timeout.as_secs().max(1),
             write_timeout: limits.write_timeout,
-            stats,
+            admission,
         });
         self
     }
@@ -178,6 +179,9 @@ pub struct RequestCtx {
     span: tracing::Span,
     /// The request's place in its distributed trace.
     trace: Option<TraceContext>,
+    /// The request's place under its client's per-address cap, when a trusted proxy
+    /// forwarded it.
+    _address: Option<Slot>,
 }
 
 /// The request phases [`crate::http_app`] runs, in order: `new_ctx`, `request_filter` (which
@@ -193,6 +197,7 @@ impl Gateway {
             started: std::time::Instant::now(),
             span: tracing::Span::none(),
             trace: None,
+            _address: None,
         }
     }
 
@@ -221,6 +226,17 @@ impl Gateway {
             }
         };
         ctx.request_id = Some(request_id);
+        if let Some(client) = self.over_address_cap(session, ctx) {
+            bridge::write_error(
+                session,
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("too many connections from {client}"),
+                ctx.request_id.as_ref(),
+                Some(1),
+            )
+            .await?;
+            return Ok(());
+        }
         // Routing, the span, in-process services and the upstream all see the normal path.
         let normalized = normalize_target(session.req_header_mut());
         self.open_span(session.req_header(), ctx);
@@ -230,6 +246,7 @@ impl Gateway {
                 StatusCode::BAD_REQUEST,
                 &message,
                 ctx.request_id.as_ref(),
+                None,
             )
             .await?;
             return Ok(());
@@ -241,6 +258,7 @@ impl Gateway {
                 StatusCode::NOT_FOUND,
                 &format!("no route for {path}"),
                 ctx.request_id.as_ref(),
+                None,
             )
             .await?;
             return Ok(());
@@ -265,6 +283,28 @@ impl Gateway {
         ctx.peer = answered.remove::<UpstreamPeer>();
         ctx.session = answered.remove::<Affinity>();
         served
+    }
+
+    /// For a request a trusted proxy forwarded: takes its place under its client's
+    /// per-address cap, or names the client when it is at the cap.
+    fn over_address_cap(&self, session: &ServerSession, ctx: &mut RequestCtx) -> Option<IpAddr> {
+        let rules = self.connections.as_ref()?;
+        let trusted = &rules.admission.limits().trusted_proxies;
+        if trusted.is_empty() {
+            return None;
+        }
+        let peer = session.client_addr()?.as_inet()?.ip();
+        if !trusted.contains(&peer) {
+            return None;
+        }
+        let client = forwarded_client(peer, &session.req_header().headers, trusted);
+        match rules.admission.hold(client) {
+            Some(slot) => {
+                ctx._address = Some(slot);
+                None
+            }
+            None => Some(client),
+        }
     }
 
     pub(crate) fn suppress_error_log(&self, ctx: &RequestCtx, error: &Error) -> bool {
@@ -309,7 +349,7 @@ impl Gateway {
         if let (Some(rules), Some(e)) = (&self.connections, e)
             && e.etype() == &ErrorType::WriteTimedout
         {
-            rules.stats.write_timed_out();
+            rules.admission.stats().write_timed_out();
         }
         let _span = ctx.span.clone().entered();
         let status = session

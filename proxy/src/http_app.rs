@@ -112,6 +112,12 @@ impl HttpApp {
         if !read_head(session, shutdown).await {
             return None;
         }
+        // A keep-alive client may send its next request before this one's exchange is over
+        // (pipelined, or only racing the bridge, which watches the connection while the
+        // response streams): keep those bytes for the next request instead of failing the
+        // connection ("Sent data after end of body"). Requests are still served one at a
+        // time, in order (RFC 9112 §9.3.2). No effect on HTTP/2.
+        session.set_pipelining_enabled(true);
         if *shutdown.borrow() {
             // Shutting down: this is the connection's last request.
             session.set_keepalive(None);

@@ -59,10 +59,16 @@ pub struct ConnectionLimits {
     pub write_timeout: Duration,
     /// Connections open at once on all public listeners.
     pub max_connections: usize,
-    /// Connections open at once from one client address.
+    /// Connections open at once from one client address. Requests in progress that one of
+    /// [`trusted_proxies`](Self::trusted_proxies) forwarded for a client count against the
+    /// client's address as connections would.
     pub max_connections_per_address: usize,
     /// Requests served on one HTTP/1.1 keep-alive connection before it is closed.
     pub max_requests_per_connection: u32,
+    /// Proxies (load balancers) whose `X-Forwarded-For` is believed: their connections are
+    /// not capped per address; each request they forward counts against its client's
+    /// address, the right-most `X-Forwarded-For` hop that is not a trusted proxy.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for ConnectionLimits {
@@ -74,6 +80,7 @@ impl Default for ConnectionLimits {
             max_connections: 25_000,
             max_connections_per_address: 2_500,
             max_requests_per_connection: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -98,7 +105,8 @@ pub struct ConnectionCounts {
     pub accepted: u64,
     /// Connections closed at once because `max_connections` were open.
     pub refused_total: u64,
-    /// Connections closed at once because their address had `max_connections_per_address`.
+    /// Connections closed at once because their address had `max_connections_per_address`,
+    /// and requests from behind a trusted proxy refused (429) for the same reason.
     pub refused_per_address: u64,
     /// Connections closed because a request head did not arrive within `head_timeout`.
     pub head_timeouts: u64,
@@ -143,22 +151,38 @@ impl Admission {
         }
     }
 
+    /// The limits this admission applies.
+    pub(crate) fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// The counts it keeps.
+    pub(crate) fn stats(&self) -> &Arc<ConnectionStats> {
+        &self.stats
+    }
+
+    /// The address a connection from `ip` counts against: none for a trusted proxy (its
+    /// requests count against the clients behind it, [`Admission::hold`]).
+    fn counted(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        ip.filter(|ip| !self.limits.trusted_proxies.contains(ip))
+    }
+
     /// Whether a connection from `ip` would be refused now (counting it as refused if so).
     fn over_cap(&self, ip: Option<IpAddr>) -> bool {
         if self.stats.open.load(Ordering::Relaxed) >= self.limits.max_connections as u64 {
             self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        let Some(ip) = ip else { return false };
+        let Some(ip) = self.counted(ip) else {
+            return false;
+        };
         let at_cap = self
             .per_address
             .lock()
             .get(&ip)
             .is_some_and(|n| *n >= self.limits.max_connections_per_address);
         if at_cap {
-            self.stats
-                .refused_per_address
-                .fetch_add(1, Ordering::Relaxed);
+            self.refused_per_address();
         }
         at_cap
     }
@@ -171,24 +195,49 @@ impl Admission {
             self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        if let Some(ip) = ip {
-            let mut per_address = self.per_address.lock();
-            let count = per_address.entry(ip).or_insert(0);
-            if *count >= self.limits.max_connections_per_address {
-                drop(per_address);
-                self.stats.open.fetch_sub(1, Ordering::Relaxed);
-                self.stats
-                    .refused_per_address
-                    .fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            *count += 1;
+        let ip = self.counted(ip);
+        if let Some(ip) = ip
+            && !self.take_address(ip)
+        {
+            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             admission: Arc::clone(self),
             ip,
+            connection: true,
         })
+    }
+
+    /// A place for one request that a trusted proxy forwarded for `client`, under the same
+    /// per-address cap as a connection of the client's own; `None` (counted as refused)
+    /// when the client is at its cap. Held until the response is over.
+    pub(crate) fn hold(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        self.take_address(client).then(|| Slot {
+            admission: Arc::clone(self),
+            ip: Some(client),
+            connection: false,
+        })
+    }
+
+    /// Counts one more for `ip` unless it is at its cap (then counts a refusal).
+    fn take_address(&self, ip: IpAddr) -> bool {
+        let mut per_address = self.per_address.lock();
+        let count = per_address.entry(ip).or_insert(0);
+        if *count >= self.limits.max_connections_per_address {
+            drop(per_address);
+            self.refused_per_address();
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn refused_per_address(&self) {
+        self.stats
+            .refused_per_address
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -201,10 +250,14 @@ impl ConnectionFilter for Admission {
     }
 }
 
-/// An admitted connection's place under the caps, given back when it closes.
-struct Slot {
+/// A place under the caps — an admitted connection's, or a forwarded request's under its
+/// client's address — given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
     admission: Arc<Admission>,
     ip: Option<IpAddr>,
+    /// A connection (counted in `open` too), not a forwarded request.
+    connection: bool,
 }
 
 impl Drop for Slot {
@@ -218,7 +271,9 @@ impl Drop for Slot {
                 }
             }
         }
-        self.admission.stats.open.fetch_sub(1, Ordering::Relaxed);
+        if self.connection {
+            self.admission.stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -197,9 +197,11 @@ impl EdgeServer {
         }
         let in_flight = self.gateway.in_flight();
         let limits = self.settings.limits.clone();
-        let gateway = self
-            .gateway
-            .with_connection_limits(&limits, Arc::clone(&self.settings.stats));
+        let admission = Arc::new(Admission::new(
+            limits.clone(),
+            Arc::clone(&self.settings.stats),
+        ));
+        let gateway = self.gateway.with_admission(Arc::clone(&admission));
         let mut http = HttpApp::new(gateway);
         let mut options = HttpServerOptions::default();
         options.h2c = self.settings.h2c;
@@ -210,7 +212,6 @@ impl EdgeServer {
         h2.max_concurrent_streams(H2_MAX_STREAMS)
             .max_header_list_size(H2_MAX_HEADER_LIST);
         http.h2_options = Some(h2);
-        let admission = Arc::new(Admission::new(limits, Arc::clone(&self.settings.stats)));
         let mut proxy = Service::new(
             "agentgate".to_owned(),
             EdgeApp::new(http, Arc::clone(&admission)),

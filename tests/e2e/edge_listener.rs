@@ -1,7 +1,8 @@
 //! The public listeners on the real binary, as browsers and attackers meet them: TLS with
 //! the certificate chosen by SNI and replaced on SIGHUP while a stream stays open, HTTP/2 by
 //! ALPN; slowloris clients closed at the head deadline while another client is served; the
-//! per-address connection cap; `check-config` naming a certificate it cannot load.
+//! per-address connection cap, directly and behind a trusted proxy; `check-config` naming a
+//! certificate it cannot load.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -386,6 +387,86 @@ async fn the_per_address_cap_refuses_the_connection_over_it() {
         .await
         .expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    let _ = process.terminate();
+}
+
+/// Behind a load balancer every connection comes from its address: the per-address cap
+/// must not count the balancer, but each client behind it (the right-most untrusted
+/// `X-Forwarded-For` hop), by its requests in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_cap_counts_each_forwarded_client() {
+    let mut process = blocking(|| {
+        Process::start(&toml(
+            "[server.limits]\nmax_connections_per_address = 2\ntrusted_proxies = [\"127.0.0.1\"]",
+        ))
+    });
+    let client = Client::new(process.addr);
+    let created = client
+        .send_call(client.post("/v2/sessions").bearer(KEY).json(&json!({})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let url = created.json["stream_url"].as_str().expect("url").to_owned();
+    let from = |xff: &str| client.get(&url).header("x-forwarded-for", xff);
+    // Two streams for one client, and a third from another: three connections from the
+    // balancer's one address, over a cap of two — the balancer is not capped.
+    let mut held = Vec::new();
+    for xff in ["203.0.113.7", "198.51.100.1, 203.0.113.7", "203.0.113.8"] {
+        match client.stream(from(xff)).await {
+            Ok(stream) => held.push(stream),
+            Err(reply) => panic!("refused for {xff}: {} {}", reply.status, reply.text),
+        }
+    }
+    // A third request of 203.0.113.7 is over its cap, whatever it wrote left of the hop the
+    // balancer appended.
+    for xff in ["203.0.113.7", "192.0.2.99, 203.0.113.7"] {
+        let refused = client.send_call(from(xff)).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{xff}");
+        assert_eq!(
+            refused.error_code(),
+            "too_many_requests",
+            "{}",
+            refused.text
+        );
+        assert!(
+            refused.error_message().contains("203.0.113.7"),
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.header("retry-after"), Some("1"));
+    }
+    // Another client behind the balancer is served meanwhile.
+    let other = client
+        .send_call(
+            client
+                .get("/healthz")
+                .header("x-forwarded-for", "203.0.113.9"),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+    let text = metrics(&process).await;
+    assert_eq!(
+        metric(
+            &text,
+            "agentgate_connections_refused_total{reason=\"max_connections_per_address\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    // One of the client's streams ends: its place is free again.
+    drop(held.remove(0));
+    within("the place freed", async {
+        loop {
+            match client.stream(from("203.0.113.7")).await {
+                Ok(stream) => {
+                    held.push(stream);
+                    break;
+                }
+                Err(reply) => assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let _ = process.terminate();
 }
 

@@ -1,7 +1,7 @@
 //! Request heads at the edge, with the default configuration (no read buffer in front of
 //! the socket): a head far larger than any buffer is read and served, with the connection
-//! kept for the next request; a malformed head gets `400` and `CONNECT` gets `405`, each
-//! closing the connection.
+//! kept for the next request; pipelined requests answered in order; a malformed head gets
+//! `400` and `CONNECT` gets `405`, each closing the connection.
 
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +14,13 @@ use crate::gateway::{Gateway, KEY, memory_config};
 /// `content-length`); returns its status line.
 async fn exchange(tcp: &mut TcpStream, request: &[u8]) -> String {
     tcp.write_all(request).await.unwrap();
-    let mut seen = Vec::new();
+    response(tcp, &mut Vec::new()).await
+}
+
+/// Reads the next response on `tcp` (head, and body by its `content-length`), `seen`
+/// holding what was read past the previous one; returns its status line and leaves in
+/// `seen` what follows it.
+async fn response(tcp: &mut TcpStream, seen: &mut Vec<u8>) -> String {
     let mut buf = [0u8; 4096];
     let head_end = loop {
         if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -35,6 +41,7 @@ async fn exchange(tcp: &mut TcpStream, request: &[u8]) -> String {
         assert!(n > 0, "closed inside a response body");
         seen.extend_from_slice(&buf[..n]);
     }
+    seen.drain(..head_end + length);
     head.lines().next().unwrap_or_default().to_owned()
 }
 
@@ -96,5 +103,37 @@ async fn large_heads_are_served_and_bad_heads_are_refused() {
     );
     closed(&mut tcp).await;
 
+    gateway.stop().await;
+}
+
+/// A keep-alive client may send its next request before the previous exchange is over —
+/// pipelined, or just racing the gateway's watch on the connection while the response is
+/// written. Both requests are answered, in order, on the same connection (before, the bytes
+/// of the next request failed the connection: "Sent data after end of body").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let gateway = Gateway::start(&memory_config()).await;
+    let mut tcp = TcpStream::connect(gateway.client.addr()).await.unwrap();
+    let create = format!(
+        "POST /v2/sessions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+    );
+    // Three requests in one write: a body in the middle, a 404 last.
+    let pipelined = format!(
+        "GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n{create}GET /nowhere HTTP/1.1\r\nhost: gw\r\n\r\n"
+    );
+    tcp.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let statuses = [
+        response(&mut tcp, &mut seen).await,
+        response(&mut tcp, &mut seen).await,
+        response(&mut tcp, &mut seen).await,
+    ];
+    assert!(statuses[0].contains("200"), "{statuses:?}");
+    assert!(statuses[1].contains("201"), "{statuses:?}");
+    assert!(statuses[2].contains("404"), "{statuses:?}");
+    // The connection is still good for more.
+    let status = exchange(&mut tcp, b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    assert!(status.contains("200"), "{status}");
     gateway.stop().await;
 }

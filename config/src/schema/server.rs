@@ -1,5 +1,5 @@
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,6 +164,13 @@ pub struct LimitsConfig {
     /// Requests served on one HTTP/1.1 keep-alive connection, after which it is closed
     /// (the client opens another). At least 1. Default 10_000.
     pub max_requests_per_connection: u32,
+    /// Load balancers or proxies in front of the gateway whose `X-Forwarded-For` is
+    /// believed (IP addresses). Their connections are not capped per address; instead each
+    /// request they forward counts, while it is in progress, against its client's address
+    /// (the right-most `X-Forwarded-For` hop that is not a trusted proxy) under
+    /// `max_connections_per_address`, and over it gets `429` with `Retry-After`.
+    /// Default: none.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for LimitsConfig {
@@ -175,6 +182,7 @@ impl Default for LimitsConfig {
             max_connections: 25_000,
             max_connections_per_address: 2_500,
             max_requests_per_connection: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

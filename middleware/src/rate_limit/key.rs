@@ -6,16 +6,16 @@
 //! the request's header buffer alive, and a key's name (in Redis, in a log line) never
 //! holds a credential.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
+use http::Request;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, Request};
 use sha2::{Digest, Sha256};
 
 use super::KeyExtractor;
 use super::error::PolicyError;
 use super::policy::{KeyKind, RateLimitPolicy};
-use crate::client::{ClientIdentity, PeerAddr, SessionKey};
+use crate::client::{ClientIdentity, PeerAddr, SessionKey, forwarded_client};
 
 /// Every request shares one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,10 +104,8 @@ impl KeyExtractor for HeaderKey {
 /// One bucket per client IP address.
 ///
 /// The client is the [`PeerAddr`] unless the peer is one of `trusted_proxies`: then it is
-/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (each proxy
-/// appends the address it saw, so entries left of that one were written by the client and
-/// can be forged). If every entry is trusted, the left-most one is the client; an entry
-/// that does not parse stops the walk, and the last trusted hop is the key.
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
+/// ([`forwarded_client`]).
 ///
 /// Pitfalls:
 /// - Without [`PeerAddr`] in the extensions the request is **not limited**: make sure the
@@ -122,51 +120,12 @@ pub struct PeerIpKey {
     pub trusted_proxies: Vec<IpAddr>,
 }
 
-impl PeerIpKey {
-    fn is_trusted(&self, ip: &IpAddr) -> bool {
-        self.trusted_proxies.contains(ip)
-    }
-
-    /// Walks `X-Forwarded-For` from the right, starting at the trusted `peer`.
-    fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut hop = peer;
-        // Several header lines form one list, in order; read them right to left.
-        for value in headers.get_all("x-forwarded-for").iter().rev() {
-            let Ok(list) = value.to_str() else {
-                return hop;
-            };
-            for entry in list.rsplit(',') {
-                let Some(ip) = parse_forwarded(entry.trim()) else {
-                    return hop;
-                };
-                if !self.is_trusted(&ip) {
-                    return ip;
-                }
-                hop = ip;
-            }
-        }
-        hop
-    }
-}
-
-/// An `X-Forwarded-For` entry: an IP, optionally with a port (`1.2.3.4:5`, `[::1]:5`).
-fn parse_forwarded(entry: &str) -> Option<IpAddr> {
-    entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
-}
-
 impl KeyExtractor for PeerIpKey {
     type Key = IpAddr;
 
     fn extract<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let peer = req.extensions().get::<PeerAddr>()?.0.ip();
-        if self.is_trusted(&peer) {
-            Some(self.client_behind(peer, req.headers()))
-        } else {
-            Some(peer)
-        }
+        Some(forwarded_client(peer, req.headers(), &self.trusted_proxies))
     }
 }
 

@@ -163,6 +163,7 @@ where
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error",
                 None,
+                None,
             )
             .await?;
             Ok(None)
@@ -258,6 +259,7 @@ where
                     session,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error",
+                    None,
                     None,
                 )
                 .await?;
@@ -499,13 +501,17 @@ pub(crate) async fn write_error(
     status: StatusCode,
     message: &str,
     request_id: Option<&HeaderValue>,
+    retry_after_secs: Option<u32>,
 ) -> pingora::Result<()> {
     let body = crate::error_body(status, message);
-    let mut header = ResponseHeader::build(status, Some(2))?;
+    let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(header::CONTENT_TYPE, "application/json")?;
     header.insert_header(header::CONTENT_LENGTH, body.len())?;
     if let Some(id) = request_id {
         header.insert_header("x-request-id", id.clone())?;
+    }
+    if let Some(secs) = retry_after_secs {
+        header.insert_header(header::RETRY_AFTER, secs)?;
     }
     session
         .write_response_header(Box::new(header))
