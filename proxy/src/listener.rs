@@ -9,7 +9,10 @@
 //!   connection over either cap is closed at once, before any byte is read. The same check
 //!   runs as pingora's connection filter right after `accept`, so a TLS listener spends no
 //!   handshake on an address already at its cap. Connections still in their TLS handshake
-//!   are not counted (pingora ends a handshake after 60 s).
+//!   are not counted (pingora ends a handshake after 60 s). Connections from
+//!   [`ConnectionLimits::trusted_proxies`] are not capped per address; the gateway counts
+//!   each request they forward, while it is in progress, against its client's address
+//!   ([`Admission::hold`]), and answers `429` over the cap.
 //! - **Head deadline** ([`ConnectionLimits::head_timeout`]): a connection's first request
 //!   head must arrive complete within the deadline of the accept, and every later head on
 //!   a keep-alive connection within the deadline of its first byte; otherwise the
