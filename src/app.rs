@@ -91,9 +91,9 @@ pub struct App {
     /// Cancelled at shutdown: streams end, demo runs stop.
     pub shutdown: CancellationToken,
     core: Core,
-    routes: LiveRoutes,
-    /// The running generation: swapped whole by a reload, read by every part that depends
-    /// on the configuration (the admin endpoints included).
+    /// The running generation: the one swap cell of hot reload. A reload stores a new
+    /// generation here, and that is all it swaps: the gateway routes by its route table
+    /// ([`LiveRoutes::following`]) and the admin endpoints read its view, per request.
     current: Arc<arc_swap::ArcSwap<Generation>>,
     /// Serialises reloads: one generation is built at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -114,6 +114,8 @@ struct Core {
 /// What one configuration built.
 struct Generation {
     config: Config,
+    /// The routes the gateway serves from.
+    routes: RouteTable,
     api: AgentApi,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
@@ -161,7 +163,7 @@ pub struct Reloaded {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("routes", &self.routes)
+            .field("routes", &self.generation().routes)
             .finish_non_exhaustive()
     }
 }
@@ -193,11 +195,10 @@ impl App {
             pool,
             certificates,
         };
-        let (generation, routes) = Generation::build(&core, config, &shutdown)?;
+        let generation = Generation::build(&core, config, &shutdown)?;
         Ok(Self {
             shutdown,
             core,
-            routes: LiveRoutes::new(routes),
             current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             reloading: tokio::sync::Mutex::new(()),
         })
@@ -226,10 +227,9 @@ impl App {
         if let (Some(certificates), Some(tls)) = (&self.core.certificates, &config.server.tls) {
             certificates.reload(&certificate_files(tls))?;
         }
-        let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown)?;
-        // The one place a generation is swapped: the configuration's view, then its routes.
+        let generation = Generation::build(&self.core, &config, &self.shutdown)?;
+        // The one place a generation is swapped: configuration, routes and admin view at once.
         self.current.store(Arc::new(generation));
-        self.routes.replace(routes);
         running.retired.cancel();
         Ok(Reloaded { needs_restart })
     }
@@ -268,9 +268,11 @@ impl App {
     /// The pingora gateway over this app's routes (which [`reload`](Self::reload) replaces).
     pub fn gateway(&self) -> Gateway {
         let access_log = self.generation().config.server.access_log;
-        Gateway::new(self.routes.clone())
-            .with_access_log(access_log)
-            .with_span_link(crate::telemetry::span_link())
+        Gateway::new(LiveRoutes::following(Arc::clone(&self.current), |g| {
+            &g.routes
+        }))
+        .with_access_log(access_log)
+        .with_span_link(crate::telemetry::span_link())
     }
 
     /// The edge server's settings from the running configuration's `[server]`: its
@@ -317,13 +319,9 @@ impl App {
 }
 
 impl Generation {
-    /// Builds a generation and its route table; starts its health checks and watchers.
+    /// Builds a generation (its route table included); starts its health checks and watchers.
     /// Must run inside the runtime its background tasks belong on.
-    fn build(
-        core: &Core,
-        config: &Config,
-        shutdown: &CancellationToken,
-    ) -> Result<(Self, RouteTable), AppError> {
+    fn build(core: &Core, config: &Config, shutdown: &CancellationToken) -> Result<Self, AppError> {
         // A child of the shutdown: cancelled at shutdown, or when a newer generation
         // replaces this one, whichever comes first.
         let retired = shutdown.child_token();
@@ -340,7 +338,7 @@ impl Generation {
         config: &Config,
         shutdown: &CancellationToken,
         retired: &CancellationToken,
-    ) -> Result<(Self, RouteTable), AppError> {
+    ) -> Result<Self, AppError> {
         let store = &core.store;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
             DispatchKind::None => None,
@@ -392,14 +390,14 @@ impl Generation {
                 })
             })
             .collect();
-        let generation = Self {
+        Ok(Self {
+            routes,
             admin: Arc::new(AdminView::new(config, api.clone(), required.clone())),
             config: config.clone(),
             api,
             required,
             retired: retired.clone(),
-        };
-        Ok((generation, routes))
+        })
     }
 }
 
