@@ -69,11 +69,13 @@ mod error;
 mod load;
 mod locate;
 mod published;
+mod restart;
 mod schema;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
 pub use published::{GENERATE_HINT, PUBLISHED_CREDENTIALS, is_published};
+pub use restart::restart_only_keys;
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, CertificateConfig, Config, DemoConfig,
     Dispatch, ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LimitsConfig,
