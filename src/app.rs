@@ -29,7 +29,6 @@ use agentgate_proxy::{
     HashKey, HealthCheck, LiveRoutes, Route, RouteService, RouteTable, ServerSettings, TlsError,
     UpstreamClient, UpstreamGroup, UpstreamSettings, UpstreamTls,
 };
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, View as AdminView};
@@ -91,9 +90,9 @@ pub struct App {
     /// Cancelled at shutdown: streams end, demo runs stop.
     pub shutdown: CancellationToken,
     core: Core,
-    routes: LiveRoutes,
-    /// The running generation: swapped whole by a reload, read by every part that depends
-    /// on the configuration (the admin endpoints included).
+    /// The running generation: the one swap cell of hot reload. A reload stores a new
+    /// generation here, and that is all it swaps: the gateway routes by its route table
+    /// ([`LiveRoutes::following`]) and the admin endpoints read its view, per request.
     current: Arc<arc_swap::ArcSwap<Generation>>,
     /// Serialises reloads: one generation is built at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -114,6 +113,8 @@ struct Core {
 /// What one configuration built.
 struct Generation {
     config: Config,
+    /// The routes the gateway serves from.
+    routes: RouteTable,
     api: AgentApi,
     /// The upstream groups routes send traffic to (what `/readyz` checks).
     required: BTreeMap<String, Arc<UpstreamGroup>>,
@@ -124,44 +125,18 @@ struct Generation {
     retired: CancellationToken,
 }
 
-/// Copies one restart-only key's running value into the new configuration.
-type KeepRunning = fn(&mut Config, &Config);
-
-/// The keys a reload cannot change while the process runs, each with how its running value
-/// is kept: listeners, threads and buffers, the span exporter, the session store (and the
-/// two flags that shape how it talks to Redis), the tool worker pool. A reload keeps their
-/// running values and names each changed one in [`Reloaded::needs_restart`].
-const RESTART_ONLY: [(&str, KeepRunning); 7] = [
-    ("server", |new, running| new.server = running.server.clone()),
-    ("store", |new, running| new.store = running.store.clone()),
-    ("telemetry", |new, running| {
-        new.telemetry = running.telemetry.clone();
-    }),
-    ("features.pipelining", |new, running| {
-        new.features.pipelining = running.features.pipelining;
-    }),
-    ("features.hash_state", |new, running| {
-        new.features.hash_state = running.features.hash_state;
-    }),
-    ("tools.workers", |new, running| {
-        new.tools.workers = running.tools.workers;
-    }),
-    ("tools.queue_capacity", |new, running| {
-        new.tools.queue_capacity = running.tools.queue_capacity;
-    }),
-];
-
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    /// Changed keys that keep their running value until a restart (e.g. `server.listen`).
+    /// Changed keys that keep their running value until a restart (e.g. `server.listen`;
+    /// the list is [`agentgate_config::restart_only_keys`]).
     pub needs_restart: Vec<String>,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("routes", &self.routes)
+            .field("routes", &self.generation().routes)
             .finish_non_exhaustive()
     }
 }
@@ -193,11 +168,10 @@ impl App {
             pool,
             certificates,
         };
-        let (generation, routes) = Generation::build(&core, config, &shutdown)?;
+        let generation = Generation::build(&core, config, &shutdown)?;
         Ok(Self {
             shutdown,
             core,
-            routes: LiveRoutes::new(routes),
             current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             reloading: tokio::sync::Mutex::new(()),
         })
@@ -220,16 +194,15 @@ impl App {
     pub async fn reload(&self, config: &Config) -> Result<Reloaded, AppError> {
         let _one_at_a_time = self.reloading.lock().await;
         let running = self.generation();
-        let (config, needs_restart) = keep_restart_only(&running.config, config);
+        let (config, needs_restart) = config.keep_restart_only(&running.config);
         // The certificate files are read again (replaced in place on rotation); their
         // paths, like all of `[server]`, keep their running values.
         if let (Some(certificates), Some(tls)) = (&self.core.certificates, &config.server.tls) {
             certificates.reload(&certificate_files(tls))?;
         }
-        let (generation, routes) = Generation::build(&self.core, &config, &self.shutdown)?;
-        // The one place a generation is swapped: the configuration's view, then its routes.
+        let generation = Generation::build(&self.core, &config, &self.shutdown)?;
+        // The one place a generation is swapped: configuration, routes and admin view at once.
         self.current.store(Arc::new(generation));
-        self.routes.replace(routes);
         running.retired.cancel();
         Ok(Reloaded { needs_restart })
     }
@@ -268,9 +241,11 @@ impl App {
     /// The pingora gateway over this app's routes (which [`reload`](Self::reload) replaces).
     pub fn gateway(&self) -> Gateway {
         let access_log = self.generation().config.server.access_log;
-        Gateway::new(self.routes.clone())
-            .with_access_log(access_log)
-            .with_span_link(crate::telemetry::span_link())
+        Gateway::new(LiveRoutes::following(Arc::clone(&self.current), |g| {
+            &g.routes
+        }))
+        .with_access_log(access_log)
+        .with_span_link(crate::telemetry::span_link())
     }
 
     /// The edge server's settings from the running configuration's `[server]`: its
@@ -318,13 +293,9 @@ impl App {
 }
 
 impl Generation {
-    /// Builds a generation and its route table; starts its health checks and watchers.
+    /// Builds a generation (its route table included); starts its health checks and watchers.
     /// Must run inside the runtime its background tasks belong on.
-    fn build(
-        core: &Core,
-        config: &Config,
-        shutdown: &CancellationToken,
-    ) -> Result<(Self, RouteTable), AppError> {
+    fn build(core: &Core, config: &Config, shutdown: &CancellationToken) -> Result<Self, AppError> {
         // A child of the shutdown: cancelled at shutdown, or when a newer generation
         // replaces this one, whichever comes first.
         let retired = shutdown.child_token();
@@ -341,7 +312,7 @@ impl Generation {
         config: &Config,
         shutdown: &CancellationToken,
         retired: &CancellationToken,
-    ) -> Result<(Self, RouteTable), AppError> {
+    ) -> Result<Self, AppError> {
         let store = &core.store;
         let dispatch: Option<Arc<dyn Dispatch>> = match config.agent.dispatch {
             DispatchKind::None => None,
@@ -393,14 +364,14 @@ impl Generation {
                 })
             })
             .collect();
-        let generation = Self {
+        Ok(Self {
+            routes,
             admin: Arc::new(AdminView::new(config, api.clone(), required.clone())),
             config: config.clone(),
             api,
             required,
             retired: retired.clone(),
-        };
-        Ok((generation, routes))
+        })
     }
 }
 
@@ -427,43 +398,6 @@ fn certificate_files(tls: &TlsConfig) -> Vec<CertificateFiles> {
             key: cert.key.clone(),
         })
         .collect()
-}
-
-/// `new` with the running values of the [`RESTART_ONLY`] keys, and the keys that differed.
-fn keep_restart_only(running: &Config, new: &Config) -> (Config, Vec<String>) {
-    let mut kept = new.clone();
-    for (_, keep) in RESTART_ONLY {
-        keep(&mut kept, running);
-    }
-    let (old, new) = (
-        serde_json::to_value(running).unwrap_or_default(),
-        serde_json::to_value(new).unwrap_or_default(),
-    );
-    let mut changed = Vec::new();
-    for (key, _) in RESTART_ONLY {
-        let pointer = format!("/{}", key.replace('.', "/"));
-        diff_keys(
-            key,
-            old.pointer(&pointer),
-            new.pointer(&pointer),
-            &mut changed,
-        );
-    }
-    (kept, changed)
-}
-
-/// Pushes the dotted keys under `key` whose values differ between `old` and `new`.
-fn diff_keys(key: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
-    match (old, new) {
-        (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for k in keys {
-                diff_keys(&format!("{key}.{k}"), a.get(k), b.get(k), out);
-            }
-        }
-        (a, b) if a != b => out.push(key.to_owned()),
-        _ => {}
-    }
 }
 
 /// The session store and, with Redis, the shared rate limiter on its connection.
@@ -862,40 +796,5 @@ impl PolicyParts<'_> {
             rate_limit,
             priority_queue,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each restart-only entry keeps the value its name says: with every such key changed,
-    /// the kept configuration has the running values there, and every key is named.
-    #[test]
-    fn every_restart_only_key_keeps_its_running_value_and_is_named() {
-        let running = Config::default();
-        let mut new = running.clone();
-        new.server.threads = running.server.threads + 3;
-        new.store.events_maxlen = running.store.events_maxlen + 1;
-        new.telemetry = Some(agentgate_config::TelemetryConfig::default());
-        new.features.pipelining = !running.features.pipelining;
-        new.features.hash_state = !running.features.hash_state;
-        new.tools.workers = running.tools.workers + 1;
-        new.tools.queue_capacity = running.tools.queue_capacity + 1;
-        let (kept, changed) = keep_restart_only(&running, &new);
-        let (kept, running) = (
-            serde_json::to_value(&kept).expect("json"),
-            serde_json::to_value(&running).expect("json"),
-        );
-        for (key, _) in RESTART_ONLY {
-            let pointer = format!("/{}", key.replace('.', "/"));
-            assert_eq!(kept.pointer(&pointer), running.pointer(&pointer), "{key}");
-            assert!(
-                changed
-                    .iter()
-                    .any(|c| c == key || c.starts_with(&format!("{key}."))),
-                "{key} not named in {changed:?}"
-            );
-        }
     }
 }

@@ -39,6 +39,12 @@
 //! line 31, column 10: upstreams.backend.peers[0]: must be an IP:port address such as "10.0.0.11:8080" (DNS names are not supported)
 //! ```
 //!
+//! # Reloads
+//!
+//! A reload (SIGHUP) applies a new file whole, except the restart-only keys
+//! ([`restart_only_keys`]: listeners, the store, the span exporter, the tool worker pool),
+//! which keep their running values until a restart ([`Config::keep_restart_only`]).
+//!
 //! # Example
 //!
 //! ```
@@ -69,11 +75,13 @@ mod error;
 mod load;
 mod locate;
 mod published;
+mod restart;
 mod schema;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
 pub use published::{GENERATE_HINT, PUBLISHED_CREDENTIALS, is_published};
+pub use restart::restart_only_keys;
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, CertificateConfig, Config, DemoConfig,
     Dispatch, ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LimitsConfig,

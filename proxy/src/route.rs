@@ -83,26 +83,57 @@ impl RouteTable {
 
 /// The route table the gateway serves from, replaceable while it serves (hot reload).
 ///
-/// Each request reads the table once, when it is routed, and keeps its [`Route`] (and the
-/// stacks and groups in it) until it ends: a replaced table serves no new requests, while
-/// requests and streams already running on it finish undisturbed.
-#[derive(Debug, Clone, Default)]
-pub struct LiveRoutes(Arc<arc_swap::ArcSwap<RouteTable>>);
+/// It reads the table from a swap cell ([`following`](Self::following)): the application's
+/// cell of everything a reload replaces (its configuration, its routes, ...), so that one
+/// store swaps them all at once and nothing is kept in step by hand. Each request reads
+/// the table once, when it is routed, and keeps its [`Route`] (and the stacks and groups in
+/// it) until it ends: a replaced table serves no new requests, while requests and streams
+/// already running on it finish undisturbed. A plain [`RouteTable`] converts into a fixed
+/// one.
+#[derive(Clone)]
+pub struct LiveRoutes(Arc<FindRoute>);
+
+/// Finds a request's route in whichever table is current.
+type FindRoute = dyn Fn(&RequestHeader) -> Option<Arc<Route>> + Send + Sync;
 
 impl LiveRoutes {
-    /// Serving `table`.
+    /// Serves `table`, never replaced.
     pub fn new(table: RouteTable) -> Self {
-        Self(Arc::new(arc_swap::ArcSwap::from_pointee(table)))
+        let table = Arc::new(table);
+        Self(Arc::new(move |req| table.find(req).cloned()))
+    }
+
+    /// Serves the table `routes` finds in whatever `cell` holds when a request arrives:
+    /// storing a new value in `cell` serves its table from the next request on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentgate_proxy::{LiveRoutes, RouteTable};
+    ///
+    /// struct Generation { routes: RouteTable, /* and the rest a reload replaces */ }
+    ///
+    /// let cell = Arc::new(arc_swap::ArcSwap::from_pointee(Generation { routes: RouteTable::new() }));
+    /// let live = LiveRoutes::following(Arc::clone(&cell), |g| &g.routes);
+    /// // A reload: one store, and the gateway routes by the new table.
+    /// cell.store(Arc::new(Generation { routes: RouteTable::new() }));
+    /// # drop(live);
+    /// ```
+    pub fn following<T: Send + Sync + 'static>(
+        cell: Arc<arc_swap::ArcSwap<T>>,
+        routes: fn(&T) -> &RouteTable,
+    ) -> Self {
+        Self(Arc::new(move |req| routes(&cell.load()).find(req).cloned()))
     }
 
     /// The route for `req` in the current table.
     pub fn find(&self, req: &RequestHeader) -> Option<Arc<Route>> {
-        self.0.load().find(req).cloned()
+        (self.0)(req)
     }
+}
 
-    /// Serves `table` from the next request on.
-    pub fn replace(&self, table: RouteTable) {
-        self.0.store(Arc::new(table));
+impl std::fmt::Debug for LiveRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRoutes").finish_non_exhaustive()
     }
 }
 

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{SessionState, StoreError};
+use crate::store::{RUNNING, SessionState, StoreError};
 
 /// The stored object. Field names match the HASH fields of the default layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,21 @@ pub(super) struct JsonState {
 }
 
 impl JsonState {
+    /// The state of a session just created.
+    pub fn created(owner: &str, metadata: String, now: u64) -> Self {
+        Self {
+            status: RUNNING.to_owned(),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            owner: owner.to_owned(),
+            metadata,
+            final_response: None,
+            event_count: 0,
+            bytes: 0,
+        }
+    }
+
     /// Parses what `GET` returned.
     pub fn parse(raw: &str) -> Result<Self, StoreError> {
         serde_json::from_str(raw)

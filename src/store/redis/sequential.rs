@@ -23,9 +23,8 @@
 //! the store's whole `timeout`.
 
 use super::json_state::JsonState;
-use super::{
-    RedisStore, events_key, meta_key, millis, new_json_state, notify_channel, owner_key, parse_id,
-};
+use super::keys::{events_key, meta_key, notify_channel, owner_key};
+use super::{RedisStore, millis, parse_id};
 use crate::store::quota::batch_bytes;
 use crate::store::{
     Completion, EventId, NewEvent, NewSession, RUNNING, SessionId, StoreError, now_ms,
@@ -122,7 +121,7 @@ impl RedisStore {
         } else {
             let mut set = redis::cmd("SET");
             set.arg(&meta)
-                .arg(new_json_state(&session.owner, session.metadata, now).to_json());
+                .arg(JsonState::created(&session.owner, session.metadata, now).to_json());
             set
         };
         self.one::<()>(&write).await?;

@@ -1,0 +1,122 @@
+//! The store's command connection: one multiplexed connection (standalone, reconnecting by
+//! itself) or one Cluster handle, wrapped so that every round trip and every command sent
+//! through it is counted in [`StoreStats`] (the `agentgate_store_*` metrics the benchmark
+//! reads). The shared rate limiter uses the same connection, so its calls count too.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use super::RedisSettings;
+use crate::store::{StoreError, StoreStats};
+
+/// A command connection (standalone or Cluster) that counts round trips and commands.
+#[derive(Clone)]
+pub(super) struct CountedConnection {
+    backend: Backend,
+    stats: StoreStats,
+}
+
+/// The connection under the counting.
+#[derive(Clone)]
+enum Backend {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl CountedConnection {
+    /// Opens the command connection; standalone connects lazily (see
+    /// [`RedisStore::connect`](super::RedisStore::connect)). Fails on a malformed URL, and on
+    /// Cluster when no seed node answers.
+    pub(super) async fn open(
+        settings: &RedisSettings,
+        stats: StoreStats,
+    ) -> Result<Self, StoreError> {
+        let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis url: {e}"));
+        let backend = if settings.cluster {
+            let client = ClusterClient::builder(settings.urls.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.timeout)
+                .build()
+                .map_err(bad_url)?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            Backend::Cluster(conn)
+        } else {
+            let url = settings
+                .urls
+                .first()
+                .ok_or_else(|| StoreError::Unavailable("no redis url configured".to_owned()))?;
+            let client = redis::Client::open(url.as_str()).map_err(bad_url)?;
+            let conn = ConnectionManager::new_lazy_with_config(client, manager_config(settings))
+                .map_err(bad_url)?;
+            Backend::Standalone(conn)
+        };
+        Ok(Self { backend, stats })
+    }
+
+    /// The same connection, its traffic counted in a throwaway [`StoreStats`]: for work that
+    /// is not the requests' cost (memory sampling).
+    pub(super) fn uncounted(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            stats: StoreStats::default(),
+        }
+    }
+}
+
+impl ConnectionLike for CountedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.stats.record(1);
+        record_name(&self.stats, cmd);
+        match &mut self.backend {
+            Backend::Standalone(c) => c.req_packed_command(cmd),
+            Backend::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.stats.record(pipeline.len());
+        for cmd in pipeline.cmd_iter() {
+            record_name(&self.stats, cmd);
+        }
+        match &mut self.backend {
+            Backend::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Backend::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.backend {
+            Backend::Standalone(c) => c.get_db(),
+            Backend::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Counts `cmd` under its name (its first argument).
+fn record_name(stats: &StoreStats, cmd: &Cmd) {
+    if let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() {
+        stats.record_command(name);
+    }
+}
+
+/// Timeouts and reconnect policy of a standalone connection (commands and notifications).
+pub(super) fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.timeout))
+        // Reconnect attempts are cheap and bounded; a call never waits past `timeout`.
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}

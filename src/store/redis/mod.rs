@@ -1,0 +1,111 @@
+//! The Redis engine: many gateway nodes share sessions through Redis (standalone or Cluster).
+//!
+//! Data model (every key of a session carries the `{<sid>}` hash tag, so a session lives in
+//! one Cluster slot and one call can touch all its keys):
+//!
+//! - `ag:{<sid>}:meta` — HASH: `status`, `created_at`, `updated_at`, `completed_at`,
+//!   `final_response`, `owner`, `metadata`, `event_count`.
+//! - `ag:{<sid>}:events` — STREAM of entries with fields `kind` and `data`, capped with
+//!   `XADD MAXLEN ~`.
+//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes on it a notice
+//!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
+//!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.
+//!
+//! and, per owner (API key fingerprint; tagged `{<fingerprint>}`, so another slot):
+//!
+//! - `ag:owner:{<fingerprint>}:sessions` — ZSET of the owner's running session ids scored by
+//!   expiry deadline, the per-key session quota ([`super::quota`]).
+//!
+//! With the default `[features]`, every handler call is ONE round trip: init, append and
+//! complete are Lua scripts (EVALSHA, `lua/*.lua`), because they must refuse to write
+//! when the owner is over its session quota, or to a session that is missing, owned by
+//! another key, completed or over its byte quota, and a pipeline (or MULTI/EXEC without a
+//! WATCH round trip) cannot make its writes conditional. A script is atomic, so a refused or
+//! failed call leaves nothing half-written. On Cluster the owner's quota set is in another
+//! slot, so init and complete take a second round trip to it ([`super::quota`] says how).
+//!
+//! Two `[features]` switches turn this into the naive baseline the benchmark (`bench/ab.sh`)
+//! measures against, held to the same conformance suite:
+//!
+//! - `pipelining = false` (`redis::sequential`): one command per round trip, each awaited
+//!   before the next, no pipeline, no script; not atomic.
+//! - `hash_state = false` (`redis::json_state`): the state is one JSON string at
+//!   `ag:{<sid>}:meta`, read, modified and written back whole on every change.
+//!
+//! Live tailing uses ONE extra connection per process however many readers are connected:
+//! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
+//! ([`WatchRegistry`](crate::store::watch::WatchRegistry)). A reader whose cursor is the
+//! notice's "before" id takes the events from the notice — no read at all; any other reader
+//! (behind, or woken by a bare id) `XRANGE`s from its own cursor on the shared multiplexed
+//! connection. After a reconnect the subscription is restored and every reader re-reads, so
+//! notifications lost while disconnected cost nothing.
+//!
+//! Figures ([`StoreStats`](crate::store::StoreStats)): live sessions are this node's view
+//! ([`Census`](crate::store::census::Census)); memory per session is `MEMORY USAGE` of the
+//! meta hash plus the event stream of up to 8 of those sessions, averaged, every 5 seconds
+//! (those commands are not counted as the store's traffic); connections held are the multiplexed command connection plus the notification
+//! connection while it is subscribed (on Cluster each is one handle with a socket per node).
+//!
+//! The parts, one file each:
+//!
+//! - `keys`: key and channel names, and the session a name belongs to;
+//! - `connection`: the command connection that counts round trips and commands;
+//! - `scripts`: the Lua write scripts (`lua/*.lua`) and the scripted writes;
+//! - `sequential`, `json_state`: the naive baselines above;
+//! - `notifier`: the notification connection and the loop that wakes readers;
+//! - `census`: the census sweep and the memory sampling;
+//! - `store`: [`RedisStore`] itself: connecting, reads, and the [`SessionStore`] calls.
+//!
+//! [`SessionStore`]: crate::store::SessionStore
+
+use std::time::Duration;
+
+use super::{EventId, Quotas, StoreError};
+
+mod census;
+mod connection;
+mod json_state;
+mod keys;
+mod notifier;
+mod scripts;
+mod sequential;
+mod store;
+
+pub use self::store::RedisStore;
+
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URLs: one for standalone, the seed nodes for Cluster.
+    pub urls: Vec<String>,
+    /// Use the Cluster protocol.
+    pub cluster: bool,
+    /// Longest a store call may take before it fails as unavailable.
+    pub timeout: Duration,
+    /// Longest a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// `XADD MAXLEN ~` cap of each event log.
+    pub events_maxlen: u64,
+    /// TTL of a completed session.
+    pub retention: Duration,
+    /// TTL of an unfinished session, refreshed on every write.
+    pub session_ttl: Duration,
+    /// `features.pipelining`: each write is one round trip (a Lua script).
+    /// Off: one command per round trip, awaited in turn (`redis::sequential`).
+    pub pipelining: bool,
+    /// `features.hash_state`: the state is a HASH. Off: one JSON string (`redis::json_state`).
+    pub hash_state: bool,
+    /// Running sessions per owner, bytes per session (`[store.quotas]`).
+    pub quotas: Quotas,
+}
+
+/// A stream id as Redis wrote it.
+fn parse_id(raw: &str) -> Result<EventId, StoreError> {
+    raw.parse()
+        .map_err(|_| StoreError::Protocol(format!("bad stream id {raw:?}")))
+}
+
+/// A duration as the millisecond count `PEXPIRE` takes (at least 1).
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}

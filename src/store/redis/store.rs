@@ -1,0 +1,263 @@
+//! [`RedisStore`]: the [`SessionStore`] over Redis. It owns the counted command connection,
+//! the notifier and census tasks, and the reads (`HGETALL`/`GET`, `EXISTS`, `XRANGE`); each
+//! write goes to the scripted engine (`scripts`) or, with `pipelining = false`, to the
+//! sequential one (`sequential`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentgate_middleware::rate_limit::{RedisGcra, SharedGcra};
+use async_trait::async_trait;
+use redis::Cmd;
+
+use super::census::run_census;
+use super::connection::CountedConnection;
+use super::json_state::JsonState;
+use super::keys::{events_key, meta_key};
+use super::notifier::run_notifier;
+use super::scripts::Scripts;
+use super::{RedisSettings, parse_id};
+use crate::store::census::Census;
+use crate::store::watch::WatchRegistry;
+use crate::store::{
+    Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
+    SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+};
+
+/// The Redis [`SessionStore`].
+pub struct RedisStore {
+    pub(super) conn: CountedConnection,
+    pub(super) settings: RedisSettings,
+    pub(super) scripts: Scripts,
+    watches: Arc<WatchRegistry>,
+    pub(super) stats: StoreStats,
+    presence: PresenceFeed,
+    notifier: tokio::task::JoinHandle<()>,
+    pub(super) census: Census,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.notifier.abort();
+    }
+}
+
+impl RedisStore {
+    /// Connects lazily: the gateway starts even while Redis is down (calls then fail as
+    /// [`StoreError::Unavailable`] until it is back). Fails only on a malformed URL.
+    /// Must be called inside the tokio runtime that will serve requests: the connections'
+    /// drivers and the notification task live on it.
+    pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, StoreError> {
+        let stats = StoreStats::default();
+        let watches = Arc::new(WatchRegistry::default());
+        let conn = CountedConnection::open(&settings, stats.clone()).await?;
+        let presence = PresenceFeed::default();
+        let notifier = tokio::spawn(run_notifier(
+            settings.clone(),
+            Arc::clone(&watches),
+            presence.clone(),
+            stats.connections.clone(),
+        ));
+        let census = Census::new(stats.live_sessions.clone());
+        let scripts = Scripts::new(settings.hash_state);
+        let store = Arc::new(Self {
+            conn,
+            settings,
+            scripts,
+            watches,
+            stats,
+            presence,
+            notifier,
+            census,
+        });
+        tokio::spawn(run_census(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// A GCRA rate limiter over this store's connection (no extra connection; its calls
+    /// count as the store's round trips), for `[routes.rate_limit] store = "redis"`.
+    pub fn rate_limiter(&self) -> Arc<dyn SharedGcra> {
+        Arc::new(RedisGcra::new(self.conn.clone(), self.settings.timeout))
+    }
+
+    /// Runs one backend call under the configured timeout.
+    pub(super) async fn call<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        self.timed(call)
+            .await?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Sends one command and waits for its answer: one round trip.
+    pub(super) async fn one<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(cmd.query_async(&mut conn)).await
+    }
+
+    /// Like [`call`](Self::call), but hands Redis's own error back for the caller to inspect.
+    pub(super) async fn timed<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>, StoreError> {
+        tokio::time::timeout(self.settings.timeout, call)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.settings.timeout.as_millis()
+                ))
+            })
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, id: &SessionId, session: NewSession) -> Result<(), StoreError> {
+        if self.settings.pipelining {
+            self.create_scripted(id, session).await?;
+        } else {
+            self.create_sequential(id, session).await?;
+        }
+        self.presence.changed(id);
+        self.census.created(id, self.settings.session_ttl);
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventId>, StoreError> {
+        let ids = if self.settings.pipelining {
+            self.append_scripted(id, owner, events).await?
+        } else {
+            self.append_sequential(id, owner, events).await?
+        };
+        self.census.written(id, self.settings.session_ttl);
+        Ok(ids)
+    }
+
+    async fn complete(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+    ) -> Result<EventId, StoreError> {
+        let (event, created_at) = if self.settings.pipelining {
+            self.complete_scripted(id, owner, &completion).await?
+        } else {
+            self.complete_sequential(id, owner, &completion).await?
+        };
+        self.census.completed(id);
+        if created_at > 0 {
+            self.stats.session_completed(created_at, now_ms());
+        }
+        Ok(event)
+    }
+
+    async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        if !self.settings.hash_state {
+            let mut get = redis::cmd("GET");
+            get.arg(meta_key(id));
+            let raw: Option<String> = self.one(&get).await?;
+            return raw
+                .map(|raw| JsonState::parse(&raw).map(JsonState::into_state))
+                .transpose();
+        }
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = self
+            .call(
+                redis::cmd("HGETALL")
+                    .arg(meta_key(id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |k: &str| fields.get(k).cloned();
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        Ok(Some(SessionState {
+            status: text("status").unwrap_or_else(|| RUNNING.to_owned()),
+            created_at: number("created_at").unwrap_or(0),
+            updated_at: number("updated_at").unwrap_or(0),
+            completed_at: number("completed_at"),
+            owner: text("owner").unwrap_or_default(),
+            metadata: text("metadata").unwrap_or_else(|| "null".to_owned()),
+            final_response: text("final_response"),
+            event_count: number("event_count").unwrap_or(0),
+        }))
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(
+            redis::cmd("EXISTS")
+                .arg(meta_key(id))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn read(
+        &self,
+        id: &SessionId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .call(
+                redis::cmd("XRANGE")
+                    .arg(events_key(id))
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(raw_id, fields)| {
+                let mut event = Event {
+                    id: parse_id(&raw_id)?,
+                    kind: String::new(),
+                    data: String::new(),
+                };
+                for (field, value) in fields {
+                    match field.as_str() {
+                        "kind" => event.kind = value,
+                        "data" => event.data = value,
+                        _ => {}
+                    }
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    fn watch(&self, id: &SessionId) -> Watch {
+        self.watches.watch(id)
+    }
+
+    fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    fn presence(&self) -> &PresenceFeed {
+        &self.presence
+    }
+}
