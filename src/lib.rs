@@ -23,6 +23,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod client_noise;
 pub mod loadtest;
 pub mod metrics;
 pub mod pid_file;

@@ -213,7 +213,11 @@ fn init_tracing(
             .with_span_list(false)
             .boxed(),
     };
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    // Client-caused connection failures are counted, and few of them logged.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(agentgate::client_noise::ClientNoise)
+        .with(fmt);
     #[cfg(feature = "otlp")]
     {
         let telemetry = config

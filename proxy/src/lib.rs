@@ -28,6 +28,15 @@
 //! - [`upgrade`]: the upgrade socket's receiving end, private to the gateway's user.
 //!
 //! This crate knows nothing of the agent API: the application hands it boxed services.
+//!
+//! # Hosting your own tower services in pingora
+//!
+//! Box any tower `Service<http::Request<`[`bridge::RequestBody`]`>>` (an axum `Router`, a
+//! `ServiceBuilder` stack) with [`route_service`], put it on a [`Route`] of a
+//! [`RouteTable`], and serve the table with an [`EdgeServer`]: `examples/axum.rs` is the
+//! whole program (`cargo run -p agentgate-proxy --example axum`). To serve one request from
+//! your own pingora application instead, call [`bridge::serve`] with the session and the
+//! service.
 
 pub mod bridge;
 pub mod canary;

@@ -1,9 +1,10 @@
 //! The public listeners' connection rules: caps on open connections, a deadline for each
 //! request head, and the counts of what they refused.
 //!
-//! [`EdgeApp`] stands between pingora's listeners and its HTTP server (the
-//! [`HttpApp`](crate::http_app::HttpApp) over the [`Gateway`](crate::Gateway)): it sees each connection once the TCP accept (and the TLS
-//! handshake, on a TLS listener) is done, and for as long as it stays open.
+//! `EdgeApp` (crate-private) stands between pingora's listeners and its HTTP server (the
+//! [`HttpApp`](crate::http_app::HttpApp) over the [`Gateway`](crate::Gateway)): it sees
+//! each connection once the TCP accept (and the TLS handshake, on a TLS listener) is done,
+//! and for as long as it stays open.
 //!
 //! - **Caps** ([`ConnectionLimits::max_connections`], `max_connections_per_address`): a
 //!   connection over either cap is closed at once, before any byte is read. The same check
@@ -12,7 +13,7 @@
 //!   are not counted (pingora ends a handshake after 60 s). Connections from
 //!   [`ConnectionLimits::trusted_proxies`] are not capped per address; the gateway counts
 //!   each request they forward, while it is in progress, against its client's address
-//!   ([`Admission::hold`]), and answers `429` over the cap.
+//!   (`Admission::hold`), and answers `429` over the cap.
 //! - **Head deadline** ([`ConnectionLimits::head_timeout`]): a connection's first request
 //!   head must arrive complete within the deadline of the accept, and every later head on
 //!   a keep-alive connection within the deadline of its first byte; otherwise the
@@ -24,7 +25,7 @@
 //!   and the gateway ([`ConnectionLimits`] documents each).
 //!
 //! The gateway tells this layer where requests start and end through a task-local set for
-//! the connection's task ([`head_received`], [`request_done`]); HTTP/1 serves a connection's
+//! the connection's task (`head_received`, `request_done`); HTTP/1 serves a connection's
 //! requests on that task.
 
 use std::collections::HashMap;

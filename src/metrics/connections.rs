@@ -1,7 +1,8 @@
 //! The public listeners' connections (`agentgate_connections_open`,
 //! `agentgate_connections_accepted_total`, `agentgate_connections_refused_total{reason}`,
 //! `agentgate_connection_timeouts_total{reason}`), copied from the listeners'
-//! [`ConnectionStats`] at every scrape.
+//! [`ConnectionStats`] at every scrape, and `agentgate_connection_errors_total{reason}` from
+//! [`client_noise`](crate::client_noise).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub(super) struct ConnectionGauges {
     accepted: Counter,
     refused: Family<ReasonLabel, Counter>,
     timeouts: Family<ReasonLabel, Counter>,
+    errors: Family<ReasonLabel, Counter>,
 }
 
 /// Labels of the connection refusal and timeout counters.
@@ -40,6 +42,7 @@ impl ConnectionGauges {
             accepted: Counter::default(),
             refused: Family::default(),
             timeouts: Family::default(),
+            errors: Family::default(),
         };
         registry.register(
             "connections_open",
@@ -63,6 +66,14 @@ impl ConnectionGauges {
              received within head_timeout_ms) or write (a response write not taken within \
              write_timeout_ms)",
             gauges.timeouts.clone(),
+        );
+        registry.register(
+            "connection_errors",
+            "Client connections that failed in a way the client caused, by reason: \
+             tls_handshake (failed or timed out), h2_handshake (closed before the HTTP/2 \
+             preface), sni (an IP address or a malformed name sent as SNI); counted instead \
+             of logged one line each",
+            gauges.errors.clone(),
         );
         gauges
     }
@@ -88,6 +99,9 @@ impl ConnectionGauges {
             ("write", counts.write_timeouts),
         ] {
             catch_up(&self.timeouts.get_or_create(&ReasonLabel { reason }), total);
+        }
+        for (reason, total) in crate::client_noise::counts() {
+            catch_up(&self.errors.get_or_create(&ReasonLabel { reason }), total);
         }
     }
 }

@@ -470,6 +470,52 @@ async fn behind_a_trusted_proxy_the_cap_counts_each_forwarded_client() {
     let _ = process.terminate();
 }
 
+/// A client that fails its TLS handshake makes pingora log an ERROR line; at the edge anyone
+/// could fill the logs that way. The failures are counted, and few are logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tls_handshakes_are_counted_not_logged_each() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new();
+    let cert = ca.issue(dir.path(), "edge", &["127.0.0.1"]);
+    let mut process = blocking(|| Process::start(&tls_toml(&[&cert])));
+    let tls = *process.addrs.last().expect("the TLS listener");
+    for _ in 0..50 {
+        let mut tcp = TcpStream::connect(tls).await.expect("connect");
+        // Not a TLS ClientHello.
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let _ = within("the refusal", tcp.read(&mut buf)).await;
+    }
+    // The listener still serves a real client.
+    let good = connect(tls, "127.0.0.1", ca.client(&[b"h2"]))
+        .await
+        .expect("a real client's handshake");
+    let mut send = h2_client(good).await;
+    let (status, _) = h2_call(&mut send, "GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let admin = Client::new(process.admin.expect("admin"));
+    let series = "agentgate_connection_errors_total{reason=\"tls_handshake\"}";
+    within("50 failures counted", async {
+        loop {
+            let text = admin.send_call(admin.get("/metrics")).await.text;
+            if metric(&text, series) == Some(50.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = process.terminate();
+    let output = process.output();
+    let logged = output.matches("Downstream handshake error").count();
+    assert!(
+        (1..50).contains(&logged),
+        "{logged} handshake failures logged:\n{output}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_on_a_cleartext_listener_is_opt_in() {
     // Off (the default): the HTTP/2 preface is not an HTTP/1.1 request.

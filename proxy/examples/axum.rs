@@ -1,11 +1,15 @@
-//! Mounting your own axum `Router` on a route of agentgate's pingora edge proxy.
+//! Hosting a tower service in pingora: an axum `Router` served by pingora's listeners
+//! through agentgate-proxy's bridge — the way to put any tower `Service` (axum, tonic's
+//! HTTP services, a `ServiceBuilder` stack of your own layers) behind pingora.
 //!
 //! An axum `Router` is a tower `Service`, so [`route_service`] boxes it for a route and the
 //! bridge serves it inside pingora: request bodies are streamed into the handlers, and
-//! response bodies (SSE included) go out frame by frame, never buffered.
+//! response bodies (SSE included) go out frame by frame, never buffered. The server brings
+//! pingora's graceful upgrade and drain-aware shutdown, the connection limits and (with
+//! `ServerSettings::certificates`) TLS and HTTP/2.
 //!
 //! ```text
-//! cargo run --example axum_route           # serves on 127.0.0.1:8081 until Ctrl-C
+//! cargo run -p agentgate-proxy --example axum   # serves on 127.0.0.1:8081 until Ctrl-C
 //!
 //! curl -i http://127.0.0.1:8081/app/hello
 //! curl -i -X POST --data-binary 'echo me' http://127.0.0.1:8081/app/echo
@@ -78,7 +82,7 @@ fn main() -> std::io::Result<()> {
         grace: Duration::from_secs(5),
         ..ServerSettings::new(
             vec!["127.0.0.1:8081".parse().expect("a valid address")],
-            std::env::temp_dir().join("agentgate-axum-route-example.upgrade.sock"),
+            std::env::temp_dir().join("agentgate-proxy-axum-example.upgrade.sock"),
         )
     };
     let server = EdgeServer::bind(settings, Gateway::new(routes), Vec::new())?;
