@@ -122,3 +122,86 @@ impl fmt::Display for PolicyError {
 }
 
 impl std::error::Error for PolicyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_names_its_broken_key_the_same_way() {
+        assert!(RateLimitPolicy::default().validate().is_ok());
+        assert!(PriorityQueuePolicy::default().validate().is_ok());
+        assert!(ExistenceCachePolicy::default().validate().is_ok());
+        assert!(FanoutPolicy::default().validate().is_ok());
+        assert!(MultiplexPolicy::default().validate().is_ok());
+        let broken = [
+            ExistenceCachePolicy {
+                max_entries: 0,
+                ..Default::default()
+            }
+            .validate(),
+            FanoutPolicy {
+                subscriber_queue: 0,
+                ..Default::default()
+            }
+            .validate(),
+            MultiplexPolicy {
+                heartbeat_ms: 0,
+                ..Default::default()
+            }
+            .validate(),
+            RateLimitPolicy {
+                burst: Some(0),
+                ..Default::default()
+            }
+            .validate(),
+        ];
+        let keys: Vec<_> = broken
+            .iter()
+            .map(|e| e.as_ref().unwrap_err().key())
+            .collect();
+        assert_eq!(
+            keys,
+            ["max_entries", "subscriber_queue", "heartbeat_ms", "burst"]
+        );
+        for error in broken {
+            let error = error.unwrap_err();
+            assert_eq!(error.problem(), &Problem::Zero);
+            assert_eq!(
+                error.to_string(),
+                format!("`{}` must be at least 1", error.key())
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_and_requirements_say_what_is_wrong() {
+        let many = MultiplexPolicy {
+            max_streams: MAX_STREAMS + 1,
+            ..Default::default()
+        };
+        let error = many.validate().unwrap_err();
+        assert_eq!(error.key(), "max_streams");
+        assert_eq!(
+            error.problem().to_string(),
+            "is 257; at most 256 is accepted"
+        );
+        let header = RateLimitPolicy {
+            key: KeyKind::Header,
+            ..Default::default()
+        };
+        let error = header.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`key_header` is required with `key = \"header\"`"
+        );
+        let bad = RateLimitPolicy {
+            key_header: Some("x api key".into()),
+            ..header
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().problem().to_string(),
+            "\"x api key\" is not a valid header name"
+        );
+    }
+}
