@@ -17,11 +17,9 @@ use agentgate_config::{
     Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
     RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
 };
-use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCacheLayer};
+use agentgate_middleware::existence_cache::{Cache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
-use agentgate_middleware::rate_limit::{
-    KeyKind, LimitStore, RateLimitLayer, SharedGcra, SharedRateLimitLayer,
-};
+use agentgate_middleware::rate_limit::{KeyKind, LimitStore, RateLimitLayer, SharedGcra};
 use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::SseMultiplexLayer;
 use agentgate_proxy::{
@@ -39,7 +37,7 @@ use crate::api::stream::{self, StreamSessionKey};
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
 use crate::metrics::Metrics;
-use crate::stack::{self, AgentParts, Either, Policies};
+use crate::stack::{self, AgentParts, Policies};
 use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{Presence, SessionId, SessionStore, StoreError, StoreExistence};
@@ -579,7 +577,7 @@ fn agent_parts(
 /// The store tells the existence cache which sessions appeared or expired.
 fn forget_on_presence_changes(
     store: &Arc<dyn SessionStore>,
-    cache: ExistenceCache<SessionId, StoreExistence>,
+    cache: Cache<SessionId, StoreExistence>,
     shutdown: CancellationToken,
 ) {
     let mut presence = store.presence().subscribe();
@@ -763,14 +761,14 @@ impl PolicyParts<'_> {
                 drop(limit.spawn_pruner(RATE_LIMIT_PRUNE_INTERVAL));
                 self.metrics
                     .watch_rate_limit_keys(&route.name, &limit.stats());
-                Some(Either::Left(limit))
+                Some(limit)
             }
             (Some(policy), Some(gcra)) => {
                 // One bucket per route and key, shared by every gateway on this Redis.
                 let prefix = format!("agentgate:rl:{}:", route.name);
-                let limit = SharedRateLimitLayer::from_policy(policy, Arc::clone(gcra), prefix)
+                let limit = RateLimitLayer::shared_from_policy(policy, Arc::clone(gcra), prefix)
                     .map_err(|e| error(e.to_string()))?;
-                Some(Either::Right(limit))
+                Some(limit)
             }
             // validate() rejects `store = "redis"` without a Redis session store.
             (Some(_), None) => {

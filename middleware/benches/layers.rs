@@ -5,7 +5,7 @@
 //! - `existence_cache`: a cache **hit** (the key is warmed first);
 //! - `rate_limit`: the **admit** path (a quota so large nothing is limited), with
 //!   [`GlobalKey`] and [`HeaderKey`];
-//! - `shared_rate_limit`: the layer's own cost around its store ([`SharedRateLimitLayer`]
+//! - `shared_rate_limit`: the layer's own cost around its store ([`RateLimitLayer::shared`]
 //!   over a [`SharedGcra`] that answers at once: key naming, boxing, the inner clone), on
 //!   the **admit** path and on the **refused from the over-limit cache** path (no store
 //!   call; a real deployment saves a Redis round trip there);
@@ -17,25 +17,24 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentgate_middleware::existence_cache::{
-    ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, KeyExtractor,
+    ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck,
 };
 use agentgate_middleware::priority_queue::{Fixed, PriorityQueueLayer, PriorityQueuePolicy};
 use agentgate_middleware::rate_limit::{
-    CheckFuture, GcraQuota, GlobalKey, HeaderKey, PolicyKey, Quota, RateLimitLayer,
-    RateLimitPolicy, SharedGcra, SharedRateLimitLayer, Verdict,
+    CheckFuture, GlobalKey, HeaderKey, PolicyKey, Quota, RateLimitLayer, RateLimitPolicy,
+    SharedGcra, Verdict,
 };
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use http::header::HeaderName;
 use http::{Request, Response, StatusCode};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 /// The request every variant sends: a key in the path and an API-key header.
 fn request() -> Request<()> {
@@ -96,10 +95,10 @@ where
 #[derive(Clone)]
 struct FirstSegment;
 
-impl<B> KeyExtractor<B> for FirstSegment {
+impl agentgate_middleware::KeyExtractor for FirstSegment {
     type Key = String;
 
-    fn extract(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
         req.uri().path().split('/').nth(1).map(str::to_owned)
     }
 }
@@ -148,7 +147,10 @@ fn existence_cache(c: &mut Criterion) {
 fn rate_limit(c: &mut Criterion) {
     let rt = runtime();
     // u32::MAX per second, burst u32::MAX: nothing is ever limited.
-    let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+    let quota = Quota {
+        interval: Duration::from_nanos(1),
+        burst: u32::MAX,
+    };
     let global = RateLimitLayer::new(GlobalKey, quota).layer(inner());
     let header =
         RateLimitLayer::new(HeaderKey(HeaderName::from_static("x-api-key")), quota).layer(inner());
@@ -172,7 +174,7 @@ fn rate_limit(c: &mut Criterion) {
 struct Instant(Verdict, AtomicUsize);
 
 impl SharedGcra for Instant {
-    fn check<'a>(&'a self, _key: &'a str, _quota: GcraQuota) -> CheckFuture<'a> {
+    fn check(&self, _key: &str, _quota: Quota) -> CheckFuture {
         self.1.fetch_add(1, Ordering::Relaxed);
         Box::pin(std::future::ready(Ok(self.0)))
     }
@@ -187,8 +189,8 @@ fn shared_rate_limit(c: &mut Criterion) {
     };
     let layer = |verdict| {
         let gcra = Arc::new(Instant(verdict, AtomicUsize::new(0)));
-        let layer: SharedRateLimitLayer<PolicyKey> =
-            SharedRateLimitLayer::from_policy(&policy, gcra.clone(), "rl:bench:")
+        let layer: RateLimitLayer<PolicyKey> =
+            RateLimitLayer::shared_from_policy(&policy, gcra.clone(), "rl:bench:")
                 .expect("valid policy");
         (layer.layer(inner()), gcra)
     };

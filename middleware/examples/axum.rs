@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use agentgate_middleware::ServiceBuilderExt;
 use agentgate_middleware::existence_cache::{
-    ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, Exists, KeyExtractor, NotFound,
+    ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, Exists, NotFound,
 };
 use agentgate_middleware::priority_queue::{
     PolicyPriority, PriorityQueueLayer, PriorityQueuePolicy,
@@ -120,10 +120,10 @@ impl ExistenceCheck<String> for SharedUsers {
 #[derive(Debug, Clone, Copy)]
 pub struct UserName;
 
-impl<B> KeyExtractor<B> for UserName {
+impl agentgate_middleware::KeyExtractor for UserName {
     type Key = String;
 
-    fn extract(&self, req: &axum::http::Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &axum::http::Request<B>) -> Option<String> {
         let name = req.uri().path().strip_prefix("/users/")?;
         Some(name.split('/').next().filter(|n| !n.is_empty())?.to_owned())
     }

@@ -27,23 +27,16 @@ pub trait ServiceBuilderExt<L> {
         layer: crate::existence_cache::ExistenceCacheLayer<E, K, C>,
     ) -> ServiceBuilder<Stack<crate::existence_cache::ExistenceCacheLayer<E, K, C>, L>>;
 
-    /// Adds a [`RateLimitLayer`](crate::rate_limit::RateLimitLayer).
+    /// Adds a [`RateLimitLayer`](crate::rate_limit::RateLimitLayer) (local or shared
+    /// buckets).
     #[cfg(feature = "rate-limit")]
     fn rate_limit<E, C>(
         self,
         layer: crate::rate_limit::RateLimitLayer<E, C>,
     ) -> ServiceBuilder<Stack<crate::rate_limit::RateLimitLayer<E, C>, L>>
     where
-        E: crate::rate_limit::KeyExtractor,
+        E: crate::KeyExtractor,
         C: governor::clock::Clock;
-
-    /// Adds a [`SharedRateLimitLayer`](crate::rate_limit::SharedRateLimitLayer): buckets
-    /// in a store every replica shares (Redis).
-    #[cfg(feature = "rate-limit")]
-    fn shared_rate_limit<E>(
-        self,
-        layer: crate::rate_limit::SharedRateLimitLayer<E>,
-    ) -> ServiceBuilder<Stack<crate::rate_limit::SharedRateLimitLayer<E>, L>>;
 
     /// Adds a [`PriorityQueueLayer`](crate::priority_queue::PriorityQueueLayer).
     #[cfg(feature = "priority-queue")]
@@ -68,17 +61,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         layer: crate::rate_limit::RateLimitLayer<E, C>,
     ) -> ServiceBuilder<Stack<crate::rate_limit::RateLimitLayer<E, C>, L>>
     where
-        E: crate::rate_limit::KeyExtractor,
+        E: crate::KeyExtractor,
         C: governor::clock::Clock,
     {
-        self.layer(layer)
-    }
-
-    #[cfg(feature = "rate-limit")]
-    fn shared_rate_limit<E>(
-        self,
-        layer: crate::rate_limit::SharedRateLimitLayer<E>,
-    ) -> ServiceBuilder<Stack<crate::rate_limit::SharedRateLimitLayer<E>, L>> {
         self.layer(layer)
     }
 

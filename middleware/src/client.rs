@@ -23,8 +23,8 @@ use http::HeaderMap;
 pub struct PeerAddr(pub SocketAddr);
 
 /// The client an earlier layer authenticated, by a stable identity that is **not a secret**
-/// (agentgate inserts the fingerprint of the verified API key: 16 hex digits of its
-/// SHA-256). It ends up in Redis key names and log lines, so never put a credential here.
+/// (a fingerprint of the verified API key, say, never the key). It ends up in Redis key
+/// names and log lines, so never put a credential here.
 ///
 /// Requests without it are unauthenticated: layers keyed by it fall back to something the
 /// client cannot choose (the peer address), never to a key per presented credential.
@@ -50,7 +50,7 @@ impl std::fmt::Display for ClientIdentity {
 }
 
 /// The session a request is about, as an earlier layer read it from the request
-/// (agentgate: the `{id}` of its session paths). The rate limiter's
+/// (the id in the application's session paths, say). The rate limiter's
 /// [`KeyKind::SessionId`](crate::rate_limit::KeyKind::SessionId) keys by it; this crate
 /// never parses an application's URL layout itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -391,16 +391,12 @@ fn forwarded_for(prior: Option<&HeaderValue>, client: std::net::IpAddr) -> Heade
 
 /// A JSON error answer of this service (see [`crate::error_body`]).
 fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    let body = http_body_util::Full::new(crate::error_body(status, message))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    let json = crate::error_body(status, message);
+    agentgate_middleware::error_body::response(status, json, |json| {
+        http_body_util::Full::new(json)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
 }
 
 /// Joins the client and the peer after a `101`: the client's bytes (`from_client`, which the

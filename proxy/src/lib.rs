@@ -76,15 +76,14 @@ pub fn empty_body() -> ResponseBody {
         .boxed_unsync()
 }
 
-/// The JSON body of an error answered by this crate:
-/// `{"error":{"code":"bad_gateway","message":"…"}}`, the code being the status's reason
-/// phrase in snake case.
+/// The JSON body of an error answered by this crate
+/// ([`agentgate_middleware::error_body`]): `{"error":{"code":"bad_gateway","message":"…"}}`,
+/// the code being the status's reason phrase in snake case.
 pub fn error_body(status: http::StatusCode, message: &str) -> bytes::Bytes {
     let code = status
         .canonical_reason()
         .unwrap_or("error")
         .to_ascii_lowercase()
         .replace(' ', "_");
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    bytes::Bytes::from(body.to_string())
+    agentgate_middleware::error_body::json(&code, message)
 }

@@ -1,7 +1,7 @@
 //! API errors and their JSON form: `{"error":{"code":"..","message":".."}}`.
 
+use agentgate_middleware::error_body;
 use agentgate_middleware::existence_cache::NotFound;
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{Body, full};
@@ -140,16 +140,9 @@ impl ApiError {
 
     /// The JSON response.
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
-        let mut response = Response::new(full(Bytes::from(body.to_string())));
-        *response.status_mut() = self.status;
+        let json = error_body::json(self.code, &self.message);
+        let mut response = error_body::response(self.status, json, full);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

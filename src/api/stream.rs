@@ -20,8 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgate_middleware::existence_cache::{Exists, KeyExtractor};
-use agentgate_middleware::sse::fanout::StreamKey;
+use agentgate_middleware::KeyExtractor;
+use agentgate_middleware::existence_cache::Exists;
 use agentgate_middleware::sse::{self, Frame};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, header};
@@ -101,29 +101,17 @@ pub async fn handle(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamSessionKey;
 
-impl<B> KeyExtractor<B> for StreamSessionKey {
+impl KeyExtractor for StreamSessionKey {
     type Key = SessionId;
 
-    fn extract(&self, req: &http::Request<B>) -> Option<SessionId> {
-        session(req)
+    /// The session of a stream connect whose token the session layer verified.
+    fn extract<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
+        if req.method() != Method::GET {
+            return None;
+        }
+        let session = req.extensions().get::<RequestSession>()?;
+        session.viewer.then(|| session.id.clone())
     }
-}
-
-impl StreamKey for StreamSessionKey {
-    type Key = SessionId;
-
-    fn key<B>(&self, req: &http::Request<B>) -> Option<SessionId> {
-        session(req)
-    }
-}
-
-/// The session of a stream connect whose token the session layer verified.
-fn session<B>(req: &http::Request<B>) -> Option<SessionId> {
-    if req.method() != Method::GET {
-        return None;
-    }
-    let session = req.extensions().get::<RequestSession>()?;
-    session.viewer.then(|| session.id.clone())
 }
 
 /// How the agent routes split a multiplexed `GET /v2/stream?sessions=a,b&tokens=ta,tb` into

@@ -15,9 +15,7 @@ mod either;
 use agentgate_middleware::client::{ClientIdentity, PeerAddr};
 use agentgate_middleware::existence_cache::ExistenceCacheLayer;
 use agentgate_middleware::priority_queue::{PolicyPriority, PriorityQueueLayer};
-use agentgate_middleware::rate_limit::{
-    PolicyKey, RateLimitLayer, RateLimited, SharedRateLimitLayer,
-};
+use agentgate_middleware::rate_limit::{PolicyKey, RateLimitLayer, RateLimited};
 use agentgate_middleware::sse::fanout::{PathAndCredentials, SseFanoutLayer};
 use agentgate_middleware::sse::multiplex::{QueryDemux, SseMultiplexLayer};
 use agentgate_proxy::bridge::ClientAddr;
@@ -39,8 +37,8 @@ pub struct Policies {
     /// The keys to verify for policies that read the client's identity (`key = "api_key"`,
     /// `api_key_priorities`); `None` when none does (no hashing per request).
     pub identify_keys: Option<ApiKeys>,
-    /// `[routes.rate_limit]`: in process, or shared in Redis by every gateway.
-    pub rate_limit: Option<Either<RateLimitLayer<PolicyKey>, SharedRateLimitLayer<PolicyKey>>>,
+    /// `[routes.rate_limit]`: buckets in process, or shared in Redis by every gateway.
+    pub rate_limit: Option<RateLimitLayer<PolicyKey>>,
     /// Counts the rate limiter's own `429`s.
     pub rejected: Option<Counter>,
     /// `[routes.priority_queue]`.

@@ -206,10 +206,10 @@ async fn redis_down_fails_closed_when_configured() {
 /// each reporting what is left, then a refusal whose `retry_after` is at most one interval;
 /// a refusal writes nothing.
 async fn script_counts_exactly(store: &agentgate::store::redis::RedisStore) {
-    use agentgate_middleware::rate_limit::{GcraQuota, Verdict};
+    use agentgate_middleware::rate_limit::{Quota, Verdict};
     let gcra = store.rate_limiter();
     // One request per 10 s: no refill can happen while the test runs.
-    let quota = GcraQuota {
+    let quota = Quota {
         interval: std::time::Duration::from_secs(10),
         burst: 3,
     };

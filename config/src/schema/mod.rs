@@ -24,7 +24,7 @@ pub use routes::{CanaryConfig, RouteConfig, RouteKind, SseShare};
 pub use server::{CertificateConfig, LimitsConfig, LogFormat, ServerConfig, TlsConfig};
 
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
-pub use agentgate_middleware::existence_cache::{ExistenceCachePolicy, OnError};
+pub use agentgate_middleware::policy::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
 pub use store::{QuotasConfig, RedisConfig, StoreConfig, StoreKind};
 pub use telemetry::TelemetryConfig;

@@ -1,5 +1,5 @@
-use agentgate_middleware::priority_queue::PriorityQueuePolicy;
-use agentgate_middleware::rate_limit::RateLimitPolicy;
+use agentgate_middleware::policy::PriorityQueuePolicy;
+use agentgate_middleware::policy::RateLimitPolicy;
 use serde::{Deserialize, Serialize};
 
 /// What a route does with the requests it matches.

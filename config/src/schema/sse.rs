@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use agentgate_middleware::sse::fanout::FanoutPolicy;
-use agentgate_middleware::sse::multiplex::MultiplexPolicy;
+use agentgate_middleware::policy::FanoutPolicy;
+use agentgate_middleware::policy::MultiplexPolicy;
 use serde::{Deserialize, Serialize};
 
 /// `[sse]`: Server-Sent Events stream tuning.

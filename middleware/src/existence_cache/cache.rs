@@ -1,4 +1,4 @@
-//! [`ExistenceCache`]: the bounded TTL map and the single-flight bookkeeping.
+//! [`Cache`]: the bounded TTL map and the single-flight bookkeeping.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -8,7 +8,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::ExistenceCheck;
-use super::policy::ExistenceCachePolicy;
+use crate::policy::ExistenceCachePolicy;
 
 /// One check's outcome, shared by every request that waited for it.
 pub(crate) type Outcome = Result<bool, String>;
@@ -28,13 +28,13 @@ struct State<K> {
 
 /// The cache behind an [`ExistenceCacheLayer`](super::ExistenceCacheLayer); clone it to keep a
 /// handle for [`invalidate`](Self::invalidate).
-pub struct ExistenceCache<K, C> {
+pub struct Cache<K, C> {
     state: Arc<Mutex<State<K>>>,
     check: Arc<C>,
     policy: Arc<ExistenceCachePolicy>,
 }
 
-impl<K, C> Clone for ExistenceCache<K, C> {
+impl<K, C> Clone for Cache<K, C> {
     fn clone(&self) -> Self {
         Self {
             state: Arc::clone(&self.state),
@@ -44,15 +44,15 @@ impl<K, C> Clone for ExistenceCache<K, C> {
     }
 }
 
-impl<K, C> std::fmt::Debug for ExistenceCache<K, C> {
+impl<K, C> std::fmt::Debug for Cache<K, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExistenceCache")
+        f.debug_struct("Cache")
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
-impl<K, C> ExistenceCache<K, C>
+impl<K, C> Cache<K, C>
 where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     C: ExistenceCheck<K>,

@@ -5,14 +5,14 @@ use std::hash::Hash;
 use tower_layer::Layer;
 
 use super::ExistenceCheck;
-use super::cache::ExistenceCache;
-use super::policy::ExistenceCachePolicy;
-use super::service::ExistenceCacheService;
+use super::cache::Cache;
+use super::service::ExistenceCache;
+use crate::policy::ExistenceCachePolicy;
 
 /// Wraps services with an existence check in front; see the [module docs](super).
 pub struct ExistenceCacheLayer<E, K, C> {
     extractor: E,
-    cache: ExistenceCache<K, C>,
+    cache: Cache<K, C>,
     not_found: NotFound,
 }
 
@@ -61,7 +61,7 @@ where
     pub fn new(extractor: E, check: C, policy: ExistenceCachePolicy) -> Self {
         Self {
             extractor,
-            cache: ExistenceCache::new(check, policy),
+            cache: Cache::new(check, policy),
             not_found: NotFound::default(),
         }
     }
@@ -72,21 +72,28 @@ where
         self
     }
 
-    /// The shared cache (keep a clone to [`invalidate`](ExistenceCache::invalidate) keys).
-    pub fn cache(&self) -> &ExistenceCache<K, C> {
+    /// The shared cache (keep a clone to [`invalidate`](Cache::invalidate) keys).
+    pub fn cache(&self) -> &Cache<K, C> {
         &self.cache
     }
 }
 
-impl<S, E: Clone, K, C> Layer<S> for ExistenceCacheLayer<E, K, C> {
-    type Service = ExistenceCacheService<S, E, K, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ExistenceCacheService::new(
+impl<E: Clone, K, C> ExistenceCacheLayer<E, K, C> {
+    /// Wraps `inner` (what [`Layer::layer`] does).
+    pub fn layer<S>(&self, inner: S) -> ExistenceCache<S, E, K, C> {
+        ExistenceCache::new(
             inner,
             self.extractor.clone(),
             self.cache.clone(),
             self.not_found,
         )
+    }
+}
+
+impl<S, E: Clone, K, C> Layer<S> for ExistenceCacheLayer<E, K, C> {
+    type Service = ExistenceCache<S, E, K, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ExistenceCacheLayer::layer(self, inner)
     }
 }

@@ -1,10 +1,10 @@
 //! Existence cache: answer "does this key exist?" before a request reaches the service.
 //!
-//! A [`KeyExtractor`] picks the key out of the request (a session id in the path, say); an
-//! [`ExistenceCheck`] asks the backend. Answers are cached — positive ones for
+//! A [`KeyExtractor`](crate::KeyExtractor) picks the key out of the request (a session id
+//! in the path, say); an [`ExistenceCheck`] asks the backend. Answers are cached — positive ones for
 //! [`ExistenceCachePolicy::positive_ttl`] (default 5 s), negative ones for
 //! [`ExistenceCachePolicy::negative_ttl`] (default 1 s; zero never caches a miss) — in a
-//! bounded map that evicts its oldest entries when full, and [`ExistenceCache::invalidate`]
+//! bounded map that evicts its oldest entries when full, and [`Cache::invalidate`]
 //! drops a key the application knows has gone.
 //!
 //! **Single-flight:** N concurrent requests for an uncached key cause one check; the others
@@ -20,18 +20,17 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use agentgate_middleware::existence_cache::{
-//!     ExistenceCacheLayer, ExistenceCachePolicy, ExistenceCheck, KeyExtractor,
-//! };
+//! use agentgate_middleware::KeyExtractor;
+//! use agentgate_middleware::existence_cache::{ExistenceCache, ExistenceCachePolicy, ExistenceCheck};
 //! use http::{Request, Response, StatusCode};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! /// The first path segment is the key.
 //! #[derive(Clone)]
 //! struct FirstSegment;
-//! impl<B> KeyExtractor<B> for FirstSegment {
+//! impl KeyExtractor for FirstSegment {
 //!     type Key = String;
-//!     fn extract(&self, req: &Request<B>) -> Option<String> {
+//!     fn extract<B>(&self, req: &Request<B>) -> Option<String> {
 //!         req.uri().path().split('/').nth(1).map(str::to_owned)
 //!     }
 //! }
@@ -47,7 +46,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = ExistenceCacheLayer::new(FirstSegment, Users, ExistenceCachePolicy::default());
+//! let layer = ExistenceCache::layer(FirstSegment, Users, ExistenceCachePolicy::default());
 //! let mut svc = ServiceBuilder::new().layer(layer).service_fn(|_req: Request<()>| async {
 //!     Ok::<_, Infallible>(Response::new(String::from("hello")))
 //! });
@@ -60,27 +59,16 @@
 
 mod cache;
 mod layer;
-mod policy;
 mod service;
 
-pub use crate::json_error::ResponseBody;
-pub use cache::ExistenceCache;
+pub use crate::boxed_future::ResponseFuture;
+pub use crate::error_body::ResponseBody;
+pub use crate::policy::{ExistenceCachePolicy, OnError};
+pub use cache::Cache;
 pub use layer::{ExistenceCacheLayer, NotFound};
-pub use policy::{ExistenceCachePolicy, OnError};
-pub use service::ExistenceCacheService;
+pub use service::ExistenceCache;
 
 use std::future::Future;
-use std::hash::Hash;
-
-/// Picks the key to check out of a request. `None` means the request is not guarded and
-/// goes straight to the service.
-pub trait KeyExtractor<B>: Clone {
-    /// The key type.
-    type Key: Clone + Eq + Hash + Send + Sync + 'static;
-
-    /// The request's key, if it has one.
-    fn extract(&self, req: &Request<B>) -> Option<Self::Key>;
-}
 
 /// Asks the backend whether a key exists.
 pub trait ExistenceCheck<K>: Send + Sync + 'static {
@@ -94,8 +82,6 @@ pub trait ExistenceCheck<K>: Send + Sync + 'static {
 /// Marks a request whose key the cache vouched for (in the request extensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exists;
-
-use http::Request;
 
 #[cfg(test)]
 mod tests;

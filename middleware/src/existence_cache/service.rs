@@ -1,28 +1,29 @@
-//! [`ExistenceCacheService`]: checks the key, then calls the inner service or answers.
+//! [`ExistenceCache`]: checks the key, then calls the inner service or answers.
 
-use std::future::Future;
 use std::hash::Hash;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_service::Service;
 
-use super::cache::ExistenceCache;
+use super::cache::Cache;
+use super::layer::ExistenceCacheLayer;
 use super::layer::NotFound;
-use super::policy::OnError;
-use super::{ExistenceCheck, Exists, KeyExtractor};
-use crate::json_error::ResponseBody;
+use super::{ExistenceCheck, Exists};
+use crate::KeyExtractor;
+use crate::boxed_future::ResponseFuture;
+use crate::error_body::{self, ResponseBody};
+use crate::policy::{ExistenceCachePolicy, OnError};
 
 /// The service made by [`ExistenceCacheLayer`](super::ExistenceCacheLayer).
-pub struct ExistenceCacheService<S, E, K, C> {
+pub struct ExistenceCache<S, E, K, C> {
     inner: S,
     extractor: E,
-    cache: ExistenceCache<K, C>,
+    cache: Cache<K, C>,
     not_found: NotFound,
 }
 
-impl<S: Clone, E: Clone, K, C> Clone for ExistenceCacheService<S, E, K, C> {
+impl<S: Clone, E: Clone, K, C> Clone for ExistenceCache<S, E, K, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -33,22 +34,33 @@ impl<S: Clone, E: Clone, K, C> Clone for ExistenceCacheService<S, E, K, C> {
     }
 }
 
-impl<S: std::fmt::Debug, E, K, C> std::fmt::Debug for ExistenceCacheService<S, E, K, C> {
+impl<S: std::fmt::Debug, E, K, C> std::fmt::Debug for ExistenceCache<S, E, K, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExistenceCacheService")
+        f.debug_struct("ExistenceCache")
             .field("inner", &self.inner)
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, E, K, C> ExistenceCacheService<S, E, K, C> {
-    pub(crate) fn new(
-        inner: S,
+impl<E, K, C> ExistenceCache<(), E, K, C>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    C: ExistenceCheck<K>,
+{
+    /// An [`ExistenceCacheLayer`] extracting keys with `extractor` and checking them with
+    /// `check` (same as [`ExistenceCacheLayer::new`]).
+    pub fn layer(
         extractor: E,
-        cache: ExistenceCache<K, C>,
-        not_found: NotFound,
-    ) -> Self {
+        check: C,
+        policy: ExistenceCachePolicy,
+    ) -> ExistenceCacheLayer<E, K, C> {
+        ExistenceCacheLayer::new(extractor, check, policy)
+    }
+}
+
+impl<S, E, K, C> ExistenceCache<S, E, K, C> {
+    pub(crate) fn new(inner: S, extractor: E, cache: Cache<K, C>, not_found: NotFound) -> Self {
         Self {
             inner,
             extractor,
@@ -57,30 +69,14 @@ impl<S, E, K, C> ExistenceCacheService<S, E, K, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 }
 
-/// Future of an [`ExistenceCacheService`] call.
-pub type ResponseFuture<T, Err> = Pin<Box<dyn Future<Output = Result<T, Err>> + Send>>;
-
-impl<S, E, K, C, ReqBody, ResBody> Service<Request<ReqBody>> for ExistenceCacheService<S, E, K, C>
+impl<S, E, K, C, ReqBody, ResBody> Service<Request<ReqBody>> for ExistenceCache<S, E, K, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
-    E: KeyExtractor<ReqBody, Key = K>,
+    E: KeyExtractor<Key = K>,
     K: Clone + Eq + Hash + Send + Sync + 'static,
     C: ExistenceCheck<K>,
     ReqBody: Send + 'static,
@@ -98,11 +94,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let Some(key) = self.extractor.extract(&req) else {
-            return Box::pin(async move { Ok(inner.call(req).await?.map(ResponseBody::inner)) });
+            return ResponseFuture::new(async move {
+                Ok(inner.call(req).await?.map(ResponseBody::inner))
+            });
         };
         let cache = self.cache.clone();
         let not_found = self.not_found;
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             match cache.lookup(&key).await {
                 Ok(true) => {
                     req.extensions_mut().insert(Exists);
@@ -133,14 +131,10 @@ where
 
 /// The layer's own JSON error response.
 fn error<B>(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::error(crate::json_error::body(code, message)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let json = error_body::json(code, message);
+    let mut response = error_body::response(status, json, ResponseBody::error);
     if status == StatusCode::SERVICE_UNAVAILABLE {
+        let headers = response.headers_mut();
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response

@@ -9,16 +9,16 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
 
 #[derive(Clone)]
 struct FirstSegment;
 
-impl<B> KeyExtractor<B> for FirstSegment {
+impl crate::KeyExtractor for FirstSegment {
     type Key = String;
-    fn extract(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
         req.uri()
             .path()
             .split('/')

@@ -9,9 +9,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::queue::Permit;
 
-/// Response body of a [`PriorityQueueService`](super::PriorityQueueService): the inner body
+/// Response body of a [`PriorityQueue`](super::PriorityQueue): the inner body
 /// with its slot, or a `503` JSON error.
-pub type ResponseBody<B> = crate::json_error::ResponseBody<Held<B>>;
+pub type ResponseBody<B> = crate::error_body::ResponseBody<Held<B>>;
 
 /// The inner service's body, holding the request's slot until the body ends (or fails) or
 /// is dropped: a streaming response counts as in flight for as long as it streams.

@@ -9,12 +9,10 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, Request};
 
 use super::Classify;
-use super::policy::{PriorityQueuePolicy, StreamRule};
 use crate::client::{ClientIdentity, PeerAddr};
+use crate::policy::{PriorityQueuePolicy, StreamRule};
 
-/// The highest priority a policy gives (`0..=9`); a trusted `x-priority` above it counts
-/// as this.
-pub const MAX_PRIORITY: u8 = 9;
+pub use crate::policy::MAX_PRIORITY;
 
 /// Every request gets the same priority; never a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,40 +33,4 @@ impl std::fmt::Display for Overloaded {
 
 impl std::error::Error for Overloaded {}
 
-/// Why a [`PriorityQueuePolicy`](super::PriorityQueuePolicy) cannot build a layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyError {
-    /// The named key is zero but must be at least 1.
-    Zero(&'static str),
-    /// A priority (at the named key) is above [`MAX_PRIORITY`](super::MAX_PRIORITY).
-    AboveMax {
-        /// The key: `default_priority` or `api_key_priorities`.
-        key: &'static str,
-        /// The priority given.
-        priority: u8,
-    },
-}
-
-impl PolicyError {
-    /// The policy key that is wrong, relative to the policy (`max_in_flight`).
-    pub fn key(&self) -> &'static str {
-        match self {
-            Self::Zero(key) | Self::AboveMax { key, .. } => key,
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Zero(key) => write!(f, "`{key}` must be at least 1"),
-            Self::AboveMax { key, priority } => write!(
-                f,
-                "`{key}` is {priority}; priorities go from 0 to {}",
-                super::MAX_PRIORITY
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
+pub use crate::policy::{PolicyError, Problem};

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -14,9 +15,10 @@ use tower_service::Service;
 use super::body::{Held, ResponseBody};
 use super::error::{OverloadReason, Overloaded};
 use super::queue::{Permit, Waiter};
+use crate::error_body;
 
 pin_project! {
-    /// Future of a [`PriorityQueueService`](super::PriorityQueueService) call.
+    /// Future of a [`PriorityQueue`](super::PriorityQueue) call.
     pub struct ResponseFuture<S, R>
     where
         S: Service<R>,
@@ -159,31 +161,37 @@ where
     }
 }
 
-/// The body of every `503`.
-fn overloaded_json(reason: OverloadReason) -> &'static str {
+/// The message of each `503`.
+fn overloaded_message(reason: OverloadReason) -> &'static str {
     match reason {
-        OverloadReason::QueueFull => {
-            r#"{"error":{"code":"overloaded","message":"server busy, queue full; retry later"}}"#
-        }
+        OverloadReason::QueueFull => "server busy, queue full; retry later",
         OverloadReason::Evicted => {
-            r#"{"error":{"code":"overloaded","message":"server busy, displaced by higher-priority requests; retry later"}}"#
+            "server busy, displaced by higher-priority requests; retry later"
         }
-        OverloadReason::TimedOut => {
-            r#"{"error":{"code":"overloaded","message":"server busy, waited too long; retry later"}}"#
-        }
+        OverloadReason::TimedOut => "server busy, waited too long; retry later",
     }
+}
+
+/// The body of each `503`, written once.
+fn overloaded_json(reason: OverloadReason) -> Bytes {
+    const REASONS: [OverloadReason; 3] = [
+        OverloadReason::QueueFull,
+        OverloadReason::Evicted,
+        OverloadReason::TimedOut,
+    ];
+    static BODIES: LazyLock<[Bytes; 3]> = LazyLock::new(|| {
+        REASONS.map(|reason| error_body::json("overloaded", overloaded_message(reason)))
+    });
+    let index = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+    BODIES[index].clone()
 }
 
 /// The layer's `503`.
 pub(crate) fn overloaded<B>(reason: OverloadReason) -> Response<ResponseBody<B>> {
-    let json = Bytes::from_static(overloaded_json(reason).as_bytes());
-    let mut response = Response::new(ResponseBody::error(json));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let json = overloaded_json(reason);
+    let mut response =
+        error_body::response(StatusCode::SERVICE_UNAVAILABLE, json, ResponseBody::error);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response.extensions_mut().insert(Overloaded { reason });
     response

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::classify::PolicyPriority;
-use super::error::PolicyError;
 use super::observe::{NoObserver, QueueObserver};
-use super::policy::PriorityQueuePolicy;
 use super::queue::Queue;
-use super::service::PriorityQueueService;
+use super::service::PriorityQueue;
+use crate::policy::PolicyError;
+use crate::policy::PriorityQueuePolicy;
 
 /// Limits requests in flight and queues the rest by priority; see the
 /// [module docs](super).
@@ -78,10 +78,17 @@ impl<C> PriorityQueueLayer<C> {
     }
 }
 
+impl<C: Clone> PriorityQueueLayer<C> {
+    /// Wraps `inner` (what [`Layer::layer`] does).
+    pub fn layer<S>(&self, inner: S) -> PriorityQueue<S, C> {
+        PriorityQueue::new(inner, self.classifier.clone(), self.queue.clone())
+    }
+}
+
 impl<S, C: Clone> Layer<S> for PriorityQueueLayer<C> {
-    type Service = PriorityQueueService<S, C>;
+    type Service = PriorityQueue<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PriorityQueueService::new(inner, self.classifier.clone(), self.queue.clone())
+        PriorityQueueLayer::layer(self, inner)
     }
 }

@@ -77,18 +77,17 @@ pub mod error;
 mod future;
 mod layer;
 mod observe;
-mod policy;
 mod queue;
 mod service;
 
+pub use crate::policy::{PriorityQueuePolicy, StreamRule};
 pub use body::{Held, ResponseBody};
 pub use classify::{AcceptEventStream, Fixed, HeaderPriority, MAX_PRIORITY, PolicyPriority};
-pub use error::{OverloadReason, Overloaded, PolicyError};
+pub use error::{OverloadReason, Overloaded, PolicyError, Problem};
 pub use future::ResponseFuture;
 pub use layer::PriorityQueueLayer;
 pub use observe::{NoObserver, QueueObserver};
-pub use policy::{PriorityQueuePolicy, StreamRule};
-pub use service::PriorityQueueService;
+pub use service::PriorityQueue;
 
 use http::Request;
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::error::OverloadReason;
 use super::observe::QueueObserver;
-use super::policy::PriorityQueuePolicy;
+use crate::policy::PriorityQueuePolicy;
 
 /// Which budget a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

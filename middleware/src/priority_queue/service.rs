@@ -1,4 +1,4 @@
-//! [`PriorityQueueService`]: runs a request at once, queues it by priority, or answers
+//! [`PriorityQueue`]: runs a request at once, queues it by priority, or answers
 //! `503`.
 
 use std::sync::Arc;
@@ -8,18 +8,21 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::Classify;
+use super::classify::PolicyPriority;
 use super::error::OverloadReason;
 use super::future::ResponseFuture;
+use super::layer::PriorityQueueLayer;
 use super::queue::{Admission, Queue};
+use crate::policy::{PolicyError, PriorityQueuePolicy};
 
 /// The service made by [`PriorityQueueLayer`](super::PriorityQueueLayer).
-pub struct PriorityQueueService<S, C> {
+pub struct PriorityQueue<S, C> {
     inner: S,
     classifier: C,
     queue: Arc<Queue>,
 }
 
-impl<S: Clone, C: Clone> Clone for PriorityQueueService<S, C> {
+impl<S: Clone, C: Clone> Clone for PriorityQueue<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -29,16 +32,26 @@ impl<S: Clone, C: Clone> Clone for PriorityQueueService<S, C> {
     }
 }
 
-impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for PriorityQueueService<S, C> {
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for PriorityQueue<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PriorityQueueService")
+        f.debug_struct("PriorityQueue")
             .field("inner", &self.inner)
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C> PriorityQueueService<S, C> {
+impl PriorityQueue<(), PolicyPriority> {
+    /// The [`PriorityQueueLayer`] `policy` describes (same as
+    /// [`PriorityQueueLayer::from_policy`]).
+    pub fn layer(
+        policy: &PriorityQueuePolicy,
+    ) -> Result<PriorityQueueLayer<PolicyPriority>, PolicyError> {
+        PriorityQueueLayer::from_policy(policy)
+    }
+}
+
+impl<S, C> PriorityQueue<S, C> {
     pub(crate) fn new(inner: S, classifier: C, queue: Arc<Queue>) -> Self {
         Self {
             inner,
@@ -47,23 +60,10 @@ impl<S, C> PriorityQueueService<S, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 }
 
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for PriorityQueueService<S, C>
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for PriorityQueue<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     C: Classify<ReqBody>,

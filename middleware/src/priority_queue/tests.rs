@@ -8,12 +8,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
 
 type Inner = tower::util::BoxCloneService<Request<()>, Response<Full<Bytes>>, Infallible>;
-type Svc<C> = PriorityQueueService<Inner, C>;
+type Svc<C> = PriorityQueue<Inner, C>;
 type Reply = Response<ResponseBody<Full<Bytes>>>;
 
 /// The service under test, and the ids (`x-id`) of requests in the order they started.
@@ -307,7 +307,10 @@ fn policy_defaults_and_validation() {
         max_in_flight: 0,
         ..policy
     };
-    assert_eq!(zero.validate(), Err(PolicyError::Zero("max_in_flight")));
+    assert_eq!(
+        zero.validate(),
+        Err(PolicyError::new("max_in_flight", Problem::Zero))
+    );
     assert!(PriorityQueueLayer::from_policy(&zero).is_err());
 }
 
@@ -492,7 +495,8 @@ fn priorities_above_nine_say_which_key_is_wrong() {
     };
     let error = high_default.validate().unwrap_err();
     assert_eq!(error.key(), "default_priority");
-    assert!(error.to_string().contains("0 to 9"), "{error}");
+    assert_eq!(error.problem(), &Problem::AboveMax { value: 10, max: 9 });
+    assert!(error.to_string().contains("at most 9"), "{error}");
     let mut high_client = trusting_policy();
     high_client.api_key_priorities.insert("fp-x".into(), 200);
     let error = PriorityQueueLayer::from_policy(&high_client).unwrap_err();

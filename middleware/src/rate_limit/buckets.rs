@@ -21,7 +21,7 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 
-/// How many keys a [`BucketMap`] holds and has evicted; shared with whoever reports them
+/// How many keys the local buckets hold and have evicted; shared with whoever reports them
 /// ([`RateLimitLayer::stats`](super::RateLimitLayer::stats)).
 #[derive(Debug, Default)]
 pub struct BucketStats {

@@ -19,27 +19,4 @@ impl std::fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
-/// Why a [`RateLimitPolicy`](super::RateLimitPolicy) cannot build a layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyError {
-    /// `per_second` or `burst` is zero (the named key).
-    Zero(&'static str),
-    /// `key = "header"` without `key_header`.
-    MissingKeyHeader,
-    /// `key_header` is not a valid header name.
-    InvalidKeyHeader(String),
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Zero(key) => write!(f, "`{key}` must be at least 1"),
-            Self::MissingKeyHeader => f.write_str("`key = \"header\"` needs `key_header`"),
-            Self::InvalidKeyHeader(name) => {
-                write!(f, "`key_header` {name:?} is not a valid header name")
-            }
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
+pub use crate::policy::{PolicyError, Problem};

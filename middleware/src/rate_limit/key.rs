@@ -1,4 +1,4 @@
-//! Built-in [`KeyExtractor`]s: global, header, peer IP, session id, authenticated client,
+//! Built-in [`KeyExtractor`]s of the rate limiter: global, header, peer IP, session id, authenticated client,
 //! and [`PolicyKey`] choosing one of them from a [`RateLimitPolicy`].
 //!
 //! Every value the client chooses (a header, a session id) becomes a [`KeyDigest`]: 16
@@ -12,10 +12,9 @@ use http::Request;
 use http::header::{self, HeaderName};
 use sha2::{Digest, Sha256};
 
-use super::KeyExtractor;
-use super::error::PolicyError;
-use super::policy::{KeyKind, RateLimitPolicy};
+use crate::KeyExtractor;
 use crate::client::{ClientIdentity, PeerAddr, SessionKey, forwarded_client};
+use crate::policy::{KeyKind, PolicyError, Problem, RateLimitPolicy};
 
 /// Every request shares one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,7 +144,7 @@ impl KeyExtractor for SessionIdKey {
 }
 
 /// One bucket per authenticated client: the [`ClientIdentity`] an earlier layer verified
-/// and inserted (agentgate: the API key's fingerprint). Requests without one — no key, or
+/// and inserted (a fingerprint of the client's API key, say). Requests without one — no key, or
 /// a key that did not verify — are counted per client IP ([`PeerIpKey`]) instead, so
 /// made-up keys never get buckets of their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,9 +195,10 @@ pub enum PolicyKey {
 }
 
 impl PolicyKey {
-    /// The extractor for `policy.key`; fails if `key = "header"` lacks a valid
-    /// `key_header`.
+    /// The extractor for `policy.key`; fails if the policy does not
+    /// [validate](RateLimitPolicy::validate).
     pub fn from_policy(policy: &RateLimitPolicy) -> Result<Self, PolicyError> {
+        policy.validate()?;
         let peer_ip = || PeerIpKey {
             trusted_proxies: policy.trusted_proxies.clone(),
         };
@@ -206,12 +206,12 @@ impl PolicyKey {
             KeyKind::Global => Self::Global(GlobalKey),
             KeyKind::PeerIp => Self::PeerIp(peer_ip()),
             KeyKind::Header => {
-                let name = policy
-                    .key_header
-                    .as_deref()
-                    .ok_or(PolicyError::MissingKeyHeader)?;
-                let name = HeaderName::try_from(name)
-                    .map_err(|_| PolicyError::InvalidKeyHeader(name.to_owned()))?;
+                // `validate` made sure there is one, and that it is a header name.
+                let name = policy.key_header.as_deref().unwrap_or_default();
+                let name = HeaderName::try_from(name).map_err(|_| {
+                    let (value, expected) = (name.to_owned(), "a valid header name");
+                    PolicyError::new("key_header", Problem::Invalid { value, expected })
+                })?;
                 Self::Header(HeaderKey(name))
             }
             KeyKind::SessionId => Self::SessionId(SessionIdKey),
@@ -237,7 +237,7 @@ impl KeyExtractor for PolicyKey {
 }
 
 /// A key as text, for limiters whose buckets live outside the process
-/// ([`SharedRateLimitLayer`](super::SharedRateLimitLayer)): distinct keys must give
+/// ([`RateLimitLayer::shared`](super::RateLimitLayer::shared)): distinct keys must give
 /// distinct names, and a name must never hold a credential (it becomes a Redis key name
 /// and may be logged).
 pub trait KeyName {

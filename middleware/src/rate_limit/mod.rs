@@ -1,23 +1,29 @@
-//! Rate limiting: a GCRA bucket per key, in process, answering `429` when a key is over.
+//! Rate limiting: a GCRA bucket per key, answering `429` when a key is over. One layer,
+//! [`RateLimitLayer`], with two backends:
 //!
-//! A [`KeyExtractor`] picks the key out of the request — everything ([`GlobalKey`]), the
-//! client IP ([`PeerIpKey`]), a header ([`HeaderKey`]), the session id ([`SessionIdKey`]),
-//! the authenticated client ([`ClientKey`]), or whichever a [`RateLimitPolicy`] names
-//! ([`PolicyKey`]). Values the client chooses (headers, session ids) are normalised and
-//! kept as a [`KeyDigest`], so a key never holds a credential nor the request's buffers. Each key gets the same
-//! [`Quota`]: a bucket of `burst` requests refilled at `per_second`, one request every
-//! `1 / per_second` seconds (governor's GCRA, no timer per key). Requests without a key are
-//! not limited. [`RateLimitLayer`] keeps the buckets in the process: N gateway replicas allow
-//! N times the rate. [`SharedRateLimitLayer`] keeps them in a store all replicas share
-//! ([`SharedGcra`]; Redis with the `redis` feature: `RedisGcra`), with a local cache of
-//! keys known to be over their limit and a choice of failing open or closed; see
-//! [`shared`].
+//! - **local** ([`RateLimitLayer::new`], [`RateLimitLayer::from_policy`]): the buckets live
+//!   in this process (governor's GCRA over a bounded map); N gateway replicas allow N times
+//!   the rate.
+//! - **shared** ([`RateLimitLayer::shared`], [`RateLimitLayer::shared_from_policy`]): the
+//!   buckets live in a store every replica shares ([`SharedGcra`]; Redis with the `redis`
+//!   feature: `RedisGcra`), with a local cache of keys known to be over their limit and a
+//!   choice of failing open or closed ([`FailMode`]); see [`shared`].
+//!
+//! A [`KeyExtractor`](crate::KeyExtractor) picks the key out of the request — everything
+//! ([`GlobalKey`]), the client IP ([`PeerIpKey`]), a header ([`HeaderKey`]), the session
+//! an earlier layer named ([`SessionIdKey`]), the authenticated client ([`ClientKey`]), or
+//! whichever a [`RateLimitPolicy`] names ([`PolicyKey`]). Values the client chooses
+//! (headers, session ids) are normalised and kept as a [`KeyDigest`], so a key never holds
+//! a credential nor the request's buffers. Each key gets the same [`Quota`]: a bucket of
+//! `burst` requests refilled one request every `interval` (`1 / per_second`), no timer
+//! per key. Requests without a key are not limited.
 //!
 //! **Over the limit** the layer answers itself and the inner service is not called:
 //!
 //! - status `429 Too Many Requests`, body
 //!   `{"error":{"code":"rate_limited","message":"too many requests, retry later"}}`
-//!   (`application/json`), and [`RateLimited`] in the response extensions;
+//!   (`application/json`, [`crate::error_body`]), and [`RateLimited`] in the response
+//!   extensions;
 //! - `Retry-After`: seconds until the key may make one more request, rounded up, at least 1;
 //! - `RateLimit-Limit`: the bucket size (`burst`);
 //! - `RateLimit-Remaining: 0`;
@@ -31,14 +37,44 @@
 //! added unless the service set `RateLimit-Limit` itself.
 //!
 //! Readiness: the layer adds no capacity limit; `poll_ready` is the inner service's. The
-//! decision is taken in `call`, which rejects at once and never waits. A rejected request
-//! leaves the inner service ready and uncalled, as tower's `Filter` does.
+//! decision is taken in `call` (local buckets: at once; shared buckets: the store's answer
+//! is awaited in the response future, which then calls the inner service, so it keeps the
+//! service that was polled ready and leaves a clone behind, hence `S: Clone`). The layer
+//! rejects, it never waits for capacity. A rejected request leaves the inner service ready
+//! and uncalled, as tower's `Filter` does.
 //!
-//! Memory: every key seen holds about 64 bytes until [`RateLimitLayer::prune`] drops the
-//! keys whose bucket is full again (call it periodically, or
-//! [`RateLimitLayer::spawn_pruner`]). At most `max_keys` keys are held
+//! Memory (local buckets): every key seen holds about 64 bytes until
+//! [`RateLimitLayer::prune`] drops the keys whose bucket is full again (call it
+//! periodically, or [`RateLimitLayer::spawn_pruner`]). At most `max_keys` keys are held
 //! ([`RateLimitLayer::max_keys`], default [`DEFAULT_MAX_KEYS`]): a new key beyond them first
 //! evicts the idlest keys (full buckets first), counted in [`BucketStats`].
+//!
+//! # Why not tower_governor
+//!
+//! [tower_governor](https://crates.io/crates/tower_governor) 0.8 (the tower layer over the
+//! same `governor` crate) was evaluated for the local backend and not adopted; it lacks:
+//!
+//! - **bounded memory**: its limiter is governor's `DashMapStateStore`, which grows with
+//!   every distinct key until `retain_recent` is called (no `max_keys`, no eviction of the
+//!   idlest keys, no key count for metrics), and it ships no pruning task;
+//! - **our answers**: a rejection is `Retry-After` and `x-ratelimit-after` in *whole seconds
+//!   rounded down* (a wait of 0.4 s says `Retry-After: 0`), with the non-standard
+//!   `x-ratelimit-limit`/`-remaining` (and `x-ratelimit-whitelisted`) instead of the IETF
+//!   `RateLimit-Limit`/`-Remaining`/`-Reset`, no marker extension like [`RateLimited`];
+//!   its default body is plain text (a JSON 429 needs a custom error handler);
+//! - **requests without a key**: an extractor that finds no key is an error the layer
+//!   answers (`500 Unable To Extract Key!` by default); ours passes the request on
+//!   unlimited (a header key on requests without the header, the session key on routes
+//!   without sessions);
+//! - **our key kinds**: trusted-proxy `X-Forwarded-For` walking (its `SmartIpKeyExtractor`
+//!   believes `X-Forwarded-For`/`Forwarded` from any peer), normalised digests of
+//!   credential headers, verified client identities with a per-IP fallback;
+//! - **a shared backend**: buckets in Redis for a fleet, with an over-limit cache and a
+//!   fail-open/closed choice;
+//! - **tests on a fake clock**: its limiter is fixed to governor's `DefaultClock`.
+//!
+//! Extractors cross over both ways with the `tower-governor` feature: [`compat`] adapts a
+//! tower_governor `KeyExtractor` to this crate's trait and back.
 //!
 //! # Example
 //!
@@ -75,48 +111,45 @@
 //! ```
 
 mod buckets;
+#[cfg(feature = "tower-governor")]
+pub mod compat;
 pub mod error;
 mod future;
 mod key;
 mod layer;
-mod policy;
 #[cfg(feature = "redis")]
 mod redis;
 mod service;
 pub mod shared;
 
 pub use crate::client::{ClientIdentity, PeerAddr};
-pub use crate::json_error::ResponseBody;
+pub use crate::error_body::ResponseBody;
+pub use crate::policy::{DEFAULT_MAX_KEYS, FailMode, KeyKind, LimitStore, RateLimitPolicy};
 pub use buckets::BucketStats;
-pub use error::{PolicyError, RateLimited};
+pub use error::{PolicyError, Problem, RateLimited};
 pub use future::ResponseFuture;
-pub use governor::Quota;
 pub use governor::clock::{DefaultClock, FakeRelativeClock};
 pub use key::{
     ClientKey, GlobalKey, HeaderKey, KeyDigest, KeyName, LimitKey, PeerIpKey, PolicyKey,
     SessionIdKey,
 };
-pub use layer::{DEFAULT_MAX_KEYS, RateLimitLayer};
-pub use policy::{FailMode, KeyKind, LimitStore, RateLimitPolicy};
+pub use layer::RateLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis::RedisGcra;
-pub use service::RateLimitService;
-pub use shared::{
-    CheckFuture, GcraQuota, SharedGcra, SharedRateLimitLayer, SharedRateLimitService,
-    SharedResponseFuture, StoreUnavailable, Verdict,
-};
+pub use service::RateLimit;
+pub use shared::{CheckFuture, SharedGcra, StoreUnavailable, Verdict};
 
-use std::hash::Hash;
+use std::time::Duration;
 
-use http::Request;
-
-/// Picks the key a request is counted against. `None` means the request is not limited.
-pub trait KeyExtractor: Clone {
-    /// The key type; every distinct key has its own bucket.
-    type Key: Clone + Eq + Hash + Send + Sync + 'static;
-
-    /// The request's key, if it has one.
-    fn extract<B>(&self, req: &Request<B>) -> Option<Self::Key>;
+/// What each key gets: a bucket of `burst` requests, refilled one request every
+/// `interval`. Local and shared buckets take the same quota; governor's `Quota` converts
+/// into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// One request's worth of capacity comes back every `interval` (`1 / per_second`).
+    pub interval: Duration,
+    /// Most requests a key may make at once.
+    pub burst: u32,
 }
 
 #[cfg(test)]

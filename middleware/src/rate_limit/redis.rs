@@ -8,12 +8,14 @@
 //! One key per call: works on Redis Cluster (the key's slot decides the node) and on managed
 //! Redis without modules (plain `EVALSHA`; the first call after a restart loads the script).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
 use redis::aio::ConnectionLike;
 
-use super::shared::{CheckFuture, GcraQuota, SharedGcra, StoreUnavailable, Verdict};
+use super::Quota;
+use super::shared::{CheckFuture, SharedGcra, StoreUnavailable, Verdict};
 
 /// GCRA on the Redis server's clock. `KEYS[1]`: the bucket. `ARGV[1]`: emission interval in
 /// µs. `ARGV[2]`: burst. Returns `{1, remaining}` or `{0, retry_after_us}`.
@@ -40,7 +42,8 @@ return {1, math.floor((now - allow_at) / interval)}
 /// connection, so rate limiting opens no connection of its own.
 pub struct RedisGcra<C> {
     conn: C,
-    script: Script,
+    /// Shared with every check in flight (its source and hash are not copied per call).
+    script: Arc<Script>,
     timeout: Duration,
 }
 
@@ -58,7 +61,7 @@ impl<C> RedisGcra<C> {
     pub fn new(conn: C, timeout: Duration) -> Self {
         Self {
             conn,
-            script: Script::new(GCRA_LUA),
+            script: Arc::new(Script::new(GCRA_LUA)),
             timeout,
         }
     }
@@ -68,19 +71,22 @@ impl<C> SharedGcra for RedisGcra<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn check<'a>(&'a self, key: &'a str, quota: GcraQuota) -> CheckFuture<'a> {
+    fn check(&self, key: &str, quota: Quota) -> CheckFuture {
+        let mut conn = self.conn.clone();
+        let script = Arc::clone(&self.script);
+        let key = key.to_owned();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let interval = u64::try_from(quota.interval.as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1);
-            let mut invocation = self.script.key(key);
+            let mut invocation = script.key(key);
             invocation.arg(interval).arg(quota.burst);
             let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
-            let (allowed, value) = tokio::time::timeout(self.timeout, call)
+            let (allowed, value) = tokio::time::timeout(timeout, call)
                 .await
                 .map_err(|_| {
-                    StoreUnavailable(format!("no answer within {} ms", self.timeout.as_millis()))
+                    StoreUnavailable(format!("no answer within {} ms", timeout.as_millis()))
                 })?
                 .map_err(|e| StoreUnavailable(e.to_string()))?;
             let value = u64::try_from(value).unwrap_or(0);

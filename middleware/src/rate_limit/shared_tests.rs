@@ -1,4 +1,4 @@
-//! Unit tests of [`SharedRateLimitLayer`] over a scripted [`SharedGcra`] (paused tokio time;
+//! Unit tests of the shared backend of [`RateLimitLayer`] over a scripted [`SharedGcra`] (paused tokio time;
 //! the Redis engine itself is tested against a real `redis-server` in the gateway's tests).
 
 use std::collections::VecDeque;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
 
@@ -34,7 +34,7 @@ impl Scripted {
 }
 
 impl SharedGcra for Scripted {
-    fn check<'a>(&'a self, key: &'a str, _quota: GcraQuota) -> CheckFuture<'a> {
+    fn check(&self, key: &str, _quota: Quota) -> CheckFuture {
         self.keys.lock().unwrap().push(key.to_owned());
         let answer = self
             .answers
@@ -67,12 +67,10 @@ fn policy(toml_text: &str) -> RateLimitPolicy {
     toml::from_str(toml_text).unwrap()
 }
 
-type Svc = SharedRateLimitService<
-    tower::util::BoxCloneService<Request<()>, Response<String>, Infallible>,
-    PolicyKey,
->;
+type Svc =
+    RateLimit<tower::util::BoxCloneService<Request<()>, Response<String>, Infallible>, PolicyKey>;
 
-fn counted(layer: &SharedRateLimitLayer<PolicyKey>) -> (Svc, Arc<AtomicUsize>) {
+fn counted(layer: &RateLimitLayer<PolicyKey>) -> (Svc, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let inner = service_fn(move |_req: Request<()>| {
@@ -103,7 +101,7 @@ store = "redis"
 async fn allowed_requests_reach_the_service_with_the_stores_remaining() {
     let gcra = Scripted::new([Ok(Verdict::Allowed { remaining: 19 })]);
     let layer =
-        SharedRateLimitLayer::from_policy(&policy(HEADER_POLICY), gcra.clone(), "rl:r1:").unwrap();
+        RateLimitLayer::shared_from_policy(&policy(HEADER_POLICY), gcra.clone(), "rl:r1:").unwrap();
     let (mut svc, calls) = counted(&layer);
     let ok = send(&mut svc, "k1").await;
     assert_eq!(ok.status(), StatusCode::OK);
@@ -118,7 +116,7 @@ async fn allowed_requests_reach_the_service_with_the_stores_remaining() {
 async fn a_refused_key_is_refused_locally_until_its_retry_after() {
     let gcra = Scripted::new([limited(1500)]);
     let layer =
-        SharedRateLimitLayer::from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
+        RateLimitLayer::shared_from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
     let (mut svc, calls) = counted(&layer);
 
     let refused = send(&mut svc, "abuser").await;
@@ -153,14 +151,14 @@ async fn a_refused_key_is_refused_locally_until_its_retry_after() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     layer.prune();
-    assert_eq!(layer.over_limit_len(), 0);
+    assert_eq!(layer.len(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_the_cache_every_refusal_asks_the_store() {
     let gcra = Scripted::new([limited(1000), limited(1000)]);
     let text = format!("{HEADER_POLICY}over_limit_cache = 0\n");
-    let layer = SharedRateLimitLayer::from_policy(&policy(&text), gcra.clone(), "p:").unwrap();
+    let layer = RateLimitLayer::shared_from_policy(&policy(&text), gcra.clone(), "p:").unwrap();
     let (mut svc, calls) = counted(&layer);
     for _ in 0..2 {
         let refused = send(&mut svc, "k").await;
@@ -168,13 +166,13 @@ async fn without_the_cache_every_refusal_asks_the_store() {
     }
     assert_eq!(gcra.keys().len(), 2);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
-    assert_eq!(layer.over_limit_len(), 0);
+    assert_eq!(layer.len(), 0);
 }
 
 #[tokio::test]
 async fn store_down_fails_open_by_default() {
     let gcra = Scripted::new([down()]);
-    let layer = SharedRateLimitLayer::from_policy(&policy(HEADER_POLICY), gcra, "p:").unwrap();
+    let layer = RateLimitLayer::shared_from_policy(&policy(HEADER_POLICY), gcra, "p:").unwrap();
     let (mut svc, calls) = counted(&layer);
     let passed = send(&mut svc, "k").await;
     assert_eq!(passed.status(), StatusCode::OK);
@@ -188,7 +186,7 @@ async fn store_down_fails_open_by_default() {
 async fn store_down_fails_closed_when_asked() {
     let gcra = Scripted::new([down(), Ok(Verdict::Allowed { remaining: 3 })]);
     let text = format!("{HEADER_POLICY}on_store_error = \"closed\"\n");
-    let layer = SharedRateLimitLayer::from_policy(&policy(&text), gcra, "p:").unwrap();
+    let layer = RateLimitLayer::shared_from_policy(&policy(&text), gcra, "p:").unwrap();
     let (mut svc, calls) = counted(&layer);
     let refused = send(&mut svc, "k").await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -210,7 +208,7 @@ async fn store_down_fails_closed_when_asked() {
 async fn requests_without_a_key_skip_the_store() {
     let gcra = Scripted::new([]);
     let layer =
-        SharedRateLimitLayer::from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
+        RateLimitLayer::shared_from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
     let (mut svc, calls) = counted(&layer);
     let req = Request::get("/").body(()).unwrap();
     let ok = svc.ready().await.unwrap().call(req).await.unwrap();
@@ -223,7 +221,7 @@ async fn requests_without_a_key_skip_the_store() {
 fn policy_quota_becomes_interval_and_burst() {
     let gcra = Scripted::new([]);
     let layer =
-        SharedRateLimitLayer::from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
+        RateLimitLayer::shared_from_policy(&policy(HEADER_POLICY), gcra.clone(), "p:").unwrap();
     let text = format!("{layer:?}");
     assert!(
         text.contains("interval: 100ms") && text.contains("burst: 20"),
@@ -231,8 +229,8 @@ fn policy_quota_becomes_interval_and_burst() {
     );
     let zero = policy("per_second = 0");
     assert_eq!(
-        SharedRateLimitLayer::from_policy(&zero, gcra, "p:").unwrap_err(),
-        PolicyError::Zero("per_second")
+        RateLimitLayer::shared_from_policy(&zero, gcra, "p:").unwrap_err(),
+        PolicyError::new("per_second", Problem::Zero)
     );
 }
 

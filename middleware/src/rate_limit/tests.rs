@@ -12,11 +12,12 @@ use http::header::HeaderName;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::num::NonZeroU32;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
+use crate::KeyExtractor;
 
-type Svc<E> = RateLimitService<
+type Svc<E> = RateLimit<
     tower::util::BoxCloneService<Request<()>, Response<String>, Infallible>,
     E,
     FakeRelativeClock,
@@ -39,7 +40,7 @@ fn counted<E: KeyExtractor>(
 }
 
 fn per_second(rate: u32, burst: u32) -> Quota {
-    policy(rate, burst).quota().unwrap()
+    Quota::of(&policy(rate, burst))
 }
 
 fn policy(rate: u32, burst: u32) -> RateLimitPolicy {
@@ -111,8 +112,9 @@ async fn burst_then_429_with_retry_after_and_headers() {
 async fn retry_after_is_rounded_up_to_whole_seconds() {
     let clock = FakeRelativeClock::default();
     // One request every 20 s.
-    let quota = Quota::per_minute(NonZeroU32::new(3).unwrap()).allow_burst(NonZeroU32::MIN);
-    let (mut svc, _) = counted(GlobalKey, quota, &clock);
+    let quota =
+        governor::Quota::per_minute(NonZeroU32::new(3).unwrap()).allow_burst(NonZeroU32::MIN);
+    let (mut svc, _) = counted(GlobalKey, quota.into(), &clock);
     assert_eq!(send(&mut svc, get("/")).await.status(), StatusCode::OK);
     let limited = send(&mut svc, get("/")).await;
     assert_eq!(header(&limited, "retry-after"), "20");
@@ -312,9 +314,10 @@ fn policy_reads_toml_and_builds_its_key() {
     )
     .unwrap();
     assert_eq!(policy.burst, None);
-    let quota = policy.quota().unwrap();
-    assert_eq!(quota.burst_size().get(), 20, "burst defaults to per_second");
-    assert_eq!(quota.replenish_interval(), Duration::from_millis(50));
+    let quota = Quota::of(&policy);
+    assert_eq!(quota.burst, 20, "burst defaults to per_second");
+    assert_eq!(quota.interval, Duration::from_millis(50));
+    assert_eq!(Quota::from(quota.to_governor()), quota);
     assert_eq!(
         PolicyKey::from_policy(&policy),
         Ok(PolicyKey::PeerIp(PeerIpKey {
@@ -332,14 +335,17 @@ fn unusable_policies_say_which_key_is_wrong() {
         per_second: 0,
         ..RateLimitPolicy::default()
     };
-    assert_eq!(zero.quota(), None);
+    assert_eq!(
+        zero.validate(),
+        Err(PolicyError::new("per_second", Problem::Zero))
+    );
     assert_eq!(
         RateLimitLayer::from_policy(&zero).unwrap_err(),
-        PolicyError::Zero("per_second")
+        PolicyError::new("per_second", Problem::Zero)
     );
     assert_eq!(
         RateLimitLayer::from_policy(&policy(1, 0)).unwrap_err(),
-        PolicyError::Zero("burst")
+        PolicyError::new("burst", Problem::Zero)
     );
     let header = RateLimitPolicy {
         key: KeyKind::Header,
@@ -347,7 +353,12 @@ fn unusable_policies_say_which_key_is_wrong() {
     };
     assert_eq!(
         PolicyKey::from_policy(&header),
-        Err(PolicyError::MissingKeyHeader)
+        Err(PolicyError::new(
+            "key_header",
+            Problem::Missing {
+                needed_by: "`key = \"header\"`"
+            }
+        ))
     );
     let bad = RateLimitPolicy {
         key_header: Some("bad header".into()),
@@ -355,7 +366,7 @@ fn unusable_policies_say_which_key_is_wrong() {
     };
     assert!(matches!(
         PolicyKey::from_policy(&bad),
-        Err(PolicyError::InvalidKeyHeader(_))
+        Err(error) if matches!(error.problem(), Problem::Invalid { .. }) && error.key() == "key_header"
     ));
 }
 
@@ -512,6 +523,6 @@ async fn random_keys_never_grow_the_map_past_max_keys_and_a_limited_key_stays_li
     };
     assert_eq!(
         RateLimitLayer::from_policy(&policy).unwrap_err(),
-        PolicyError::Zero("max_keys")
+        PolicyError::new("max_keys", Problem::Zero)
     );
 }

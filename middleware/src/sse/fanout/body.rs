@@ -22,7 +22,7 @@ pub(crate) type Resume<B> = Box<
 >;
 
 pin_project! {
-    /// Body of an [`SseFanoutService`](super::SseFanoutService) response.
+    /// Body of an [`SseFanout`](super::SseFanout) response.
     pub struct FanoutBody<B> {
         #[pin]
         kind: Kind<B>,

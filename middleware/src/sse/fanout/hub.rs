@@ -17,8 +17,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::FanoutStats;
-use super::policy::FanoutPolicy;
 use super::queue::{self, Receiver, Sender, TrySendError};
+use crate::policy::FanoutPolicy;
 use crate::sse::{Frame, Item, Parser};
 
 /// The response head every joiner of a channel gets.

@@ -1,25 +1,15 @@
-//! [`StreamKey`]: which shared stream a request asks for; [`PathAndCredentials`], the key of
-//! streams proxied to an upstream, shared only between requests with equal credentials
-//! (or by everyone, for streams declared [`Share::Public`]).
-
-use std::hash::Hash;
+//! [`PathAndCredentials`]: the [`KeyExtractor`] of streams proxied to an upstream, shared
+//! only between requests with equal credentials (or by everyone, for streams declared
+//! [`Share::Public`]).
+//!
+//! A joiner is served from the leader's inner call and is never checked by the inner
+//! service, so a fan-out key must hold everything that decides what the inner service would
+//! have answered *this* request: the target, and the credentials it presents.
 
 use http::{HeaderName, Request, header};
 use sha2::{Digest, Sha256};
 
-/// Which shared stream a request asks for. `None`: the request is not shared (passes
-/// through to the inner service).
-///
-/// A joiner is served from the leader's inner call and is never checked by the inner
-/// service, so the key must hold everything that decides what the inner service would have
-/// answered *this* request: the target, and the credentials it presents.
-pub trait StreamKey: Clone + Send + Sync + 'static {
-    /// Identifies one shared stream.
-    type Key: Clone + Eq + Hash + Send + Sync + 'static;
-
-    /// The stream `req` asks for, if it may share one.
-    fn key<B>(&self, req: &Request<B>) -> Option<Self::Key>;
-}
+use crate::KeyExtractor;
 
 /// Who may share a stream of a [`PathAndCredentials`] key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,18 +57,19 @@ impl std::fmt::Debug for Credentials {
 /// [`Share`] allows: by default only if their credentials are equal too.
 ///
 /// ```
-/// use agentgate_middleware::sse::fanout::{PathAndCredentials, Share, StreamKey};
+/// use agentgate_middleware::KeyExtractor;
+/// use agentgate_middleware::sse::fanout::{PathAndCredentials, Share};
 /// use http::{HeaderName, Request};
 ///
 /// let key = PathAndCredentials::new(Share::Credentials {
 ///     headers: vec![HeaderName::from_static("x-api-key")],
 /// });
 /// let get = |cookie: &str| Request::get("/feed").header("cookie", cookie).body(()).unwrap();
-/// assert_eq!(key.key(&get("sid=1")), key.key(&get("sid=1")));
-/// assert_ne!(key.key(&get("sid=1")), key.key(&get("sid=2")));
+/// assert_eq!(key.extract(&get("sid=1")), key.extract(&get("sid=1")));
+/// assert_ne!(key.extract(&get("sid=1")), key.extract(&get("sid=2")));
 ///
 /// let public = PathAndCredentials::new(Share::Public);
-/// assert_eq!(public.key(&get("sid=1")), public.key(&get("sid=2")));
+/// assert_eq!(public.extract(&get("sid=1")), public.extract(&get("sid=2")));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct PathAndCredentials {
@@ -115,11 +106,11 @@ impl PathAndCredentials {
     }
 }
 
-impl StreamKey for PathAndCredentials {
+impl KeyExtractor for PathAndCredentials {
     /// The target, and the credentials' digest (`None` for [`Share::Public`]).
     type Key = (String, Option<Credentials>);
 
-    fn key<B>(&self, req: &Request<B>) -> Option<Self::Key> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Self::Key> {
         if req.method() != http::Method::GET {
             return None;
         }
@@ -159,7 +150,7 @@ mod tests {
         let key = PathAndCredentials::new(Share::Credentials {
             headers: vec![HeaderName::from_static("x-api-key")],
         });
-        let k = |headers: &[(&str, &str)]| key.key(&get(headers));
+        let k = |headers: &[(&str, &str)]| key.extract(&get(headers));
         assert_eq!(k(&[("cookie", "a=1")]), k(&[("cookie", "a=1")]));
         assert_eq!(k(&[]), k(&[("x-other", "ignored")]));
         let distinct = [
@@ -183,8 +174,8 @@ mod tests {
         // Headers the route does not name do not split streams.
         let default = PathAndCredentials::default();
         assert_eq!(
-            default.key(&get(&[("x-api-key", "a")])),
-            default.key(&get(&[("x-api-key", "b")]))
+            default.extract(&get(&[("x-api-key", "a")])),
+            default.extract(&get(&[("x-api-key", "b")]))
         );
     }
 
@@ -192,17 +183,17 @@ mod tests {
     fn public_streams_ignore_credentials_and_the_debug_output_hides_them() {
         let public = PathAndCredentials::new(Share::Public);
         assert_eq!(
-            public.key(&get(&[("cookie", "a=1")])),
+            public.extract(&get(&[("cookie", "a=1")])),
             Some(("/s?x=1".to_owned(), None))
         );
-        let private = PathAndCredentials::default().key(&get(&[("cookie", "secret-cookie")]));
+        let private = PathAndCredentials::default().extract(&get(&[("cookie", "secret-cookie")]));
         let shown = format!("{private:?}");
         assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]
     fn the_cursor_in_the_query_and_non_get_requests_are_ignored() {
-        let key = |req: Request<()>| PathAndCredentials::default().key(&req);
+        let key = |req: Request<()>| PathAndCredentials::default().extract(&req);
         let a = key(Request::get("/s?x=1&last_event_id=5").body(()).unwrap());
         let b = key(Request::get("/s?x=1").body(()).unwrap());
         assert_eq!(a, b);

@@ -1,8 +1,9 @@
 //! SSE fan-out: concurrent requests for the same stream share **one** inner call.
 //!
-//! A [`StreamKey`] says which stream a request asks for (say, the session of an
-//! authenticated `GET /v2/sessions/{id}/stream`; the key must include whatever authorises
-//! the request, since joiners are not checked by the inner service: [`PathAndCredentials`]
+//! A [`KeyExtractor`](crate::KeyExtractor) says which stream a request asks for (say, the
+//! session of an authenticated stream request, as an earlier layer verified it; the key
+//! must include whatever authorises the request, since joiners are not checked by the
+//! inner service: [`PathAndCredentials`]
 //! shares a proxied stream only between requests presenting equal credentials, unless it is
 //! declared [`Share::Public`]). Per key:
 //!
@@ -23,7 +24,7 @@
 //! - **When the last subscriber leaves**, the shared call is kept `linger_ms`, then dropped.
 //!   When the inner stream ends, subscribers finish their queues and end.
 //!
-//! Resuming assumes events carry ids (`id:`), as the agent API's do; a detached subscriber
+//! Resuming assumes events carry ids (`id:`); a detached subscriber
 //! of a stream without ids continues without a cursor.
 //!
 //! The inner service must be `Clone` and its request body `Default` (re-issued requests are
@@ -32,7 +33,6 @@
 mod body;
 mod hub;
 mod key;
-mod policy;
 mod queue;
 mod service;
 
@@ -40,10 +40,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, header};
 
+pub use crate::boxed_future::ResponseFuture;
+pub use crate::policy::{FanoutPolicy, PolicyError, Problem};
 pub use body::FanoutBody;
-pub use key::{Credentials, PathAndCredentials, Share, StreamKey};
-pub use policy::{FanoutPolicy, PolicyError};
-pub use service::{FanoutFuture, SseFanoutLayer, SseFanoutService};
+pub use key::{Credentials, PathAndCredentials, Share};
+pub use service::{SseFanout, SseFanoutLayer};
 
 /// The error type of the fan-out service and body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,8 +1,6 @@
-//! [`SseFanoutLayer`] and [`SseFanoutService`]: the first request for a stream key calls the
+//! [`SseFanoutLayer`] and [`SseFanout`]: the first request for a stream key calls the
 //! inner service and shares its body; the others subscribe to it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -16,18 +14,20 @@ use tower_service::Service;
 
 use super::body::{FanoutBody, Resume};
 use super::hub::{Channel, Head, Hub, start_pump};
-use super::policy::{FanoutPolicy, PolicyError};
-use super::{BoxError, FanoutStats, REPLAYED_HEADERS, StreamKey};
+use super::{BoxError, FanoutStats, REPLAYED_HEADERS};
+use crate::KeyExtractor;
+use crate::boxed_future::ResponseFuture;
+use crate::policy::{FanoutPolicy, PolicyError};
 use crate::sse::last_event_id;
 
 /// Shares SSE responses among concurrent requests for the same stream; see the
 /// [module docs](super).
-pub struct SseFanoutLayer<K: StreamKey> {
+pub struct SseFanoutLayer<K: KeyExtractor> {
     key: K,
     hub: Arc<Hub<K::Key>>,
 }
 
-impl<K: StreamKey> Clone for SseFanoutLayer<K> {
+impl<K: KeyExtractor> Clone for SseFanoutLayer<K> {
     fn clone(&self) -> Self {
         Self {
             key: self.key.clone(),
@@ -36,7 +36,7 @@ impl<K: StreamKey> Clone for SseFanoutLayer<K> {
     }
 }
 
-impl<K: StreamKey + std::fmt::Debug> std::fmt::Debug for SseFanoutLayer<K> {
+impl<K: KeyExtractor + std::fmt::Debug> std::fmt::Debug for SseFanoutLayer<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SseFanoutLayer")
             .field("key", &self.key)
@@ -45,7 +45,7 @@ impl<K: StreamKey + std::fmt::Debug> std::fmt::Debug for SseFanoutLayer<K> {
     }
 }
 
-impl<K: StreamKey> SseFanoutLayer<K> {
+impl<K: KeyExtractor> SseFanoutLayer<K> {
     /// A layer sharing streams by `key` under `policy`.
     pub fn new(key: K, policy: FanoutPolicy) -> Result<Self, PolicyError> {
         policy.validate()?;
@@ -66,11 +66,10 @@ impl<K: StreamKey> SseFanoutLayer<K> {
     }
 }
 
-impl<S, K: StreamKey> Layer<S> for SseFanoutLayer<K> {
-    type Service = SseFanoutService<S, K>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        SseFanoutService {
+impl<K: KeyExtractor> SseFanoutLayer<K> {
+    /// Wraps `inner` (what [`Layer::layer`] does).
+    pub fn layer<S>(&self, inner: S) -> SseFanout<S, K> {
+        SseFanout {
             inner,
             key: self.key.clone(),
             hub: Arc::clone(&self.hub),
@@ -78,14 +77,33 @@ impl<S, K: StreamKey> Layer<S> for SseFanoutLayer<K> {
     }
 }
 
+impl<S, K: KeyExtractor> Layer<S> for SseFanoutLayer<K> {
+    type Service = SseFanout<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SseFanoutLayer::layer(self, inner)
+    }
+}
+
+impl<K: KeyExtractor> SseFanout<(), K> {
+    /// A layer sharing streams by `key` under `policy` (same as [`SseFanoutLayer::new`]).
+    pub fn layer(key: K, policy: FanoutPolicy) -> Result<SseFanoutLayer<K>, PolicyError> {
+        SseFanoutLayer::new(key, policy)
+    }
+}
+
+impl<S, K: KeyExtractor> SseFanout<S, K> {
+    crate::inner_service_accessors!();
+}
+
 /// The service made by [`SseFanoutLayer`].
-pub struct SseFanoutService<S, K: StreamKey> {
+pub struct SseFanout<S, K: KeyExtractor> {
     inner: S,
     key: K,
     hub: Arc<Hub<K::Key>>,
 }
 
-impl<S: Clone, K: StreamKey> Clone for SseFanoutService<S, K> {
+impl<S: Clone, K: KeyExtractor> Clone for SseFanout<S, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -95,20 +113,14 @@ impl<S: Clone, K: StreamKey> Clone for SseFanoutService<S, K> {
     }
 }
 
-impl<S: std::fmt::Debug, K: StreamKey + std::fmt::Debug> std::fmt::Debug
-    for SseFanoutService<S, K>
-{
+impl<S: std::fmt::Debug, K: KeyExtractor + std::fmt::Debug> std::fmt::Debug for SseFanout<S, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SseFanoutService")
+        f.debug_struct("SseFanout")
             .field("inner", &self.inner)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
-
-/// The future of an [`SseFanoutService`] call.
-pub type FanoutFuture<B> =
-    Pin<Box<dyn Future<Output = Result<Response<FanoutBody<B>>, BoxError>> + Send>>;
 
 /// What is needed to make the same request again, from another cursor.
 #[derive(Clone)]
@@ -174,14 +186,14 @@ fn replayed(leader: &HeaderMap) -> HeaderMap {
 
 /// Closes a channel whose leader never got to start it (its call failed or was dropped),
 /// so that waiting joiners make their own calls instead of waiting forever.
-struct CloseUnlessStarted<K: StreamKey> {
+struct CloseUnlessStarted<K: KeyExtractor> {
     hub: Arc<Hub<K::Key>>,
     key: K::Key,
     channel: Arc<Channel>,
     armed: bool,
 }
 
-impl<K: StreamKey> Drop for CloseUnlessStarted<K> {
+impl<K: KeyExtractor> Drop for CloseUnlessStarted<K> {
     fn drop(&mut self) {
         if self.armed {
             self.hub.close(&self.key, &self.channel);
@@ -189,28 +201,28 @@ impl<K: StreamKey> Drop for CloseUnlessStarted<K> {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for SseFanoutService<S, K>
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for SseFanout<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    K: StreamKey,
+    K: KeyExtractor,
     ReqBody: Default + Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError> + std::fmt::Display,
 {
     type Response = Response<FanoutBody<ResBody>>;
     type Error = BoxError;
-    type Future = FanoutFuture<ResBody>;
+    type Future = ResponseFuture<Self::Response, BoxError>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(key) = self.key.key(&req) else {
+        let Some(key) = self.key.extract(&req) else {
             let call = self.inner.call(req);
-            return Box::pin(async move {
+            return ResponseFuture::new(async move {
                 let response = call.await.map_err(Into::into)?;
                 Ok(response.map(FanoutBody::direct))
             });
@@ -223,7 +235,7 @@ where
         let for_resume = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let hub = Arc::clone(&self.hub);
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             let resume = resume_with::<S, ReqBody, ResBody>(for_resume, template, &hub.stats);
             let (channel, leader) = hub.channel(&key, cursor.as_deref());
             if leader {

@@ -13,7 +13,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::sync::mpsc;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
 
@@ -107,7 +107,7 @@ fn futures_stream(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))))
 }
 
-type Svc = SseFanoutService<
+type Svc = SseFanout<
     tower::util::BoxCloneService<Request<()>, Response<OriginBody>, Infallible>,
     PathAndCredentials,
 >;

@@ -16,7 +16,7 @@ use crate::sse::fanout::BoxError;
 use crate::sse::{Event, Frame as SseFrame, Item, Parser};
 
 pin_project! {
-    /// Body of an [`SseMultiplexService`](super::SseMultiplexService) response.
+    /// Body of an [`SseMultiplex`](super::SseMultiplex) response.
     pub struct MultiplexBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -42,11 +42,9 @@ impl<B> MultiplexBody<B> {
         }
     }
 
-    pub(crate) fn error(json: String) -> Self {
+    pub(crate) fn error(json: Bytes) -> Self {
         Self {
-            kind: Kind::Error {
-                json: Some(Bytes::from(json)),
-            },
+            kind: Kind::Error { json: Some(json) },
         }
     }
 

@@ -37,11 +37,12 @@ mod service;
 
 use crate::sse::request::query_value;
 use http::{HeaderMap, Request, Uri};
-use serde::{Deserialize, Serialize};
 
+pub use crate::boxed_future::ResponseFuture;
+pub use crate::policy::MultiplexPolicy;
 pub use body::MultiplexBody;
 pub use cursor::{Cursor, CursorError};
-pub use service::{MultiplexFuture, SseMultiplexLayer, SseMultiplexService};
+pub use service::{SseMultiplex, SseMultiplexLayer};
 
 /// One stream of a multiplexed request: its name (as the envelope reports it) and the inner
 /// request that reads it.
@@ -78,8 +79,8 @@ pub trait Demux: Clone + Send + Sync + 'static {
 }
 
 /// `GET <path>?<streams_param>=a,b,c&<tokens_param>=ta,tb,tc` → `GET` of `inner_path` with
-/// `{}` replaced by each name, each with its token as `?<inner_token_param>=` (the
-/// agent API's `/v2/stream?sessions=..&tokens=..` → `/v2/sessions/{id}/stream?token=..`).
+/// `{}` replaced by each name, each with its token as `?<inner_token_param>=` (say
+/// `/feeds?names=a,b&tokens=ta,tb` → `/feeds/{}/events?token=..`).
 ///
 /// Names must be 1 to 128 characters of ASCII letters, digits, `-` and `_`, without
 /// duplicates; tokens are optional (then no credentials are passed), but if given there is
@@ -183,32 +184,6 @@ impl QueryDemux {
                 })
             })
             .collect()
-    }
-}
-
-/// Settings of an [`SseMultiplexLayer`].
-///
-/// ```toml
-/// max_streams = 16      # streams one request may follow
-/// heartbeat_ms = 15000  # comment sent on an idle response
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MultiplexPolicy {
-    /// Most streams one request may follow (bounds the cursor's size too). At least 1.
-    /// Default 16.
-    pub max_streams: usize,
-    /// Interval of heartbeat comments on an idle response, in milliseconds. At least 1.
-    /// Default 15000.
-    pub heartbeat_ms: u64,
-}
-
-impl Default for MultiplexPolicy {
-    fn default() -> Self {
-        Self {
-            max_streams: 16,
-            heartbeat_ms: 15_000,
-        }
     }
 }
 

@@ -1,8 +1,6 @@
-//! [`SseMultiplexLayer`] and [`SseMultiplexService`].
+//! [`SseMultiplexLayer`] and [`SseMultiplex`].
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +13,9 @@ use tower_service::Service;
 
 use super::body::{Merge, MultiplexBody, Stream};
 use super::cursor::Cursor;
-use super::{Demux, DemuxError, MultiplexPolicy};
+use super::{Demux, DemuxError};
+use crate::boxed_future::ResponseFuture;
+use crate::policy::MultiplexPolicy;
 use crate::sse::fanout::BoxError;
 use crate::sse::{Parser, last_event_id};
 
@@ -34,11 +34,10 @@ impl<D: Demux> SseMultiplexLayer<D> {
     }
 }
 
-impl<S, D: Clone> Layer<S> for SseMultiplexLayer<D> {
-    type Service = SseMultiplexService<S, D>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        SseMultiplexService {
+impl<D: Clone> SseMultiplexLayer<D> {
+    /// Wraps `inner` (what [`Layer::layer`] does).
+    pub fn layer<S>(&self, inner: S) -> SseMultiplex<S, D> {
+        SseMultiplex {
             inner,
             demux: self.demux.clone(),
             policy: self.policy.clone(),
@@ -46,28 +45,38 @@ impl<S, D: Clone> Layer<S> for SseMultiplexLayer<D> {
     }
 }
 
+impl<S, D: Clone> Layer<S> for SseMultiplexLayer<D> {
+    type Service = SseMultiplex<S, D>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SseMultiplexLayer::layer(self, inner)
+    }
+}
+
+impl<D: Demux> SseMultiplex<(), D> {
+    /// A layer splitting requests with `demux`, under `policy` (same as
+    /// [`SseMultiplexLayer::new`]).
+    pub fn layer(demux: D, policy: MultiplexPolicy) -> SseMultiplexLayer<D> {
+        SseMultiplexLayer::new(demux, policy)
+    }
+}
+
+impl<S, D> SseMultiplex<S, D> {
+    crate::inner_service_accessors!();
+}
+
 /// The service made by [`SseMultiplexLayer`].
 #[derive(Debug, Clone)]
-pub struct SseMultiplexService<S, D> {
+pub struct SseMultiplex<S, D> {
     inner: S,
     demux: D,
     policy: MultiplexPolicy,
 }
 
-/// The future of an [`SseMultiplexService`] call.
-pub type MultiplexFuture<B> =
-    Pin<Box<dyn Future<Output = Result<Response<MultiplexBody<B>>, BoxError>> + Send>>;
-
 /// `{"error":{"code":..,"message":..}}` with `status`.
 fn error_response<B>(status: StatusCode, code: &str, message: &str) -> Response<MultiplexBody<B>> {
-    let json = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    let mut response = Response::new(MultiplexBody::error(json));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    let json = crate::error_body::json(code, message);
+    crate::error_body::response(status, json, MultiplexBody::error)
 }
 
 fn invalid<B>(error: &DemuxError) -> Response<MultiplexBody<B>> {
@@ -95,7 +104,7 @@ where
     String::from_utf8_lossy(&text).into_owned()
 }
 
-impl<S, D, ReqBody, ResBody> Service<Request<ReqBody>> for SseMultiplexService<S, D>
+impl<S, D, ReqBody, ResBody> Service<Request<ReqBody>> for SseMultiplex<S, D>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -107,7 +116,7 @@ where
 {
     type Response = Response<MultiplexBody<ResBody>>;
     type Error = BoxError;
-    type Future = MultiplexFuture<ResBody>;
+    type Future = ResponseFuture<Self::Response, BoxError>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -117,11 +126,13 @@ where
         let parts = match self.demux.split(&req) {
             None => {
                 let call = self.inner.call(req);
-                return Box::pin(async move {
+                return ResponseFuture::new(async move {
                     Ok(call.await.map_err(Into::into)?.map(MultiplexBody::inner))
                 });
             }
-            Some(Err(error)) => return Box::pin(std::future::ready(Ok(invalid(&error)))),
+            Some(Err(error)) => {
+                return ResponseFuture::new(std::future::ready(Ok(invalid(&error))));
+            }
             Some(Ok(parts)) => parts,
         };
         if req.method() != Method::GET {
@@ -133,7 +144,7 @@ where
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
-            return Box::pin(std::future::ready(Ok(response)));
+            return ResponseFuture::new(std::future::ready(Ok(response)));
         }
         let max = self.policy.max_streams.max(1);
         if parts.len() > max {
@@ -141,7 +152,7 @@ where
                 field: "streams".to_owned(),
                 message: format!("{} requested, at most {max} per connection", parts.len()),
             };
-            return Box::pin(std::future::ready(Ok(invalid(&error))));
+            return ResponseFuture::new(std::future::ready(Ok(invalid(&error))));
         }
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         let cursor = match last_event_id(&req) {
@@ -153,7 +164,7 @@ where
                         field: "Last-Event-ID".to_owned(),
                         message: e.to_string(),
                     };
-                    return Box::pin(std::future::ready(Ok(invalid(&error))));
+                    return ResponseFuture::new(std::future::ready(Ok(invalid(&error))));
                 }
             },
         };
@@ -182,7 +193,7 @@ where
             .collect();
         let service = self.inner.clone();
         let heartbeat = Duration::from_millis(self.policy.heartbeat_ms.max(1));
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             let mut streams = Vec::with_capacity(requests.len());
             for (name, request) in requests {
                 let mut service = service.clone();

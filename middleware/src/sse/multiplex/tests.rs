@@ -12,7 +12,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::sync::mpsc;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
 
@@ -104,7 +104,7 @@ impl Streams {
     }
 }
 
-type Svc = SseMultiplexService<
+type Svc = SseMultiplex<
     tower::util::BoxCloneService<Request<()>, Response<InnerBody>, Infallible>,
     QueryDemux,
 >;

@@ -1,16 +1,34 @@
-//! [`ResponseBody`]: the inner service's body, or the JSON error body a layer answers with
-//! itself (shared by the existence cache, the priority queue and the rate limiter), and
-//! [`body`], which writes that error: `{"error":{"code":..,"message":..}}`.
+//! The JSON error the layers answer with, `{"error":{"code":..,"message":..}}`:
+//! [`json`] writes the body (both strings escaped), [`response`] a whole response with
+//! `Content-Type: application/json`, and [`ResponseBody`] is the body of a layer that may
+//! answer a request itself (the existence cache, the priority queue, the rate limiter).
+//!
+//! The one place this shape is written: the layers here and the SSE multiplexer call
+//! [`json`], and so can applications that want their own errors to match (agentgate's
+//! proxy and API do).
+//!
+//! ```
+//! use agentgate_middleware::error_body;
+//! use http::StatusCode;
+//!
+//! let body = error_body::json("not_found", "no \"session\" here");
+//! assert_eq!(&body[..], br#"{"error":{"code":"not_found","message":"no \"session\" here"}}"#);
+//!
+//! let response = error_body::response(StatusCode::NOT_FOUND, body, |json| json);
+//! assert_eq!(response.status(), StatusCode::NOT_FOUND);
+//! assert_eq!(response.headers()["content-type"], "application/json");
+//! ```
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 
 /// `{"error":{"code":..,"message":..}}` with `code` and `message` escaped as JSON strings
 /// (a configured message may hold quotes, backslashes or control characters).
-pub(crate) fn body(code: &str, message: &str) -> Bytes {
+pub fn json(code: &str, message: &str) -> Bytes {
     let mut json = String::with_capacity(32 + code.len() + message.len());
     json.push_str(r#"{"error":{"code":"#);
     push_json_string(&mut json, code);
@@ -18,6 +36,19 @@ pub(crate) fn body(code: &str, message: &str) -> Bytes {
     push_json_string(&mut json, message);
     json.push_str("}}");
     Bytes::from(json)
+}
+
+/// A response with `status`, `Content-Type: application/json` and `json` (from [`json`];
+/// a layer's fixed errors are written once and cloned) as its body, made into the caller's
+/// body type by `body`.
+pub fn response<B>(status: StatusCode, json: Bytes, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+    let mut response = Response::new(body(json));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Appends `text` as a JSON string literal (RFC 8259 §7).
@@ -54,13 +85,15 @@ enum Kind<B> {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
+    /// The inner service's body, passed through.
+    pub fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner(body),
         }
     }
 
-    pub(crate) fn error(json: Bytes) -> Self {
+    /// A body holding one JSON error (from [`json`]).
+    pub fn error(json: Bytes) -> Self {
         Self {
             kind: Kind::Error(Some(json)),
         }
@@ -103,11 +136,11 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::body;
+    use super::json;
 
     #[test]
     fn the_error_body_escapes_what_it_is_given() {
-        let json = body("not_found", "no \"session\" \\ here\n\u{1}");
+        let json = json("not_found", "no \"session\" \\ here\n\u{1}");
         assert_eq!(
             &json[..],
             br#"{"error":{"code":"not_found","message":"no \"session\" \\ here\n\u0001"}}"#

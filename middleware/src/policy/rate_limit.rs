@@ -1,10 +1,13 @@
 //! [`RateLimitPolicy`]: the layer's settings, as TOML-friendly data.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 
-use governor::Quota;
 use serde::{Deserialize, Serialize};
+
+use super::{PolicyError, Problem, at_least_one};
+
+/// Buckets a local limiter holds unless told otherwise ([`RateLimitPolicy::max_keys`]).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// What a request is counted against: one bucket per distinct key.
 ///
@@ -18,24 +21,22 @@ pub enum KeyKind {
     Global,
     /// One bucket per client IP: the peer address, or the right-most untrusted
     /// `X-Forwarded-For` entry when the peer is one of
-    /// [`trusted_proxies`](RateLimitPolicy::trusted_proxies). See
-    /// [`PeerIpKey`](super::PeerIpKey).
+    /// [`trusted_proxies`](RateLimitPolicy::trusted_proxies). See `rate_limit::PeerIpKey`.
     PeerIp,
     /// One bucket per value of the header named by
     /// [`key_header`](RateLimitPolicy::key_header), normalised and hashed (see
-    /// [`HeaderKey`](super::HeaderKey)); requests without it are not limited. The client
+    /// `rate_limit::HeaderKey`); requests without it are not limited. The client
     /// picks the value: prefer `api_key` for API keys.
     Header,
-    /// One bucket per session: the [`SessionKey`](crate::client::SessionKey) an earlier
-    /// layer named (agentgate: the `{id}` of `/v2/sessions/{id}/...`); requests without one
-    /// are not limited.
+    /// One bucket per session: the `client::SessionKey` an earlier layer put in the
+    /// request (the application names its sessions; this crate never parses paths);
+    /// requests without one are not limited.
     SessionId,
-    /// One bucket per authenticated client: the [`ClientIdentity`](crate::client::ClientIdentity)
-    /// an earlier layer verified (agentgate: the fingerprint of the `Authorization: Bearer`
-    /// API key, checked against `[auth] api_keys`). Requests without a verified key are
+    /// One bucket per authenticated client: the `client::ClientIdentity` an earlier layer
+    /// verified (a fingerprint of the client's API key, say). Requests without one are
     /// counted per client IP, as with `peer_ip` (same
     /// [`trusted_proxies`](RateLimitPolicy::trusted_proxies)), so made-up keys never get
-    /// buckets of their own. See [`ClientKey`](super::ClientKey).
+    /// buckets of their own. See `rate_limit::ClientKey`.
     ApiKey,
 }
 
@@ -45,13 +46,11 @@ pub enum KeyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitStore {
-    /// In this process ([`RateLimitLayer`](super::RateLimitLayer)): N replicas allow N times
-    /// the rate.
+    /// In this process: N replicas allow N times the rate.
     #[default]
     Local,
-    /// In a store every replica shares, through a [`SharedGcra`](super::SharedGcra) (Redis
-    /// with the `redis` feature): one limit for the whole fleet
-    /// ([`SharedRateLimitLayer`](super::SharedRateLimitLayer)).
+    /// In a store every replica shares, through a `rate_limit::SharedGcra` (Redis with the
+    /// `redis` feature): one limit for the whole fleet.
     Redis,
 }
 
@@ -69,8 +68,8 @@ pub enum FailMode {
     Closed,
 }
 
-/// Settings of a [`RateLimitLayer`](super::RateLimitLayer) or, with `store = "redis"`, of a
-/// [`SharedRateLimitLayer`](super::SharedRateLimitLayer).
+/// Settings of a `RateLimitLayer` (`rate_limit`): buckets in process, or with
+/// `store = "redis"` in a store all replicas share.
 ///
 /// ```toml
 /// per_second = 20       # sustained rate per key
@@ -122,7 +121,7 @@ impl Default for RateLimitPolicy {
             key: KeyKind::Global,
             key_header: None,
             trusted_proxies: Vec::new(),
-            max_keys: super::layer::DEFAULT_MAX_KEYS,
+            max_keys: DEFAULT_MAX_KEYS,
             store: LimitStore::Local,
             on_store_error: FailMode::Open,
             over_limit_cache: 10_000,
@@ -131,11 +130,74 @@ impl Default for RateLimitPolicy {
 }
 
 impl RateLimitPolicy {
-    /// The governor quota: `per_second` replenishment with a bucket of `burst`. `None` if
-    /// `per_second` or `burst` is zero.
-    pub fn quota(&self) -> Option<Quota> {
-        let rate = NonZeroU32::new(self.per_second)?;
-        let burst = NonZeroU32::new(self.burst.unwrap_or(self.per_second))?;
-        Some(Quota::per_second(rate).allow_burst(burst))
+    /// The bucket size: [`burst`](Self::burst), else [`per_second`](Self::per_second).
+    pub fn burst_size(&self) -> u32 {
+        self.burst.unwrap_or(self.per_second)
+    }
+
+    /// Checks the settings: `per_second`, `max_keys` and the burst at least 1, and with
+    /// `key = "header"` a `key_header` that is a header name.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        at_least_one("per_second", u64::from(self.per_second))?;
+        at_least_one("max_keys", self.max_keys as u64)?;
+        at_least_one("burst", u64::from(self.burst_size()))?;
+        if self.key == KeyKind::Header {
+            let Some(name) = &self.key_header else {
+                let needed_by = "`key = \"header\"`";
+                return Err(PolicyError::new(
+                    "key_header",
+                    Problem::Missing { needed_by },
+                ));
+            };
+            if !is_header_name(name) {
+                let (value, expected) = (name.clone(), "a valid header name");
+                return Err(PolicyError::new(
+                    "key_header",
+                    Problem::Invalid { value, expected },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field name as HTTP allows it (RFC 9110 §5.1: one or more `tchar`), any case, at most
+/// 65535 bytes: what `http::HeaderName` accepts.
+fn is_header_name(name: &str) -> bool {
+    (1..=65_535).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_checked_as_the_http_crate_checks_them() {
+        for name in [
+            "x-api-key",
+            "Authorization",
+            "a",
+            "x_b.c~!#$%&'*+^`|",
+            &"a".repeat(65_535),
+        ] {
+            assert!(is_header_name(name), "{name}");
+            assert!(http::HeaderName::try_from(name).is_ok(), "{name}");
+        }
+        for name in [
+            "",
+            "x y",
+            "x:y",
+            "é",
+            "a\n",
+            "(x)",
+            "x/y",
+            &"a".repeat(65_536),
+        ] {
+            assert!(!is_header_name(name), "{name:?}");
+            assert!(http::HeaderName::try_from(name).is_err(), "{name:?}");
+        }
     }
 }

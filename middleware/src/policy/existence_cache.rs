@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::{PolicyError, at_least_one};
+
 /// What to do when the existence check itself fails (backend down, timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,7 +17,7 @@ pub enum OnError {
     Unavailable,
 }
 
-/// Settings of an [`ExistenceCacheLayer`](super::ExistenceCacheLayer).
+/// Settings of an `ExistenceCacheLayer` (`existence_cache`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExistenceCachePolicy {
@@ -24,7 +26,8 @@ pub struct ExistenceCachePolicy {
     /// How long a "does not exist" answer is reused, in milliseconds; 0 never caches a miss
     /// (a key created right after a miss is seen at once). Default 1000.
     pub negative_ttl_ms: u64,
-    /// Most keys cached; the oldest entries are evicted beyond it. Default 100000.
+    /// Most keys cached; the oldest entries are evicted beyond it. At least 1.
+    /// Default 100000.
     pub max_entries: usize,
     /// What a failed check does. Default `pass`.
     pub on_error: OnError,
@@ -50,5 +53,10 @@ impl ExistenceCachePolicy {
     /// [`negative_ttl_ms`](Self::negative_ttl_ms) as a [`Duration`].
     pub fn negative_ttl(&self) -> Duration {
         Duration::from_millis(self.negative_ttl_ms)
+    }
+
+    /// Checks the settings: `max_entries` at least 1.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        at_least_one("max_entries", self.max_entries as u64)
     }
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Settings of an [`SseFanoutLayer`](super::SseFanoutLayer).
+use super::{PolicyError, at_least_one};
+
+/// Settings of an `SseFanoutLayer` (`sse::fanout`).
 ///
 /// ```toml
 /// replay_ring = 1024       # events kept per shared stream for late joiners
@@ -37,33 +39,11 @@ impl Default for FanoutPolicy {
     }
 }
 
-/// Why a [`FanoutPolicy`] cannot build a layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyError {
-    /// The named key is zero but must be at least 1.
-    Zero(&'static str),
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Zero(key) => write!(f, "`{key}` must be at least 1"),
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
-
 impl FanoutPolicy {
-    /// Checks the values.
+    /// Checks the settings: `replay_ring` and `subscriber_queue` at least 1.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.replay_ring == 0 {
-            return Err(PolicyError::Zero("replay_ring"));
-        }
-        if self.subscriber_queue == 0 {
-            return Err(PolicyError::Zero("subscriber_queue"));
-        }
-        Ok(())
+        at_least_one("replay_ring", self.replay_ring as u64)?;
+        at_least_one("subscriber_queue", self.subscriber_queue as u64)
     }
 
     /// [`linger_ms`](Self::linger_ms) as a [`Duration`].

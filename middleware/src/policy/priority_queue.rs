@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::classify::MAX_PRIORITY;
-use super::error::PolicyError;
+use super::{PolicyError, Problem, at_least_one};
+
+/// The highest priority a policy gives (`0..=9`); a trusted `x-priority` above it counts
+/// as this.
+pub const MAX_PRIORITY: u8 = 9;
 
 /// Which requests draw from the stream budget
 /// ([`stream_budget`](PriorityQueuePolicy::stream_budget)).
@@ -16,8 +19,8 @@ use super::error::PolicyError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamRule {
-    /// `GET` requests whose path ends in `/stream` (agentgate's `/v2/stream` and
-    /// `/v2/sessions/{id}/stream`): the server's URL space decides, not the client.
+    /// `GET` requests whose path ends in `/stream`: the server's URL space decides, not
+    /// the client.
     #[default]
     Path,
     /// Every request (a route that serves only streams).
@@ -30,7 +33,7 @@ pub enum StreamRule {
     Accept,
 }
 
-/// Settings of a [`PriorityQueueLayer`](super::PriorityQueueLayer).
+/// Settings of a `PriorityQueueLayer` (`priority_queue`).
 ///
 /// ```toml
 /// max_in_flight = 64     # requests running at once (bodies still streaming count)
@@ -67,15 +70,15 @@ pub struct PriorityQueuePolicy {
     /// sets its own priority.
     pub trusted_proxies: Vec<IpAddr>,
     /// Priority (`0..=9`) per authenticated client, keyed by its
-    /// [`ClientIdentity`](crate::client::ClientIdentity) (agentgate: the API key's
-    /// fingerprint, the first 16 hex digits of its SHA-256). Default none.
+    /// `ClientIdentity` (`client::ClientIdentity`, inserted by an authenticating layer).
+    /// Default none.
     pub api_key_priorities: BTreeMap<String, u8>,
     /// Slots for streaming requests (SSE), taken instead of `max_in_flight`, so long-lived
     /// streams cannot starve short requests. 0 means streams share `max_in_flight`.
     /// Default 0.
     pub stream_budget: usize,
     /// Which requests are streams (see [`StreamRule`]). Default unset: [`StreamRule::Path`]
-    /// (agentgate decides by route kind: every request of an `sse` route, `path` elsewhere).
+    /// (an application may pick its own default per route).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<StreamRule>,
 }
@@ -103,9 +106,7 @@ impl PriorityQueuePolicy {
 
     /// Checks the settings: `max_in_flight` must be at least 1, every priority at most 9.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.max_in_flight == 0 {
-            return Err(PolicyError::Zero("max_in_flight"));
-        }
+        at_least_one("max_in_flight", self.max_in_flight as u64)?;
         // The clients are not named: a misplaced API key must not end up in an error message.
         let priorities = std::iter::once(("default_priority", self.default_priority)).chain(
             self.api_key_priorities
@@ -114,7 +115,8 @@ impl PriorityQueuePolicy {
         );
         for (key, priority) in priorities {
             if priority > MAX_PRIORITY {
-                return Err(PolicyError::AboveMax { key, priority });
+                let (value, max) = (u64::from(priority), u64::from(MAX_PRIORITY));
+                return Err(PolicyError::new(key, Problem::AboveMax { value, max }));
             }
         }
         Ok(())
