@@ -21,7 +21,13 @@ fn version(text: &str) -> (u64, u64, u64) {
 #[test]
 fn every_dependency_builds_with_the_declared_msrv() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--all-features", "--locked"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--all-features",
+            "--locked",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
@@ -43,7 +49,8 @@ fn every_dependency_builds_with_the_declared_msrv() {
         .iter()
         .filter_map(|p| {
             let declared = p["rust_version"].as_str()?;
-            (version(declared) > msrv).then(|| format!("{} {} needs {declared}", p["name"], p["version"]))
+            (version(declared) > msrv)
+                .then(|| format!("{} {} needs {declared}", p["name"], p["version"]))
         })
         .collect();
     assert!(
