@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use agentgate_config::Config;
 use serde_json::{Value, json};
 
-use crate::client::{SseFrame, SseStream};
+use crate::client::SseFrame;
 use crate::gateway::{
     Gateway, Session, blocking, deltas, ids, memory_config, metric, redis_config,
 };
+use crate::multiplex::open;
 use crate::support::redis_server::RedisServer;
 
 /// The cap of every test here: small, so a few hundred events pass it.
@@ -126,28 +127,6 @@ async fn a_resume_behind_the_cap_is_told_the_gap_memory() {
     resume_from_a_trimmed_id(memory_config()).await;
 }
 
-fn mux_path(sessions: &[&Session]) -> String {
-    let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
-    let tokens: Vec<&str> = sessions.iter().map(|s| s.token.as_str()).collect();
-    format!(
-        "/v2/stream?sessions={}&tokens={}",
-        ids.join(","),
-        tokens.join(",")
-    )
-}
-
-async fn open_mux(gateway: &Gateway, sessions: &[&Session], cursor: Option<&str>) -> SseStream {
-    let mut call = gateway.client.get(&mux_path(sessions));
-    if let Some(cursor) = cursor {
-        call = call.header("last-event-id", cursor);
-    }
-    gateway
-        .client
-        .stream(call)
-        .await
-        .unwrap_or_else(|r| panic!("multiplex refused: {} {}", r.status, r.text))
-}
-
 /// A multiplexed frame unwrapped: the inner event as its own stream would have sent it.
 fn unwrap(frame: &SseFrame) -> (String, SseFrame) {
     let envelope: Value = frame.json();
@@ -169,11 +148,12 @@ async fn a_multiplexed_resume_tells_the_gap_of_the_session_that_passed_the_cap()
     let redis = blocking(RedisServer::start);
     let gateway = Gateway::start(&capped(redis_config(&redis))).await;
     let (a, b) = (gateway.init().await, gateway.init().await);
+    let both = [a.clone(), b.clone()];
     let mut expected: HashMap<String, Vec<String>> = HashMap::new();
     expected.insert(a.id.clone(), append(&gateway, &a, 0, 5).await);
     expected.insert(b.id.clone(), append(&gateway, &b, 0, 2).await);
 
-    let mut first = open_mux(&gateway, &[&a, &b], None).await;
+    let mut first = open(&gateway, &both, None).await;
     let got = first.events(7).await;
     let cursor = got.last().and_then(|f| f.id.clone()).expect("a cursor");
     drop(first);
@@ -188,7 +168,7 @@ async fn a_multiplexed_resume_tells_the_gap_of_the_session_that_passed_the_cap()
         expected.get_mut(&session.id).unwrap().push(done);
     }
 
-    let rest = open_mux(&gateway, &[&a, &b], Some(&cursor))
+    let rest = open(&gateway, &both, Some(&cursor))
         .await
         .events_to_end()
         .await;
@@ -212,7 +192,7 @@ async fn a_multiplexed_resume_tells_the_gap_of_the_session_that_passed_the_cap()
         .iter()
         .find(|f| unwrap(f).1.event.as_deref() == Some("gap"))
         .expect("the gap frame");
-    let after_gap = open_mux(&gateway, &[&a, &b], gap_frame.id.as_deref())
+    let after_gap = open(&gateway, &both, gap_frame.id.as_deref())
         .await
         .events_to_end()
         .await;
@@ -239,17 +219,9 @@ async fn a_detached_viewer_behind_the_cap_is_told_the_gap() {
     let mut reader = gateway.stream(&session).await;
     let mut stalled = gateway.stream(&session).await;
 
-    // 2000 events of 3 KB (6 MB, more than loopback socket buffers hold) while the stalled
-    // viewer reads nothing and the other reads along.
-    let pad = "p".repeat(3000);
+    // 6 MB while the stalled viewer reads nothing and the other reads along.
     let reading = tokio::spawn(async move { reader.events_to_end().await });
-    let mut expected = Vec::new();
-    for batch in 0..8 {
-        let events: Vec<_> = (batch * 250..(batch + 1) * 250)
-            .map(|n| json!({"kind": "delta", "data": {"n": n, "pad": pad}}))
-            .collect();
-        expected.extend(gateway.append(&session, &events).await);
-    }
+    let (mut expected, _) = gateway.append_6_mb(&session).await;
     expected.push(gateway.complete(&session, &json!("done")).await);
 
     let read = reading.await.unwrap();
