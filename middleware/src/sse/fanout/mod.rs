@@ -50,8 +50,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! // The inner service: every call opens an SSE stream of what `events` sends.
-//! let (events, _) = broadcast::channel::<&'static str>(16);
+//! // The inner service: every call opens an SSE stream of what `events` sends (`None`
+//! // ends it).
+//! let (events, _) = broadcast::channel::<Option<&'static str>>(16);
 //! let calls = Arc::new(AtomicUsize::new(0));
 //! let (sender, counted) = (events.clone(), Arc::clone(&calls));
 //! let upstream = tower::service_fn(move |_req: Request<Empty<Bytes>>| {
@@ -72,8 +73,8 @@
 //! let get = || Request::get("/feed").body(Empty::<Bytes>::new()).expect("a request");
 //! let first = service.clone().oneshot(get()).await?;
 //! let second = service.clone().oneshot(get()).await?;
-//! events.send("id: 1\ndata: hello\n\n")?;
-//! drop(events); // the stream ends
+//! events.send(Some("id: 1\ndata: hello\n\n"))?;
+//! events.send(None)?;
 //! for viewer in [first, second] {
 //!     let text = viewer.into_body().collect().await?.to_bytes();
 //!     assert!(text.ends_with(b"id: 1\ndata: hello\n\n"));
@@ -83,10 +84,10 @@
 //! # }
 //! # // A broadcast receiver as a stream of body frames.
 //! # fn tokio_stream(
-//! #     rx: broadcast::Receiver<&'static str>,
+//! #     rx: broadcast::Receiver<Option<&'static str>>,
 //! # ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
 //! #     futures_util::stream::unfold(rx, |mut rx| async move {
-//! #         let event = rx.recv().await.ok()?;
+//! #         let event = rx.recv().await.ok()??;
 //! #         Some((Ok(Frame::data(Bytes::from_static(event.as_bytes()))), rx))
 //! #     })
 //! #     .boxed()
