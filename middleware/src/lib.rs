@@ -18,7 +18,7 @@
 //! - [`sse`]: Server-Sent Events encoding and parsing; with `sse-fanout` and `sse-multiplex`,
 //!   the fan-out and multiplexing layers.
 //! - [`ServiceBuilderExt`]: the layers as `ServiceBuilder` methods (feature `builder`).
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// `get_ref`, `get_mut` and `into_inner` for a service holding its inner service as
 /// `inner: S` (tower-http's accessors), written once for every layer's service.

@@ -37,6 +37,7 @@
 //! whole program (`cargo run -p agentgate-proxy --example axum`). To serve one request from
 //! your own pingora application instead, call [`bridge::serve`] with the session and the
 //! service.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bridge;
 pub mod canary;
