@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::client::{Call, Client, SseStream};
+use crate::support::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use crate::support::redis_server::RedisServer;
 
 /// The API key most tests use.
@@ -59,6 +60,26 @@ timeout_ms = 2000
 {extra}
 "#,
         redis.url()
+    ))
+}
+
+/// A configuration for the Redis engine behind `sentinel`'s Sentinels, plus the TOML
+/// `extra` (more `[store.redis]` keys, then more tables).
+pub fn sentinel_config_with(sentinel: &RedisSentinel, extra: &str) -> Config {
+    let urls: Vec<String> = sentinel.urls().iter().map(|u| format!("{u:?}")).collect();
+    config_from(&format!(
+        r#"
+[auth]
+api_keys = ["{KEY}", "{OTHER_KEY}"]
+stream_token_secret = "{SECRET}"
+[store]
+kind = "redis"
+[store.redis]
+urls = [{}]
+sentinel_master = "{MASTER_NAME}"
+{extra}
+"#,
+        urls.join(", ")
     ))
 }
 
