@@ -41,6 +41,11 @@ max_error_rate = 0.0
 
 /// Starts a gateway with the memory store and the built-in `sha256` tool.
 async fn gateway() -> Running {
+    gateway_with(|_| {}).await
+}
+
+/// [`gateway`], its configuration changed by `edit` first.
+async fn gateway_with(edit: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::from_toml_str(&format!(
         r#"
 [auth]
@@ -58,6 +63,7 @@ kind = "sha256"
     ))
     .expect("valid test config");
     config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+    edit(&mut config);
     let app = agentgate::app::App::build(&config)
         .await
         .expect("gateway builds");
@@ -127,6 +133,32 @@ async fn a_small_scenario_runs_clean_with_every_event_delivered_once() {
     }
     assert_eq!(report.thresholds.len(), 1);
     assert_eq!(report.thresholds[0].value, Some(0.0));
+    gw.stop().await.expect("stop");
+}
+
+/// Batches of 20 events into logs capped at 5: each append trims 15 of its own events
+/// before any reader can get them. The gateway tells every reader with `gap` events, and the
+/// report counts those events as missed and told, not as `event_lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_trimmed_before_delivery_are_told_not_lost() {
+    let gw = gateway_with(|config| config.store.events_maxlen = 5).await;
+    let toml = scenario_toml(4, "sha256")
+        .replace("events = 10", "events = 60")
+        .replace("batch_size = 3", "batch_size = 20");
+    let scenario = Scenario::from_toml_str(&toml).expect("scenario");
+    let target = format!("http://{}", gw.addr).parse().expect("uri");
+    let report = loadtest::run(&target, KEY, &scenario, false)
+        .await
+        .expect("run")
+        .report;
+    assert!(report.errors.is_empty(), "no event_lost: {report}");
+    assert_eq!(report.sessions.succeeded, 4, "{report}");
+    let events = report.events;
+    assert_eq!(events.appended, 240);
+    assert_eq!(events.delivered + events.told_missing, 240, "{report}");
+    assert!(events.told_missing >= 4 * 45, "{report}");
+    assert!(events.gaps >= 4, "each reader told at least once: {report}");
+    assert!(report.to_string().contains("missed and told"), "{report}");
     gw.stop().await.expect("stop");
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use agentgate::store::memory::{MemoryLimits, MemoryStore};
 use agentgate::store::redis::{RedisSettings, RedisStore};
 use agentgate::store::{
-    COMPLETE_KIND, Completion, EventId, NewEvent, NewSession, Presence, Quotas, SessionId,
-    SessionStore, StoreError,
+    COMPLETE_KIND, Completion, Event, EventId, Gap, NewEvent, NewSession, Presence, Quotas, Replay,
+    SessionId, SessionStore, StoreError,
 };
 use support::redis_cluster::RedisCluster;
 use support::redis_server::RedisServer;
@@ -178,6 +178,18 @@ fn sized(n: usize) -> NewEvent {
     }
 }
 
+/// A read where no event can have been trimmed: its events (and no gap).
+async fn read(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    after: Option<EventId>,
+    limit: usize,
+) -> Vec<Event> {
+    let replay = store.read(id, after, limit).await.unwrap();
+    assert_eq!(replay.gap, None, "no event was trimmed, after {after:?}");
+    replay.events
+}
+
 fn over_session_quota(result: Result<(), StoreError>) -> bool {
     matches!(result, Err(StoreError::SessionQuotaExceeded { limit: 3 }))
 }
@@ -227,7 +239,7 @@ async fn lifecycle(engine: Engine) {
     assert_eq!(state.final_response.as_deref(), Some(r#"{"text":"bye"}"#));
     assert_eq!(state.event_count, 11);
 
-    let events = store.read(&id, None, 100).await.unwrap();
+    let events = read(store, &id, None, 100).await;
     assert_eq!(events.len(), 11);
     assert_eq!(events[3].data, r#"{"n":3}"#);
     assert_eq!(events[10].kind, COMPLETE_KIND);
@@ -251,7 +263,7 @@ async fn read_after_cursor_is_exact(engine: Engine) {
         );
     }
     for k in [0, 1, 6, 7, 20, 34] {
-        let rest = store.read(&id, Some(ids[k]), 1000).await.unwrap();
+        let rest = read(store, &id, Some(ids[k]), 1000).await;
         let got: Vec<EventId> = rest.iter().map(|e| e.id).collect();
         assert_eq!(got, ids[k + 1..], "after event {k}");
     }
@@ -259,7 +271,7 @@ async fn read_after_cursor_is_exact(engine: Engine) {
     let mut cursor = None;
     let mut paged = Vec::new();
     loop {
-        let page = store.read(&id, cursor, 4).await.unwrap();
+        let page = read(store, &id, cursor, 4).await;
         if page.is_empty() {
             break;
         }
@@ -270,12 +282,12 @@ async fn read_after_cursor_is_exact(engine: Engine) {
     assert_eq!(paged, ids);
     // A cursor from before the first event, or past the last, is fine.
     let before = EventId { ms: 0, seq: 0 };
-    assert_eq!(store.read(&id, Some(before), 1000).await.unwrap().len(), 35);
+    assert_eq!(read(store, &id, Some(before), 1000).await.len(), 35);
     let after = EventId {
         ms: u64::MAX,
         seq: 0,
     };
-    assert!(store.read(&id, Some(after), 1000).await.unwrap().is_empty());
+    assert!(read(store, &id, Some(after), 1000).await.is_empty());
 }
 
 async fn refused_writes_write_nothing(engine: Engine) {
@@ -291,7 +303,7 @@ async fn refused_writes_write_nothing(engine: Engine) {
         Err(StoreError::NotFound)
     ));
     assert!(!store.exists(&ghost).await.unwrap());
-    assert!(store.read(&ghost, None, 10).await.unwrap().is_empty());
+    assert!(read(store, &ghost, None, 10).await.is_empty());
 
     create(store, &id).await;
     store.append(&id, OWNER, &batch(0, 2)).await.unwrap();
@@ -312,7 +324,7 @@ async fn refused_writes_write_nothing(engine: Engine) {
         store.append(&id, OWNER, &batch(5, 6)).await,
         Err(StoreError::Completed)
     ));
-    let events = store.read(&id, None, 100).await.unwrap();
+    let events = read(store, &id, None, 100).await;
     assert_eq!(events.len(), 3, "2 deltas + 1 complete: {events:?}");
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 3);
 }
@@ -330,7 +342,7 @@ async fn log_is_capped(engine: Engine) {
                 .unwrap(),
         );
     }
-    let kept = store.read(&id, None, 10_000).await.unwrap();
+    let Replay { gap, events: kept } = store.read(&id, None, 10_000).await.unwrap();
     // Approximate cap: at least the newest `maxlen` kept, and far fewer than appended.
     assert!(kept.len() >= 50 && kept.len() < 1000, "kept {}", kept.len());
     let kept_ids: Vec<EventId> = kept.iter().map(|e| e.id).collect();
@@ -339,7 +351,110 @@ async fn log_is_capped(engine: Engine) {
         ids[ids.len() - kept.len()..],
         "the newest are kept, in order"
     );
+    // Reading from the start, the trimmed ones are reported, up to the newest of them.
+    let newest_trimmed = ids[ids.len() - kept.len() - 1];
+    assert_eq!(
+        gap,
+        Some(Gap {
+            after: None,
+            last: newest_trimmed
+        })
+    );
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 1000);
+}
+
+/// The ids of the events a read returned.
+fn ids_of(events: &[Event]) -> Vec<EventId> {
+    events.iter().map(|e| e.id).collect()
+}
+
+/// A reader behind the trimming is told exactly which events it missed, whatever its cursor:
+/// the issue's case (resume from the first event's id after the cap was passed), a cursor that
+/// is exactly the newest trimmed event (nothing missed: no gap, although it is older than
+/// everything kept), a reader that paged part of the log and then fell behind, and the
+/// complete event.
+async fn trimmed_reads_report_the_gap(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("gaps");
+    create(store, &id).await;
+    let mut ids = Vec::new();
+    // Batches of several sizes, so entries start batches and follow entries of their own.
+    for (from, to) in [(0, 1), (1, 40), (40, 41), (41, 300), (300, 301)] {
+        ids.extend(store.append(&id, OWNER, &batch(from, to)).await.unwrap());
+    }
+    let kept = store.read(&id, None, 10_000).await.unwrap().events;
+    let newest_trimmed = ids[ids.len() - kept.len() - 1];
+    assert!(kept.len() < 300, "the log was trimmed: kept {}", kept.len());
+
+    // Resumed from the first event: told, then the kept events, exactly.
+    let first = store.read(&id, Some(ids[0]), 10_000).await.unwrap();
+    assert_eq!(
+        first.gap,
+        Some(Gap {
+            after: Some(ids[0]),
+            last: newest_trimmed
+        })
+    );
+    assert_eq!(ids_of(&first.events), ids_of(&kept));
+    // A cursor from before any event (a stale or foreign id) is told too.
+    let zero = EventId { ms: 0, seq: 0 };
+    let stale = store.read(&id, Some(zero), 10).await.unwrap();
+    assert_eq!(
+        stale.gap.map(|g| (g.after, g.last)),
+        Some((Some(zero), newest_trimmed))
+    );
+    // Resumed after the gap (what a client reconnecting after the gap event sends): nothing
+    // more to tell, and the same events.
+    let resumed = read(store, &id, Some(newest_trimmed), 10_000).await;
+    assert_eq!(ids_of(&resumed), ids_of(&kept));
+    // Inside what is kept: no gap; paging from the gap on misses nothing.
+    let mut cursor = Some(newest_trimmed);
+    let mut paged = Vec::new();
+    loop {
+        let page = read(store, &id, cursor, 7).await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(ids_of(&page));
+    }
+    assert_eq!(paged, ids_of(&kept));
+
+    // A reader that got part of the log falls behind: the next appends trim past its cursor.
+    let reader = kept[2].id;
+    let mut more = Vec::new();
+    for chunk in 0..6 {
+        more.extend(
+            store
+                .append(&id, OWNER, &batch(400 + chunk * 50, 450 + chunk * 50))
+                .await
+                .unwrap(),
+        );
+    }
+    let done_id = store.complete(&id, OWNER, done()).await.unwrap();
+    ids.extend(more);
+    ids.push(done_id);
+    let kept = store.read(&id, None, 10_000).await.unwrap().events;
+    let newest_trimmed = ids[ids.len() - kept.len() - 1];
+    assert!(newest_trimmed > reader, "the reader's cursor was trimmed");
+    let behind = store.read(&id, Some(reader), 10_000).await.unwrap();
+    assert_eq!(
+        behind.gap,
+        Some(Gap {
+            after: Some(reader),
+            last: newest_trimmed
+        })
+    );
+    assert_eq!(ids_of(&behind.events), ids_of(&kept));
+    assert_eq!(
+        behind.events.last().map(|e| e.kind.as_str()),
+        Some(COMPLETE_KIND)
+    );
+    // A cursor on the newest trimmed event has missed nothing, older than every kept one
+    // though it is.
+    assert!(newest_trimmed < kept[0].id);
+    assert_eq!(
+        ids_of(&read(store, &id, Some(newest_trimmed), 10_000).await),
+        ids_of(&kept)
+    );
 }
 
 async fn watch_wakes_a_waiting_reader(engine: Engine) {
@@ -348,7 +463,7 @@ async fn watch_wakes_a_waiting_reader(engine: Engine) {
     create(&*store, &id).await;
     // Register, read (nothing yet), then wait: the append from another task must wake us.
     let mut watch = store.watch(&id);
-    assert!(store.read(&id, None, 10).await.unwrap().is_empty());
+    assert!(read(&*store, &id, None, 10).await.is_empty());
     let writer = {
         let (store, id) = (Arc::clone(&store), id.clone());
         tokio::spawn(async move { store.append(&id, OWNER, &batch(0, 1)).await.unwrap() })
@@ -357,7 +472,7 @@ async fn watch_wakes_a_waiting_reader(engine: Engine) {
         .await
         .expect("an append after registration wakes the watch");
     let ids = writer.await.unwrap();
-    let events = store.read(&id, None, 10).await.unwrap();
+    let events = read(&*store, &id, None, 10).await;
     assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     // Completion wakes too.
     let mut watch = store.watch(&id);
@@ -374,11 +489,11 @@ async fn completed_sessions_expire_after_retention(engine: Engine) {
     store.append(&id, OWNER, &batch(0, 3)).await.unwrap();
     store.complete(&id, OWNER, done()).await.unwrap();
     // Still replayable right after completion...
-    assert_eq!(store.read(&id, None, 10).await.unwrap().len(), 4);
+    assert_eq!(read(store, &id, None, 10).await.len(), 4);
     // ...and gone, state and events, once retention has passed.
     assert!(
         eventually(async || !store.exists(&id).await.unwrap()
-            && store.read(&id, None, 10).await.unwrap().is_empty())
+            && read(store, &id, None, 10).await.is_empty())
         .await,
         "completed session never expired"
     );
@@ -505,7 +620,7 @@ async fn session_bytes_are_capped(engine: Engine) {
         store.append(&id, OWNER, &[sized(10), sized(11)]).await,
         Err(StoreError::SessionBytesExceeded { limit: 100 })
     ));
-    assert_eq!(store.read(&id, None, 100).await.unwrap().len(), 2);
+    assert_eq!(read(store, &id, None, 100).await.len(), 2);
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 2);
     // Up to the cap exactly is fine; one byte more is not.
     store.append(&id, OWNER, &[sized(20)]).await.unwrap();
@@ -519,7 +634,7 @@ async fn session_bytes_are_capped(engine: Engine) {
     store.append(&other, OWNER, &[sized(100)]).await.unwrap();
     // A session at its cap can still complete.
     store.complete(&id, OWNER, done()).await.unwrap();
-    let events = store.read(&id, None, 100).await.unwrap();
+    let events = read(store, &id, None, 100).await;
     assert_eq!(events.len(), 4, "3 appended + complete: {events:?}");
     assert_eq!(events[3].kind, COMPLETE_KIND);
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 4);
@@ -588,6 +703,7 @@ conformance! {
     read_after_cursor_is_exact: DEFAULT;
     refused_writes_write_nothing: DEFAULT;
     log_is_capped: CAPPED;
+    trimmed_reads_report_the_gap: CAPPED;
     watch_wakes_a_waiting_reader: DEFAULT;
     completed_sessions_expire_after_retention: SHORT_RETENTION;
     idle_sessions_expire: SHORT_TTL;

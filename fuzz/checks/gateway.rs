@@ -160,6 +160,7 @@ impl Gateway {
         self.runtime
             .block_on(store.read(id, None, usize::MAX))
             .expect("the memory store does not fail")
+            .events
     }
 }
 

@@ -29,7 +29,9 @@ struct EventBody {
     data: Value,
 }
 
-/// Checks an event kind: 1-64 characters of `[A-Za-z0-9_.:-]`, not the reserved `complete`.
+/// Checks an event kind: 1-64 characters of `[A-Za-z0-9_.:-]`, not the reserved `complete`
+/// (appended by complete) or `gap` (the gateway's own notice of trimmed events,
+/// [`super::stream::GAP_KIND`]).
 pub fn validate_kind(kind: &str) -> Result<(), &'static str> {
     if kind.is_empty() || kind.len() > MAX_KIND_LEN {
         return Err("must be 1 to 64 characters");
@@ -42,6 +44,9 @@ pub fn validate_kind(kind: &str) -> Result<(), &'static str> {
     }
     if kind == COMPLETE_KIND {
         return Err("'complete' is reserved: call POST /v2/sessions/{id}/complete");
+    }
+    if kind == super::stream::GAP_KIND {
+        return Err("'gap' is reserved: the gateway sends it when trimmed events were missed");
     }
     Ok(())
 }
@@ -148,6 +153,7 @@ mod tests {
                 "events[0]: missing field `kind`",
             ),
             (json!({"kind": "complete"}), "kind: 'complete' is reserved"),
+            (json!({"kind": "gap"}), "kind: 'gap' is reserved"),
             (json!({"kind": ""}), "kind: must be 1 to 64"),
             (
                 json!({"kind": "a", "extra": 1}),

@@ -9,6 +9,13 @@
 //! after any read wakes the watch, so the handoff from replay to live has no gap; every read
 //! starts strictly after the last id sent, so there is no duplicate.
 //!
+//! Gaps: the log is capped (`store.events_maxlen`). When the store reports that events after
+//! the cursor were trimmed before this reader got them — a resume from an old
+//! `Last-Event-ID`, a reader that fell behind, a fan-out viewer detached for falling behind
+//! and resuming through its own call — the stream sends one `gap` event naming the missing
+//! range ([`gap_frame`]), counts it (`agentgate_stream_gaps_total`) and goes on from the
+//! oldest event kept: exact, or explicitly told.
+//!
 //! Back-pressure: frames go through a small bounded channel and the store is read in
 //! batches of `replay_batch` only when there is room, so a slow client costs a bounded
 //! amount of memory however far behind it is.
@@ -32,7 +39,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::body::{Body, ChannelBody, full};
 use super::identity::RequestSession;
 use super::{ApiError, ApiState, bearer, query_param};
-use crate::store::{COMPLETE_KIND, Event, EventId, SessionId};
+use crate::store::{COMPLETE_KIND, Event, EventId, Gap, Replay, SessionId};
+
+/// The SSE event kind of a [`Gap`]; agents may not append it.
+pub const GAP_KIND: &str = "gap";
 
 /// Frames buffered per stream between the reader task and the connection.
 const CHANNEL_FRAMES: usize = 16;
@@ -157,11 +167,19 @@ async fn pump(
     let mut notified: Option<Vec<Event>> = None;
     loop {
         let next = match notified.take() {
-            Some(events) => Ok(events),
+            Some(events) => Ok(Replay { gap: None, events }),
             None => state.store.read(&id, cursor, settings.replay_batch).await,
         };
         match next {
-            Ok(events) => {
+            Ok(Replay { gap, events }) => {
+                if let Some(gap) = gap {
+                    // Trimmed before we got them: say so, then go on from the oldest kept.
+                    if !send(&state, &tx, gap_frame(&gap)).await {
+                        return;
+                    }
+                    state.metrics.stream_gap_told();
+                    cursor = Some(gap.last);
+                }
                 let full_batch = events.len() == settings.replay_batch;
                 if events.is_empty()
                     && first_read
@@ -222,6 +240,21 @@ async fn pump(
             () = state.shutdown.cancelled() => return,
         }
     }
+}
+
+/// The frame telling a reader of a [`Gap`] (README, "Gaps"): `event: gap`, `id:` the newest
+/// missing id (so a reconnect resumes after the gap and is not told it again), data
+/// `{"after": <the reader's cursor, null from the start>, "last": <the newest missing id>}`.
+fn gap_frame(gap: &Gap) -> Bytes {
+    let last = gap.last.to_string();
+    let data = serde_json::json!({
+        "after": gap.after.map(|after| after.to_string()),
+        "last": last,
+    });
+    Frame::event(GAP_KIND)
+        .id(&last)
+        .data(&data.to_string())
+        .encode()
 }
 
 /// Whether the session has completed (a failed lookup counts as not completed).

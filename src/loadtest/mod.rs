@@ -16,7 +16,9 @@
 //! byte, SSE connection establishment, append calls, delivery latency (append sent → event
 //! received on the stream), tool batches, the complete call, whole sessions; throughput;
 //! errors by kind (`init_status_503`, `append_timeout`, `event_lost`, `event_duplicated`,
-//! ...).
+//! ...). Events a reader missed because the gateway trimmed them (`store.events_maxlen`) and
+//! told it so with a `gap` event are counted apart (`events.told_missing`, `events.gaps`),
+//! not as `event_lost`.
 //!
 //! The run is bounded: at most `run.sessions` sessions, none started after
 //! `run.max_duration_secs` and any still running then cut; every request within

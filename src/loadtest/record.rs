@@ -92,6 +92,10 @@ pub struct SessionLog {
     pub appended: u64,
     /// Distinct events the stream reader received.
     pub delivered: u64,
+    /// `gap` events the stream reader got (events trimmed before it read them, told).
+    pub gaps: u64,
+    /// Acknowledged events inside those gaps: missed, and told so (not `event_lost`).
+    pub told_missing: u64,
     /// HTTP requests made.
     pub requests: u64,
 }
@@ -105,6 +109,8 @@ impl SessionLog {
             errors: BTreeMap::new(),
             appended: 0,
             delivered: 0,
+            gaps: 0,
+            told_missing: 0,
             requests: 0,
         }
     }
@@ -137,6 +143,8 @@ impl SessionLog {
         }
         self.appended += other.appended;
         self.delivered += other.delivered;
+        self.gaps += other.gaps;
+        self.told_missing += other.told_missing;
         self.requests += other.requests;
     }
 }
@@ -156,6 +164,10 @@ pub struct Collected {
     pub appended: u64,
     /// Distinct events received by stream readers.
     pub delivered: u64,
+    /// `gap` events received by stream readers.
+    pub gaps: u64,
+    /// Acknowledged events the readers missed and were told of (inside gaps).
+    pub told_missing: u64,
     /// HTTP requests made.
     pub requests: u64,
     /// Most sessions in flight at once.
@@ -209,6 +221,8 @@ impl Recorder {
         }
         c.appended += log.appended;
         c.delivered += log.delivered;
+        c.gaps += log.gaps;
+        c.told_missing += log.told_missing;
         c.requests += log.requests;
     }
 

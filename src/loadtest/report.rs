@@ -71,6 +71,11 @@ pub struct EventCounts {
     pub appended: u64,
     /// Distinct acknowledged events received by the stream readers.
     pub delivered: u64,
+    /// `gap` events received: the gateway telling a reader that events were trimmed
+    /// (`store.events_maxlen`) before it read them.
+    pub gaps: u64,
+    /// Acknowledged events inside those gaps: missed and told, not counted as `event_lost`.
+    pub told_missing: u64,
 }
 
 /// Rates over the whole run.
@@ -199,6 +204,8 @@ impl Report {
             events: EventCounts {
                 appended: c.appended,
                 delivered: c.delivered,
+                gaps: c.gaps,
+                told_missing: c.told_missing,
             },
             throughput: Throughput {
                 sessions_per_sec: round3((c.succeeded + c.failed) as f64 / secs),
@@ -286,11 +293,20 @@ impl fmt::Display for Report {
             "throughput: {:.1} sessions/s, {:.1} events/s delivered, {:.1} requests/s ({} requests)",
             t.sessions_per_sec, t.events_per_sec, t.requests_per_sec, self.requests
         )?;
-        writeln!(
+        let e = &self.events;
+        write!(
             f,
             "events: {} appended, {} delivered",
-            self.events.appended, self.events.delivered
+            e.appended, e.delivered
         )?;
+        if e.gaps > 0 {
+            write!(
+                f,
+                ", {} missed and told in {} gaps (trimmed by store.events_maxlen)",
+                e.told_missing, e.gaps
+            )?;
+        }
+        writeln!(f)?;
         if self.errors.is_empty() {
             writeln!(f, "errors: none")?;
         } else {

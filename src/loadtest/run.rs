@@ -10,7 +10,10 @@
 //!    `batch_size`, runs `tool_batches` tool batches, and completes — pausing
 //!    `think_time_ms` before each call;
 //! 4. the reader checks it got every acknowledged event exactly once and in order, then the
-//!    `complete` event.
+//!    `complete` event. A `gap` event (the gateway telling the reader that events were
+//!    trimmed by `store.events_maxlen` before it got them) is not a loss: the events between
+//!    the last one received before it and the first one after it count as missed and told,
+//!    apart from `event_lost` (acknowledged, never delivered, never told).
 //!
 //! Delivery latency needs no clock sync: agent and reader share the process, so each
 //! event's data carries its send time in microseconds since the run's `Instant` epoch and
@@ -31,6 +34,7 @@ use super::arrival::Schedule;
 use super::client::{Client, SseReader};
 use super::record::{Metric, Recorder, SessionLog};
 use super::scenario::{Scenario, SessionPlan};
+use crate::api::stream::GAP_KIND;
 
 /// Event kind of the events the load generator appends.
 pub const EVENT_KIND: &str = "loadtest";
@@ -385,6 +389,7 @@ async fn follow(
                                 log.error(kind, 1);
                             }
                         }
+                        Some(GAP_KIND) => order.gap(),
                         Some("complete") => break,
                         _ => {} // tool progress events and anything else a gateway adds
                     }
@@ -427,21 +432,48 @@ async fn follow(
         return log;
     };
     let received = order.received_below(agent.appended);
+    let told = order.told_below(agent.appended);
     log.delivered = received;
-    log.error("event_lost", agent.appended.saturating_sub(received));
+    log.gaps = order.gaps;
+    log.told_missing = told;
+    log.error(
+        "event_lost",
+        agent.appended.saturating_sub(received).saturating_sub(told),
+    );
     log
 }
 
-/// The exactly-once, in-order check of one stream, by sequence number.
+/// The exactly-once, in-order check of one stream, by sequence number, and the events the
+/// gateway told it were trimmed.
 #[derive(Debug, Default)]
 struct Order {
     seen: HashSet<u64>,
     highest: Option<u64>,
+    /// `gap` events received.
+    gaps: u64,
+    /// A gap was told and no event has followed it yet.
+    gap_open: bool,
+    /// Events inside told gaps: between the last received before a gap and the first after.
+    told: u64,
 }
 
 impl Order {
+    /// Takes in a `gap` event: what is missing up to the next event received was told.
+    fn gap(&mut self) {
+        self.gaps += 1;
+        self.gap_open = true;
+    }
+
+    /// The first sequence number not received yet in order.
+    fn next_expected(&self) -> u64 {
+        self.highest.map_or(0, |h| h + 1)
+    }
+
     /// Takes in event `seq`; the error kind if it is a duplicate or arrives after a later one.
     fn receive(&mut self, seq: u64) -> Option<&'static str> {
+        if std::mem::take(&mut self.gap_open) {
+            self.told += seq.saturating_sub(self.next_expected());
+        }
         let error = if !self.seen.insert(seq) {
             Some("event_duplicated")
         } else if self.highest.is_some_and(|h| seq < h) {
@@ -458,6 +490,17 @@ impl Order {
     fn received_below(&self, appended: u64) -> u64 {
         let n = self.seen.iter().filter(|s| **s < appended).count();
         u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// Events among `0..appended` inside told gaps (a gap still open at the end covers
+    /// everything after the last event received).
+    fn told_below(&self, appended: u64) -> u64 {
+        let open = if self.gap_open {
+            appended.saturating_sub(self.next_expected())
+        } else {
+            0
+        };
+        (self.told + open).min(appended)
     }
 }
 
@@ -499,5 +542,23 @@ mod tests {
         assert_eq!(order.received_below(7), 5);
         // Only 0..3 acknowledged: 3 and 5 came from a failed append and do not count.
         assert_eq!(order.received_below(3), 3);
+        assert_eq!(order.told_below(7), 0, "nothing was told");
+    }
+
+    #[test]
+    fn events_inside_a_told_gap_are_told_not_lost() {
+        let mut order = Order::default();
+        for seq in [0, 1] {
+            assert_eq!(order.receive(seq), None);
+        }
+        order.gap(); // 2..=5 trimmed
+        for seq in [6, 7, 9] {
+            assert_eq!(order.receive(seq), None);
+        }
+        // 0..12 appended: 2..=5 told; 8 neither received nor told (lost); a gap at the end
+        // covers 10 and 11.
+        order.gap();
+        assert_eq!((order.gaps, order.received_below(12)), (2, 5));
+        assert_eq!(order.told_below(12), 6);
     }
 }

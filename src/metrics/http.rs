@@ -1,6 +1,7 @@
 //! The agent API's request metrics: requests answered (`agentgate_http_requests_total`),
-//! time to response head (`agentgate_http_request_duration_seconds`), and SSE streams open
-//! (`agentgate_sse_active_streams`, held by an [`ActiveStream`] guard).
+//! time to response head (`agentgate_http_request_duration_seconds`), SSE streams open
+//! (`agentgate_sse_active_streams`, held by an [`ActiveStream`] guard), and gaps told to
+//! them (`agentgate_stream_gaps_total`).
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub(super) struct HttpMetrics {
     durations: HistogramFamily<HandlerLabel>,
     /// Streams reading the store now (`agentgate_sse_active_streams`).
     pub(super) active_streams: Gauge,
+    /// `gap` events sent (`agentgate_stream_gaps_total`).
+    gaps: Counter,
 }
 
 impl HttpMetrics {
@@ -47,6 +50,7 @@ impl HttpMetrics {
             requests: Family::default(),
             durations: HistogramFamily::new_with_constructor(latency_histogram),
             active_streams: Gauge::default(),
+            gaps: Counter::default(),
         };
         registry.register(
             "http_requests",
@@ -57,6 +61,12 @@ impl HttpMetrics {
             "sse_active_streams",
             "SSE streams currently open",
             metrics.active_streams.clone(),
+        );
+        registry.register(
+            "stream_gaps",
+            "Gaps told to SSE streams: events trimmed (store.events_maxlen) before the stream \
+             got them, announced by one gap event each",
+            metrics.gaps.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -85,6 +95,11 @@ impl Metrics {
             .get_or_create(&HandlerLabel { route })
             .observe(took.as_secs_f64());
         self.totals.record_latency(took);
+    }
+
+    /// Counts one `gap` event sent on a stream.
+    pub fn stream_gap_told(&self) {
+        self.http.gaps.inc();
     }
 
     /// Marks an SSE stream open until the returned guard is dropped.

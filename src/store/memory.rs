@@ -1,7 +1,7 @@
 //! The embedded engine: sessions and event logs in process memory.
 //!
-//! Same semantics as the Redis engine (atomic writes, capped logs, expiry of idle and of
-//! completed sessions, blocking tail through [`Watch`]) so the whole gateway runs as one
+//! Same semantics as the Redis engine (atomic writes, capped logs with their gaps reported,
+//! expiry of idle and of completed sessions, blocking tail through [`Watch`]) so the whole gateway runs as one
 //! process for the quick start and for tests. It is held to the same conformance suite.
 //! State is not shared between processes: scale out with the Redis engine.
 //!
@@ -25,8 +25,8 @@ use dashmap::DashMap;
 use super::quota::{Quotas, batch_bytes};
 use super::watch::WatchRegistry;
 use super::{
-    COMPLETE_KIND, Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING,
-    SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+    COMPLETE_KIND, Completion, Event, EventId, Gap, NewEvent, NewSession, PresenceFeed, RUNNING,
+    Replay, SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
 /// Limits the memory engine enforces (the same keys configure Redis).
@@ -47,6 +47,9 @@ struct Session {
     state: SessionState,
     events: VecDeque<Event>,
     last_id: Option<EventId>,
+    /// The newest event trimmed from `events` (`events_maxlen`): a reader behind it has a
+    /// [`Gap`].
+    trimmed: Option<EventId>,
     expires_at: Instant,
     /// Estimated bytes this session holds (see [`Session::base_bytes`], [`event_bytes`]).
     bytes: usize,
@@ -183,6 +186,7 @@ impl MemoryStore {
         while s.events.len() > self.limits.events_maxlen {
             if let Some(dropped) = s.events.pop_front() {
                 s.bytes -= event_bytes(&dropped.kind, &dropped.data);
+                s.trimmed = Some(dropped.id);
             }
         }
         s.state.event_count += 1;
@@ -250,6 +254,7 @@ impl SessionStore for MemoryStore {
             },
             events: VecDeque::new(),
             last_id: None,
+            trimmed: None,
             expires_at,
             bytes: 0,
             appended: 0,
@@ -328,14 +333,17 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         after: Option<EventId>,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Replay, StoreError> {
         let Some(session) = self.session(id) else {
-            return Ok(Vec::new());
+            return Ok(Replay::default());
         };
         let s = lock(&session);
         // Ids are sorted, so binary-search the first one past the cursor.
         let start = after.map_or(0, |after| s.events.partition_point(|e| e.id <= after));
-        Ok(s.events.range(start..).take(limit).cloned().collect())
+        Ok(Replay {
+            gap: Gap::between(after, s.trimmed),
+            events: s.events.range(start..).take(limit).cloned().collect(),
+        })
     }
 
     fn watch(&self, id: &SessionId) -> Watch {

@@ -9,6 +9,12 @@
 //! so a reader can resume after any id with no gap and no duplicate. Both engines pass the
 //! same conformance suite (`tests/store_conformance.rs`).
 //!
+//! The log is capped (`events_maxlen`): the oldest events are trimmed. A reader whose cursor
+//! falls behind the trimming cannot get what was trimmed, but it is never left unaware: a
+//! read reports the [`Gap`] before its events, named exactly by each engine's own
+//! bookkeeping (the memory engine remembers the newest id it trimmed; every Redis entry
+//! carries the id of the entry before it, so the oldest one kept names what went before it).
+//!
 //! Live tailing goes through [`Watch`]: a reader registers a watch *before* reading, then
 //! waits on it whenever it has caught up. An append bumps the session's watch, so nothing
 //! appended after the read can be missed (see [`watch`]).
@@ -56,6 +62,36 @@ pub struct Event {
     pub kind: String,
     /// Compact JSON text.
     pub data: String,
+}
+
+/// Events trimmed from the log (`events_maxlen`) that a reader never got: every id after
+/// `after` up to and including `last`. The reader's next event follows `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The reader's cursor (`None`: it read from the start of the log).
+    pub after: Option<EventId>,
+    /// The newest trimmed id; the first event the reader gets next is the one after it.
+    pub last: EventId,
+}
+
+impl Gap {
+    /// The gap between a reader's cursor `after` and the oldest event kept, when `before` is
+    /// the id of the event that preceded the oldest one kept (`None`: nothing did): events
+    /// are missing only when that predecessor is past the cursor.
+    pub fn between(after: Option<EventId>, before: Option<EventId>) -> Option<Self> {
+        let last = before?;
+        (after < Some(last)).then_some(Self { after, last })
+    }
+}
+
+/// What [`SessionStore::read`] returns: the events after the cursor, and the [`Gap`] before
+/// them when trimming took events the reader never got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// Events trimmed between the cursor and `events` (`None`: `events` follow the cursor).
+    pub gap: Option<Gap>,
+    /// The events, in order.
+    pub events: Vec<Event>,
 }
 
 /// What init stores about a new session.
@@ -216,7 +252,7 @@ pub struct CommandLabel {
 }
 
 /// Names of the commands the Redis engine sends, for the `command` label without allocating.
-const COMMANDS: [&str; 22] = [
+const COMMANDS: [&str; 23] = [
     "EVALSHA",
     "EVAL",
     "SCRIPT",
@@ -224,6 +260,7 @@ const COMMANDS: [&str; 22] = [
     "HGETALL",
     "PEXPIRE",
     "XRANGE",
+    "XREVRANGE",
     "EXISTS",
     "MULTI",
     "EXEC",
@@ -312,13 +349,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the session exists (one cheap backend command).
     async fn exists(&self, id: &SessionId) -> Result<bool, StoreError>;
 
-    /// Up to `limit` events with ids greater than `after` (all events when `None`), in order.
+    /// Up to `limit` events with ids greater than `after` (all events when `None`), in order,
+    /// and the [`Gap`] before them when the log was trimmed past `after`. Nothing more is
+    /// read for the gap: it is known from what the read returns (one backend command).
     async fn read(
         &self,
         id: &SessionId,
         after: Option<EventId>,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Replay, StoreError>;
 
     /// Registers interest in the session's new events. Register before reading; then
     /// [`Watch::changed`] resolves after any append that follows the registration.

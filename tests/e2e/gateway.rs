@@ -216,6 +216,20 @@ impl Gateway {
             .to_owned()
     }
 
+    /// Appends 2000 events of 3 KB (6 MB, more than loopback socket buffers hold) in 8
+    /// batches; event `n`'s data is `{"n": n, "pad": pad}`. Returns their ids and the pad.
+    pub async fn append_6_mb(&self, session: &Session) -> (Vec<String>, String) {
+        let pad = "p".repeat(3000);
+        let mut ids = Vec::new();
+        for batch in 0..8 {
+            let events: Vec<_> = (batch * 250..(batch + 1) * 250)
+                .map(|n| json!({"kind": "delta", "data": {"n": n, "pad": pad}}))
+                .collect();
+            ids.extend(self.append(session, &events).await);
+        }
+        (ids, pad)
+    }
+
     /// `GET /v2/sessions/{id}` as [`KEY`]; asserts 200.
     pub async fn state(&self, session: &Session) -> Value {
         let reply = self

@@ -30,6 +30,7 @@ mod redis_outage;
 mod reload;
 mod request_heads;
 mod resume;
+mod retention_gap;
 mod round_trips;
 mod runtime_dir;
 mod secrets_in_logs;

@@ -10,7 +10,8 @@ use crate::client::SseStream;
 use crate::gateway::{Gateway, Prng, Session, blocking, deltas, redis_config};
 use crate::support::redis_server::RedisServer;
 
-fn mux_path(sessions: &[Session]) -> String {
+/// `/v2/stream` for `sessions`, each with its token.
+pub(crate) fn mux_path(sessions: &[Session]) -> String {
     let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     let tokens: Vec<&str> = sessions.iter().map(|s| s.token.as_str()).collect();
     format!(
@@ -20,7 +21,12 @@ fn mux_path(sessions: &[Session]) -> String {
     )
 }
 
-async fn open(gateway: &Gateway, sessions: &[Session], cursor: Option<&str>) -> SseStream {
+/// Opens the multiplexed stream of `sessions`, resuming from `cursor`; asserts 200.
+pub(crate) async fn open(
+    gateway: &Gateway,
+    sessions: &[Session],
+    cursor: Option<&str>,
+) -> SseStream {
     let mut call = gateway.client.get(&mux_path(sessions));
     if let Some(cursor) = cursor {
         call = call.header("last-event-id", cursor);

@@ -135,6 +135,38 @@ async fn init_append_and_complete_take_one_round_trip_each() {
     }
 }
 
+/// A stream resumed behind the log's cap learns of its gap from its one replay read: no
+/// extra command for the gap (the oldest kept entry's `prev` names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_its_gap_in_the_same_round_trip() {
+    let redis = blocking(RedisServer::start);
+    let mut config = redis_config(&redis);
+    config.store.events_maxlen = 20;
+    config.features.existence_cache = false;
+    let gateway = Gateway::start(&config).await;
+    let session = gateway.init().await;
+    let mut ids = Vec::new();
+    for n in (0..200).step_by(20) {
+        ids.extend(gateway.append(&session, &deltas(n, 20)).await);
+    }
+    gateway.complete(&session, &json!(null)).await;
+
+    let mut meter = Meter::new(&gateway, &redis).await;
+    let xrange = blocking(|| redis.command_calls("xrange"));
+    let call = gateway
+        .client
+        .get(&session.stream_path())
+        .header("last-event-id", &ids[0]);
+    let frames = gateway.open(call).await.events_to_end().await;
+    assert_eq!(frames[0].event.as_deref(), Some("gap"));
+    assert_eq!(frames.last().unwrap().event.as_deref(), Some("complete"));
+    // The handler's EXISTS, then the replay: the gap and every kept event in one XRANGE.
+    meter
+        .step_of("stream resumed behind the cap", 2, Some(2), 0)
+        .await;
+    assert_eq!(blocking(|| redis.command_calls("xrange")) - xrange, 1);
+}
+
 /// The naive baseline: every command is its own round trip, and the gateway's count of
 /// each agrees with Redis's own.
 async fn naive_round_trips(hash_state: bool) {
@@ -154,15 +186,16 @@ async fn naive_round_trips(hash_state: bool) {
     // The quota (ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE), write the state, then PEXPIRE.
     meter.step_of("init", 6, Some(6), 0).await;
     assert_eq!(gateway.append(&session, &deltas(0, 10)).await.len(), 10);
-    // Check, 10 XADDs, update, PEXPIRE x2, the quota deadline (ZADD XX, PEXPIRE), PUBLISH.
-    let append = 1 + 10 + append_update + 2 + 2 + 1;
+    // Check, the newest id (XREVRANGE: the first entry's `prev`), 10 XADDs, update, PEXPIRE
+    // x2, the quota deadline (ZADD XX, PEXPIRE), PUBLISH.
+    let append = 1 + 1 + 10 + append_update + 2 + 2 + 1;
     meter
         .step_of("append of 10 events", append, Some(append), 0)
         .await;
     gateway.complete(&session, &json!({"ok": true})).await;
-    // Check, XADD, the status fields (and the count, with a hash), PEXPIRE x2, PUBLISH,
-    // ZREM of the quota slot.
-    let complete = 1 + 1 + complete_update + 2 + 1 + 1;
+    // Check, the newest id, XADD, the status fields (and the count, with a hash), PEXPIRE x2,
+    // PUBLISH, ZREM of the quota slot.
+    let complete = 1 + 1 + 1 + complete_update + 2 + 1 + 1;
     meter.step_of("complete", complete, Some(complete), 0).await;
     let state_reply = gateway.state(&session).await;
     assert_eq!(state_reply["event_count"], 11);
@@ -172,6 +205,7 @@ async fn naive_round_trips(hash_state: bool) {
     let text = gateway.metrics().await;
     let mut names = vec![
         "xadd",
+        "xrevrange",
         "pexpire",
         "publish",
         "zremrangebyscore",

@@ -13,16 +13,9 @@ async fn a_slow_client_gets_all_2000_events_in_order() {
     let session = gateway.init().await;
     let mut slow = gateway.stream(&session).await;
 
-    // 2000 events of 3 KB (6 MB, more than loopback socket buffers hold) arrive while the
-    // client reads nothing, so the gateway's stream must wait for it rather than buffer.
-    let pad = "p".repeat(3000);
-    let mut expected = Vec::new();
-    for batch in 0..8 {
-        let events: Vec<_> = (batch * 250..(batch + 1) * 250)
-            .map(|n| json!({"kind": "delta", "data": {"n": n, "pad": pad}}))
-            .collect();
-        expected.extend(gateway.append(&session, &events).await);
-    }
+    // 6 MB arrive while the client reads nothing, so the gateway's stream must wait for it
+    // rather than buffer.
+    let (expected, pad) = gateway.append_6_mb(&session).await;
     let complete = gateway.complete(&session, &json!({"n": 2000})).await;
 
     let frames = slow.events_to_end().await;

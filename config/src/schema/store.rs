@@ -23,7 +23,8 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Cap on each session's event log, in events. Trimming is approximate (Redis
     /// `XADD MAXLEN ~`): at least this many of the newest events are kept, and a client that
-    /// resumes from an older event gets what is left. At least 1. Default 10_000.
+    /// resumes from an older event is told the gap (an SSE `gap` event naming the trimmed
+    /// range), then gets what is left. At least 1. Default 10_000.
     pub events_maxlen: u64,
     /// How long a completed session (state and events) stays readable and replayable after it
     /// completes, in seconds. At least 1. Default 3_600 (one hour).

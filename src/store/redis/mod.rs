@@ -6,8 +6,14 @@
 //!
 //! - `ag:{<sid>}:meta` — HASH: `status`, `created_at`, `updated_at`, `completed_at`,
 //!   `final_response`, `owner`, `metadata`, `event_count`.
-//! - `ag:{<sid>}:events` — STREAM of entries with fields `kind` and `data`, capped with
-//!   `XADD MAXLEN ~`.
+//! - `ag:{<sid>}:events` — STREAM of entries with fields `kind`, `data` and `prev` (the id of
+//!   the entry before, `""` for the first), capped with `XADD MAXLEN ~`. `prev` is the
+//!   trimming bookkeeping: a read whose first entry's `prev` is past its cursor knows
+//!   exactly which events it missed ([`Gap`](crate::store::Gap)), from the one `XRANGE` it
+//!   made. Redis's own (`XINFO STREAM`) cannot say it: `max-deleted-entry-id` counts `XDEL`
+//!   only (it stays `0-0` under `MAXLEN` trimming, Redis 7.0), and the oldest entry's id
+//!   alone cannot tell a cursor on the newest trimmed entry (nothing missed) from one
+//!   before it. Entries written without `prev` (before it existed) report no gap.
 //! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes on it a notice
 //!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
 //!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.

@@ -4,11 +4,11 @@
 //! - init: drop the owner's expired sessions from its quota set (`ZREMRANGEBYSCORE`), count
 //!   them (`ZCARD`), add the new one (`ZADD`, `PEXPIRE` of the set), write the state (`HSET`,
 //!   or `SET` of the JSON object), then `PEXPIRE`;
-//! - append: read owner, status and bytes (`HMGET`, or `GET` of the whole JSON object), one
-//!   `XADD` per event, update the state (`HINCRBY` x2 + `HSET`, or `SET` of the modified
+//! - append: read owner, status and bytes (`HMGET`, or `GET` of the whole JSON object), the
+//!   newest id (`XREVRANGE`, each entry's `prev`), one `XADD` per event, update the state (`HINCRBY` x2 + `HSET`, or `SET` of the modified
 //!   object), `PEXPIRE` both keys, push the quota deadline back (`ZADD XX`, `PEXPIRE` of the
 //!   set), `PUBLISH`;
-//! - complete: the same check, `XADD` of the complete event, the state update, `PEXPIRE`
+//! - complete: the same check, the newest id, `XADD` of the complete event, the state update, `PEXPIRE`
 //!   both keys, `PUBLISH`, free the quota slot (`ZREM`).
 //!
 //! From one caller's point of view the results and errors are those of the pipelined
@@ -17,7 +17,9 @@
 //! concurrent writers may interleave between the check and the writes (two completes may
 //! both pass the check; two inits of one key may both pass the quota count, two appends the
 //! byte count; with the JSON layout a writer writes back a stale object: two appends lose
-//! one's `event_count`, an append racing a complete may put `running` back), and a failure
+//! one's `event_count`, an append racing a complete may put `running` back; two appends'
+//! first entries may name the same `prev`, so when the earlier one is trimmed a reader just
+//! before it is not told), and a failure
 //! half-way leaves the commands before it applied. Quota deadlines are on the gateway's
 //! clock, not Redis's. That is part of what makes it the naive baseline. Each command gets
 //! the store's whole `timeout`.
@@ -135,10 +137,29 @@ impl RedisStore {
         self.one(&pexpire).await
     }
 
-    /// `XADD` of one event: one round trip.
+    /// The newest id of the session's log (`""` when it is empty): `XREVRANGE + - COUNT 1`,
+    /// one round trip. The `prev` of the next entry.
+    async fn newest_id(&self, id: &SessionId) -> Result<String, StoreError> {
+        let mut xrevrange = redis::cmd("XREVRANGE");
+        xrevrange
+            .arg(events_key(id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let newest: Vec<(String, redis::Value)> = self.one(&xrevrange).await?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .map(|(id, _)| id)
+            .unwrap_or_default())
+    }
+
+    /// `XADD` of one event after the entry `prev`: one round trip.
     async fn add_event(
         &self,
         id: &SessionId,
+        prev: &str,
         kind: &str,
         data: &str,
     ) -> Result<String, StoreError> {
@@ -151,7 +172,9 @@ impl RedisStore {
             .arg("kind")
             .arg(kind)
             .arg("data")
-            .arg(data);
+            .arg(data)
+            .arg("prev")
+            .arg(prev);
         self.one(&xadd).await
     }
 
@@ -177,9 +200,11 @@ impl RedisStore {
         if bytes.saturating_add(size) > limit {
             return Err(StoreError::SessionBytesExceeded { limit });
         }
+        let mut prev = self.newest_id(id).await?;
         let mut raw_ids = Vec::with_capacity(events.len());
         for e in events {
-            raw_ids.push(self.add_event(id, &e.kind, &e.data).await?);
+            prev = self.add_event(id, &prev, &e.kind, &e.data).await?;
+            raw_ids.push(prev.clone());
         }
         let ids = raw_ids
             .iter()
@@ -234,8 +259,14 @@ impl RedisStore {
         let Writable {
             json, created_at, ..
         } = self.check_writable(id, owner).await?;
+        let prev = self.newest_id(id).await?;
         let raw_id = self
-            .add_event(id, crate::store::COMPLETE_KIND, &completion.event_data())
+            .add_event(
+                id,
+                &prev,
+                crate::store::COMPLETE_KIND,
+                &completion.event_data(),
+            )
             .await?;
         let event = parse_id(&raw_id)?;
         let now = now_ms();

@@ -1,5 +1,6 @@
 //! [`RedisStore`]: the [`SessionStore`] over Redis. It owns the counted command connection,
-//! the notifier and census tasks, and the reads (`HGETALL`/`GET`, `EXISTS`, `XRANGE`); each
+//! the notifier and census tasks, and the reads (`HGETALL`/`GET`, `EXISTS`, `XRANGE`, whose
+//! first entry's `prev` field tells a trimmed [`Gap`]); each
 //! write goes to the scripted engine (`scripts`) or, with `pipelining = false`, to the
 //! sequential one (`sequential`).
 
@@ -20,8 +21,8 @@ use super::{RedisSettings, parse_id};
 use crate::store::census::Census;
 use crate::store::watch::WatchRegistry;
 use crate::store::{
-    Completion, Event, EventId, NewEvent, NewSession, PresenceFeed, RUNNING, SessionId,
-    SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+    Completion, Event, EventId, Gap, NewEvent, NewSession, PresenceFeed, RUNNING, Replay,
+    SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
 /// The Redis [`SessionStore`].
@@ -224,7 +225,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         after: Option<EventId>,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Replay, StoreError> {
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let mut conn = self.conn.clone();
         let entries: Vec<(String, Vec<(String, String)>)> = self
@@ -238,24 +239,27 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        entries
-            .into_iter()
-            .map(|(raw_id, fields)| {
-                let mut event = Event {
-                    id: parse_id(&raw_id)?,
-                    kind: String::new(),
-                    data: String::new(),
-                };
-                for (field, value) in fields {
-                    match field.as_str() {
-                        "kind" => event.kind = value,
-                        "data" => event.data = value,
-                        _ => {}
+        let mut replay = Replay::default();
+        for (raw_id, fields) in entries {
+            let mut event = Event {
+                id: parse_id(&raw_id)?,
+                kind: String::new(),
+                data: String::new(),
+            };
+            for (field, value) in fields {
+                match field.as_str() {
+                    "kind" => event.kind = value,
+                    "data" => event.data = value,
+                    // The first entry's predecessor: past the cursor, it was trimmed.
+                    "prev" if replay.events.is_empty() && !value.is_empty() => {
+                        replay.gap = Gap::between(after, Some(parse_id(&value)?));
                     }
+                    _ => {}
                 }
-                Ok(event)
-            })
-            .collect()
+            }
+            replay.events.push(event);
+        }
+        Ok(replay)
     }
 
     fn watch(&self, id: &SessionId) -> Watch {

@@ -29,6 +29,70 @@
 //!
 //! The inner service must be `Clone` and its request body `Default` (re-issued requests are
 //! bodyless `GET`s).
+//!
+//! # Example
+//!
+//! Two viewers of one stream; the inner service (an upstream, a handler) is called once:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! use agentgate_middleware::sse::fanout::{FanoutPolicy, PathAndCredentials, Share, SseFanout};
+//! use bytes::Bytes;
+//! use futures_util::StreamExt;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Empty, StreamBody};
+//! use http_body::Frame;
+//! use tokio::sync::broadcast;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // The inner service: every call opens an SSE stream of what `events` sends (`None`
+//! // ends it).
+//! let (events, _) = broadcast::channel::<Option<&'static str>>(16);
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let (sender, counted) = (events.clone(), Arc::clone(&calls));
+//! let upstream = tower::service_fn(move |_req: Request<Empty<Bytes>>| {
+//!     counted.fetch_add(1, Ordering::SeqCst);
+//!     let frames = tokio_stream(sender.subscribe());
+//!     async move {
+//!         let response = Response::builder()
+//!             .header("content-type", "text/event-stream")
+//!             .body(StreamBody::new(frames))
+//!             .expect("a response");
+//!         Ok::<_, Infallible>(response)
+//!     }
+//! });
+//! // Public: everyone asking for the same path shares it (the default compares credentials).
+//! let fanout = SseFanout::layer(PathAndCredentials::new(Share::Public), FanoutPolicy::default())?;
+//! let service = ServiceBuilder::new().layer(fanout).service(upstream);
+//!
+//! let get = || Request::get("/feed").body(Empty::<Bytes>::new()).expect("a request");
+//! let first = service.clone().oneshot(get()).await?;
+//! let second = service.clone().oneshot(get()).await?;
+//! events.send(Some("id: 1\ndata: hello\n\n"))?;
+//! events.send(None)?;
+//! for viewer in [first, second] {
+//!     let text = viewer.into_body().collect().await?.to_bytes();
+//!     assert!(text.ends_with(b"id: 1\ndata: hello\n\n"));
+//! }
+//! assert_eq!(calls.load(Ordering::SeqCst), 1);
+//! # Ok(())
+//! # }
+//! # // A broadcast receiver as a stream of body frames.
+//! # fn tokio_stream(
+//! #     rx: broadcast::Receiver<Option<&'static str>>,
+//! # ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
+//! #     futures_util::stream::unfold(rx, |mut rx| async move {
+//! #         let event = rx.recv().await.ok()??;
+//! #         Some((Ok(Frame::data(Bytes::from_static(event.as_bytes()))), rx))
+//! #     })
+//! #     .boxed()
+//! # }
+//! ```
 
 mod body;
 mod hub;

@@ -30,6 +30,53 @@
 //! **End.** One stream ending (its inner body ends) does not end the response; the response
 //! ends when all have ended, or at once if an inner stream fails (the client reconnects and
 //! resumes). Idle responses get a heartbeat comment every `heartbeat_ms`.
+//!
+//! # Example
+//!
+//! One response following two streams of an inner service:
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use agentgate_middleware::sse::multiplex::{MultiplexPolicy, QueryDemux, SseMultiplex};
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Empty, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // The inner service: `/feeds/{name}/events` is a short SSE stream.
+//! let feeds = tower::service_fn(|req: Request<Empty<Bytes>>| async move {
+//!     let name = req.uri().path().split('/').nth(2).unwrap_or_default().to_owned();
+//!     let events = format!("id: 1\nevent: post\ndata: {{\"from\":\"{name}\"}}\n\n");
+//!     let response = Response::builder()
+//!         .header("content-type", "text/event-stream")
+//!         .body(Full::new(Bytes::from(events)))
+//!         .expect("a response");
+//!     Ok::<_, Infallible>(response)
+//! });
+//! let demux = QueryDemux {
+//!     path: "/feeds".to_owned(),
+//!     streams_param: "names".to_owned(),
+//!     tokens_param: "tokens".to_owned(),
+//!     inner_path: "/feeds/{}/events".to_owned(),
+//!     inner_token_param: "token".to_owned(),
+//! };
+//! let service = ServiceBuilder::new()
+//!     .layer(SseMultiplex::layer(demux, MultiplexPolicy::default()))
+//!     .service(feeds);
+//!
+//! let request = Request::get("/feeds?names=a,b").body(Empty::<Bytes>::new())?;
+//! let response = service.oneshot(request).await?;
+//! let body = response.into_body().collect().await?.to_bytes();
+//! let text = String::from_utf8_lossy(&body);
+//! // Each event in an envelope naming its stream; each frame's id resumes both.
+//! assert!(text.contains(r#"data: {"stream":"a","id":"1","event":"post","data":{"from":"a"}}"#));
+//! assert!(text.contains(r#"data: {"stream":"b","id":"1","event":"post","data":{"from":"b"}}"#));
+//! # Ok(())
+//! # }
+//! ```
 
 mod body;
 pub mod cursor;

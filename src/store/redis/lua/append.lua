@@ -2,7 +2,8 @@
 -- now_ms, channel, max_session_bytes, sid, then kind/data pairs. Returns {'ok', id...} or
 -- {'not_found'|'forbidden'|'completed'|'too_large'}; a refusal writes nothing.
 -- Publishes the notice (module docs): the id before comes from `XREVRANGE ... COUNT 1`
--- inside the script, so it is exact whoever wrote last.
+-- inside the script, so it is exact whoever wrote last. Each entry's `prev` field is the id
+-- of the entry before it ('' for the first), so trimming never hides a gap (module docs).
 local meta = redis.call('HMGET', KEYS[1], 'status', 'owner', 'bytes')
 if not meta[1] then return {'not_found'} end
 if meta[2] ~= ARGV[1] then return {'forbidden'} end
@@ -11,10 +12,12 @@ local bytes = 0
 for i = 8, #ARGV, 2 do bytes = bytes + #ARGV[i] + #ARGV[i + 1] end
 if (tonumber(meta[3]) or 0) + bytes > tonumber(ARGV[6]) then return {'too_large'} end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local out, events, size = {'ok'}, {}, 0
+last = last[1] and last[1][1] or ''
+local out, events, size, prev = {'ok'}, {}, 0, last
 for i = 8, #ARGV, 2 do
   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                        'kind', ARGV[i], 'data', ARGV[i + 1])
+                        'kind', ARGV[i], 'data', ARGV[i + 1], 'prev', prev)
+  prev = id
   out[#out + 1] = id
   events[#events + 1] = {id, ARGV[i], ARGV[i + 1]}
   size = size + #ARGV[i + 1]
@@ -26,7 +29,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] then refresh(KEYS[3], ARGV[7], ARGV[3]) end
 if size <= 8192 then
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last[1] and last[1][1] or '', e = events}))
+  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last, e = events}))
 else
   redis.call('PUBLISH', ARGV[5], out[#out])
 end

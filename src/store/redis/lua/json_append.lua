@@ -1,4 +1,4 @@
--- Appends a batch, JSON layout (same KEYS, ARGV and reply as append.lua).
+-- Appends a batch, JSON layout (same KEYS, ARGV, reply and `prev` fields as append.lua).
 -- cjson prints numbers with 14 significant digits: exact for millisecond timestamps and
 -- counts below 10^14.
 local raw = redis.call('GET', KEYS[1])
@@ -10,9 +10,12 @@ local bytes = 0
 for i = 8, #ARGV, 2 do bytes = bytes + #ARGV[i] + #ARGV[i + 1] end
 if (state.bytes or 0) + bytes > tonumber(ARGV[6]) then return {'too_large'} end
 local out = {'ok'}
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local prev = last[1] and last[1][1] or ''
 for i = 8, #ARGV, 2 do
-  out[#out + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                             'kind', ARGV[i], 'data', ARGV[i + 1])
+  prev = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                    'kind', ARGV[i], 'data', ARGV[i + 1], 'prev', prev)
+  out[#out + 1] = prev
 end
 state.event_count = state.event_count + #out - 1
 state.bytes = (state.bytes or 0) + bytes

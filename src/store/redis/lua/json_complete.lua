@@ -1,11 +1,12 @@
--- Completes, JSON layout (same KEYS, ARGV and reply as complete.lua).
+-- Completes, JSON layout (same KEYS, ARGV, reply and `prev` field as complete.lua).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found'} end
 local state = cjson.decode(raw)
 if state.owner ~= ARGV[1] then return {'forbidden'} end
 if state.status ~= 'running' then return {'completed'} end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                      'kind', 'complete', 'data', ARGV[8])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'kind', 'complete',
+                      'data', ARGV[8], 'prev', last[1] and last[1][1] or '')
 state.status = ARGV[6]
 state.completed_at = tonumber(ARGV[4])
 state.updated_at = tonumber(ARGV[4])
