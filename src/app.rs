@@ -417,6 +417,10 @@ async fn build_store(
             let redis = RedisStore::connect(RedisSettings {
                 urls: store.redis.urls.clone(),
                 cluster: store.redis.cluster,
+                sentinel_master: store.redis.sentinel_master.clone(),
+                sentinel_master_password: store.redis.sentinel_master_password.clone(),
+                ack_replicas: store.redis.ack_replicas,
+                ack_timeout: store.redis.ack_timeout(),
                 timeout: store.redis.timeout(),
                 connect_timeout: store.redis.connect_timeout(),
                 events_maxlen: store.events_maxlen,

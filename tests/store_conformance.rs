@@ -116,6 +116,10 @@ async fn redis_store(
     RedisStore::connect(RedisSettings {
         urls,
         cluster,
+        sentinel_master: None,
+        sentinel_master_password: None,
+        ack_replicas: 0,
+        ack_timeout: Duration::from_millis(500),
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         events_maxlen: limits.maxlen,

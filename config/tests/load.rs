@@ -106,12 +106,21 @@ fn reference_redis_examples() -> Vec<String> {
 #[test]
 fn reference_file_redis_examples_are_valid() {
     let examples = reference_redis_examples();
-    assert_eq!(examples.len(), 2, "standalone and cluster: {examples:#?}");
-    for (example, cluster, urls) in [(&examples[0], false, 1), (&examples[1], true, 3)] {
+    assert_eq!(
+        examples.len(),
+        3,
+        "standalone, sentinel, cluster: {examples:#?}"
+    );
+    for (example, cluster, sentinel, urls) in [
+        (&examples[0], false, false, 1),
+        (&examples[1], false, true, 3),
+        (&examples[2], true, false, 3),
+    ] {
         let src = REFERENCE_TOML.replace("\nkind = \"memory\"\n", "\nkind = \"redis\"\n") + example;
         let config = Config::from_toml_str(&src).unwrap_or_else(|e| panic!("{e:#?}\n{example}"));
         assert_eq!(config.store.kind, StoreKind::Redis);
         assert_eq!(config.store.redis.cluster, cluster);
+        assert_eq!(config.store.redis.sentinel_master.is_some(), sentinel);
         assert_eq!(config.store.redis.urls.len(), urls);
     }
 }
@@ -438,6 +447,51 @@ fn redis_standalone_with_two_urls_fails() {
     );
     let config = Config::from_toml_str(&src).expect("valid cluster config");
     assert!(config.store.redis.cluster);
+}
+
+#[test]
+fn bad_sentinel_and_ack_settings_are_named() {
+    let keys = |body: &str| -> Vec<String> {
+        let mut keys: Vec<String> = redis(body).iter().filter_map(|e| e.key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    let sentinels = "urls = [\"redis://a:26379\", \"redis://b:26379\"]\n";
+    let valid = format!(
+        "{AUTH}\n[store]\nkind = \"redis\"\n[store.redis]\n{sentinels}sentinel_master = \"m\"\n"
+    );
+    let config = Config::from_toml_str(&valid).expect("several Sentinel URLs");
+    assert_eq!(config.store.redis.sentinel_master.as_deref(), Some("m"));
+    assert_eq!(
+        keys(&format!("{sentinels}sentinel_master = \" \"\n")),
+        ["store.redis.sentinel_master"]
+    );
+    assert_eq!(
+        keys(&format!(
+            "{sentinels}sentinel_master = \"m\"\ncluster = true\n"
+        )),
+        ["store.redis.sentinel_master"]
+    );
+    assert_eq!(
+        keys("urls = [\"redis://a:6379\"]\nsentinel_master_password = \"p\"\n"),
+        ["store.redis.sentinel_master_password"]
+    );
+    assert_eq!(
+        keys("urls = [\"redis://a:6379\"]\nack_replicas = 1\nack_timeout_ms = 2000\n"),
+        ["store.redis.ack_timeout_ms"]
+    );
+    assert_eq!(
+        keys(&format!("{sentinels}cluster = true\nack_replicas = 1\n")),
+        ["store.redis.ack_replicas"]
+    );
+    let naive = format!(
+        "{AUTH}\n[features]\npipelining = false\n[store]\nkind = \"redis\"\nredis.ack_replicas = 1\n"
+    );
+    let errors = Config::from_toml_str(&naive).expect_err("ack needs pipelining");
+    assert!(
+        format!("{errors:?}").contains("store.redis.ack_replicas"),
+        "{errors:?}"
+    );
 }
 
 #[test]

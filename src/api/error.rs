@@ -197,6 +197,21 @@ impl From<StoreError> for ApiError {
                 e.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
                 e
             }
+            StoreError::NotReplicated { wanted, acked } => {
+                tracing::warn!(wanted, acked, "write not confirmed by enough replicas");
+                let mut e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "replicas_unconfirmed",
+                    format!(
+                        "the write was applied but only {acked} of the {wanted} replicas \
+                         required (store.redis.ack_replicas) confirmed it in time \
+                         (store.redis.ack_timeout_ms); a failover may lose it, and a retry \
+                         may apply it twice"
+                    ),
+                );
+                e.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+                e
+            }
             StoreError::Protocol(reason) => {
                 tracing::error!(%reason, "session store protocol error");
                 Self::new(

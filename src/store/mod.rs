@@ -183,6 +183,16 @@ pub enum StoreError {
     /// The backend did not answer in time or is unreachable; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write was applied on the Redis master, but only `acked` of the `wanted` replicas
+    /// (`store.redis.ack_replicas`) confirmed it in time: a failover may still lose it, and
+    /// a retry may apply it twice.
+    #[error("the write reached {acked} of the {wanted} replicas required")]
+    NotReplicated {
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that confirmed the write.
+        acked: u32,
+    },
     /// The backend answered something the store cannot interpret.
     #[error("store protocol error: {0}")]
     Protocol(String),

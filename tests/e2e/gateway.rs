@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::client::{Call, Client, SseStream};
+use crate::support::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use crate::support::redis_server::RedisServer;
 
 /// The API key most tests use.
@@ -46,6 +47,25 @@ pub fn redis_config(redis: &RedisServer) -> Config {
 
 /// A configuration for the Redis engine on `redis`, plus the TOML `extra` (more tables).
 pub fn redis_config_with(redis: &RedisServer, extra: &str) -> Config {
+    redis_store_config(
+        &format!("urls = [\"{}\"]", redis.url()),
+        &format!("timeout_ms = 2000\n{extra}"),
+    )
+}
+
+/// A configuration for the Redis engine behind `sentinel`'s Sentinels, plus the TOML
+/// `extra` (more `[store.redis]` keys, then more tables).
+pub fn sentinel_config_with(sentinel: &RedisSentinel, extra: &str) -> Config {
+    let urls: Vec<String> = sentinel.urls().iter().map(|u| format!("{u:?}")).collect();
+    let store = format!(
+        "urls = [{}]\nsentinel_master = \"{MASTER_NAME}\"",
+        urls.join(", ")
+    );
+    redis_store_config(&store, extra)
+}
+
+/// The test keys, `[store] kind = "redis"`, then `[store.redis]` with `store` and `extra`.
+fn redis_store_config(store: &str, extra: &str) -> Config {
     config_from(&format!(
         r#"
 [auth]
@@ -54,11 +74,9 @@ stream_token_secret = "{SECRET}"
 [store]
 kind = "redis"
 [store.redis]
-urls = ["{}"]
-timeout_ms = 2000
+{store}
 {extra}
-"#,
-        redis.url()
+"#
     ))
 }
 

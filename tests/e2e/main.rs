@@ -18,6 +18,7 @@ mod auth;
 mod bad_input;
 mod edge_listener;
 mod existence_cache;
+mod failover;
 mod fanout;
 mod hostile_tokens;
 mod lifecycle;

@@ -241,6 +241,10 @@ async fn redis_store(
     agentgate::store::redis::RedisStore::connect(agentgate::store::redis::RedisSettings {
         urls,
         cluster,
+        sentinel_master: None,
+        sentinel_master_password: None,
+        ack_replicas: 0,
+        ack_timeout: std::time::Duration::from_millis(500),
         timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(2),
         events_maxlen: 1000,

@@ -4,5 +4,6 @@
 
 pub mod browser;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod tls;

@@ -68,11 +68,30 @@ impl StoreConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Redis URLs, `redis://` or `rediss://` (TLS), e.g. `"redis://:password@host:6379/0"`.
-    /// Standalone (`cluster = false`) takes exactly one; cluster takes one or more seed nodes.
-    /// Default `["redis://127.0.0.1:6379"]`.
+    /// Standalone (`cluster = false`) takes exactly one; cluster takes one or more seed nodes;
+    /// with `sentinel_master` they are the Sentinels (one or more, each URL with the
+    /// Sentinel's own credentials). Default `["redis://127.0.0.1:6379"]`.
     pub urls: Vec<String>,
     /// Connect in Redis Cluster mode, treating `urls` as seed nodes. Default `false`.
     pub cluster: bool,
+    /// Redis Sentinel: the name of the master (`sentinel monitor <name> ...`) the Sentinels
+    /// at `urls` watch. The store writes to the master they name and follows it by itself
+    /// after a failover; meanwhile writes answer 503 with `Retry-After`. Not with
+    /// `cluster = true`. Default: none (no Sentinel).
+    pub sentinel_master: Option<String>,
+    /// With `sentinel_master`: the password (`requirepass`) of the master and its replicas.
+    /// Default: none.
+    pub sentinel_master_password: Option<String>,
+    /// Durable acknowledgement: a write (init, append, complete) is acknowledged only once
+    /// this many replicas confirm they hold it (Redis `WAIT`, sent in the same round trip as
+    /// the write). When fewer confirm within `ack_timeout_ms` the API answers 503
+    /// `replicas_unconfirmed` with `Retry-After`; the write may have been applied all the
+    /// same, so a retry may repeat it. Standalone or Sentinel only, with
+    /// `features.pipelining = true`. Default 0 (acknowledge once the master has the write).
+    pub ack_replicas: u32,
+    /// With `ack_replicas`: how long a write waits for the replicas, in milliseconds. Less
+    /// than `timeout_ms`. Default 500.
+    pub ack_timeout_ms: u64,
     /// Deadline for one store call, in milliseconds; a call that takes longer fails and the
     /// API answers 503 with `Retry-After`. At least 1. Default 2_000.
     pub timeout_ms: u64,
@@ -85,6 +104,10 @@ impl Default for RedisConfig {
         Self {
             urls: vec!["redis://127.0.0.1:6379".to_owned()],
             cluster: false,
+            sentinel_master: None,
+            sentinel_master_password: None,
+            ack_replicas: 0,
+            ack_timeout_ms: 500,
             timeout_ms: 2_000,
             connect_timeout_ms: 1_000,
         }
@@ -95,6 +118,11 @@ impl RedisConfig {
     /// [`timeout_ms`](Self::timeout_ms) as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`ack_timeout_ms`](Self::ack_timeout_ms) as a [`Duration`].
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
     }
 
     /// [`connect_timeout_ms`](Self::connect_timeout_ms) as a [`Duration`].

@@ -1,4 +1,5 @@
-//! `[store]` and `[store.redis]`: event-log bounds, lifetimes, quotas, Redis URLs.
+//! `[store]` and `[store.redis]`: event-log bounds, lifetimes, quotas, Redis URLs, Sentinel,
+//! durable acknowledgement.
 
 use super::{Problems, duplicates};
 use crate::schema::{Config, StoreKind};
@@ -40,7 +41,7 @@ impl Config {
                 "store.redis.urls",
                 "at least one URL is required when store.kind = \"redis\"",
             );
-        } else if !r.cluster && r.urls.len() != 1 {
+        } else if !r.cluster && r.sentinel_master.is_none() && r.urls.len() != 1 {
             p.push(
                 "store.redis.urls",
                 format!(
@@ -65,6 +66,45 @@ impl Config {
             p.push(
                 &format!("store.redis.urls[{i}]"),
                 format!("duplicates store.redis.urls[{first}]"),
+            );
+        }
+        match &r.sentinel_master {
+            Some(name) if name.trim().is_empty() => p.push(
+                "store.redis.sentinel_master",
+                "must name the master the Sentinels monitor",
+            ),
+            Some(_) if r.cluster => p.push(
+                "store.redis.sentinel_master",
+                "Sentinel and cluster = true exclude each other; set one",
+            ),
+            None if r.sentinel_master_password.is_some() => p.push(
+                "store.redis.sentinel_master_password",
+                "is used only with store.redis.sentinel_master (a standalone password goes in \
+                 its URL)",
+            ),
+            _ => {}
+        }
+        if r.ack_replicas > 0 {
+            if r.cluster {
+                p.push(
+                    "store.redis.ack_replicas",
+                    "is not supported with cluster = true (standalone or Sentinel only)",
+                );
+            }
+            if !self.features.pipelining {
+                p.push(
+                    "store.redis.ack_replicas",
+                    "needs features.pipelining = true (the write and its WAIT share one round \
+                     trip)",
+                );
+            }
+            p.require(
+                r.ack_timeout_ms >= 1 && r.ack_timeout_ms < r.timeout_ms,
+                "store.redis.ack_timeout_ms",
+                format!(
+                    "must be at least 1 and less than store.redis.timeout_ms ({})",
+                    r.timeout_ms
+                ),
             );
         }
         p.require(

@@ -1,7 +1,13 @@
 //! The store's command connection: one multiplexed connection (standalone, reconnecting by
-//! itself) or one Cluster handle, wrapped so that every round trip and every command sent
-//! through it is counted in [`StoreStats`] (the `agentgate_store_*` metrics the benchmark
-//! reads). The shared rate limiter uses the same connection, so its calls count too.
+//! itself), one Cluster handle, or the connection to the master the Sentinels name
+//! ([`super::sentinel`], following failovers), wrapped so that every round trip and every
+//! command sent through it is counted in [`StoreStats`] (the `agentgate_store_*` metrics
+//! the benchmark reads). The shared rate limiter uses the same connection, so its calls
+//! count too.
+//!
+//! Writes that wait for replicas (`store.redis.ack_replicas`) go through a second such
+//! connection ([`CountedConnection::acked`]): Redis runs nothing else of a connection while
+//! its `WAIT` blocks, and reads must not queue behind it.
 
 use std::time::Duration;
 
@@ -11,6 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::RedisSettings;
+use super::sentinel::SentinelMaster;
 use crate::store::{StoreError, StoreStats};
 
 /// A command connection (standalone or Cluster) that counts round trips and commands.
@@ -25,6 +32,15 @@ pub(super) struct CountedConnection {
 enum Backend {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The master the Sentinels name, on the given connection of it.
+    Sentinel(SentinelMaster, Lane),
+}
+
+/// Which of the master's connections a [`Backend::Sentinel`] uses.
+#[derive(Clone, Copy)]
+enum Lane {
+    Commands,
+    Acked,
 }
 
 impl CountedConnection {
@@ -47,6 +63,11 @@ impl CountedConnection {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             Backend::Cluster(conn)
+        } else if let Some(name) = &settings.sentinel_master {
+            Backend::Sentinel(
+                SentinelMaster::follow(settings, name).map_err(bad_url)?,
+                Lane::Commands,
+            )
         } else {
             let url = settings
                 .urls
@@ -58,6 +79,37 @@ impl CountedConnection {
             Backend::Standalone(conn)
         };
         Ok(Self { backend, stats })
+    }
+
+    /// A second connection to the same node, for writes followed by `WAIT` (which blocks
+    /// the connection it runs on); `None` on Cluster, where acknowledged writes are not
+    /// offered.
+    pub(super) fn acked(&self, settings: &RedisSettings) -> Result<Option<Self>, StoreError> {
+        let backend = match &self.backend {
+            Backend::Cluster(_) => return Ok(None),
+            Backend::Sentinel(master, _) => Backend::Sentinel(master.clone(), Lane::Acked),
+            Backend::Standalone(_) => {
+                let url = settings.urls.first().map_or("", String::as_str);
+                let client = redis::Client::open(url)
+                    .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+                let conn =
+                    ConnectionManager::new_lazy_with_config(client, manager_config(settings))
+                        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+                Backend::Standalone(conn)
+            }
+        };
+        Ok(Some(Self {
+            backend,
+            stats: self.stats.clone(),
+        }))
+    }
+
+    /// The followed Sentinel master, when the store uses Sentinel.
+    pub(super) fn sentinel(&self) -> Option<SentinelMaster> {
+        match &self.backend {
+            Backend::Sentinel(master, _) => Some(master.clone()),
+            _ => None,
+        }
     }
 
     /// The same connection, its traffic counted in a throwaway [`StoreStats`]: for work that
@@ -77,6 +129,17 @@ impl ConnectionLike for CountedConnection {
         match &mut self.backend {
             Backend::Standalone(c) => c.req_packed_command(cmd),
             Backend::Cluster(c) => c.req_packed_command(cmd),
+            Backend::Sentinel(master, lane) => {
+                let (master, lane) = (master.clone(), *lane);
+                Box::pin(async move {
+                    let mut conn = master_connection(&master, lane)?;
+                    let reply = conn.send_packed_command(cmd).await;
+                    if reply.is_err() {
+                        master.failed();
+                    }
+                    reply
+                })
+            }
         }
     }
 
@@ -93,6 +156,17 @@ impl ConnectionLike for CountedConnection {
         match &mut self.backend {
             Backend::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Backend::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Backend::Sentinel(master, lane) => {
+                let (master, lane) = (master.clone(), *lane);
+                Box::pin(async move {
+                    let mut conn = master_connection(&master, lane)?;
+                    let reply = conn.send_packed_commands(pipeline, offset, count).await;
+                    if reply.is_err() {
+                        master.failed();
+                    }
+                    reply
+                })
+            }
         }
     }
 
@@ -100,8 +174,22 @@ impl ConnectionLike for CountedConnection {
         match &self.backend {
             Backend::Standalone(c) => c.get_db(),
             Backend::Cluster(c) => c.get_db(),
+            Backend::Sentinel(..) => 0,
         }
     }
+}
+
+/// The connection of `lane` to the master the Sentinels last named; an error (the call
+/// fails as unavailable) until they have named one.
+fn master_connection(master: &SentinelMaster, lane: Lane) -> redis::RedisResult<ConnectionManager> {
+    let current = master.current().ok_or_else(|| {
+        master.failed();
+        redis::RedisError::from((redis::ErrorKind::Io, "no master named by the sentinels yet"))
+    })?;
+    Ok(match lane {
+        Lane::Commands => current.commands.clone(),
+        Lane::Acked => current.acked.clone(),
+    })
 }
 
 /// Counts `cmd` under its name (its first argument).

@@ -1,4 +1,5 @@
-//! The Redis engine: many gateway nodes share sessions through Redis (standalone or Cluster).
+//! The Redis engine: many gateway nodes share sessions through Redis (standalone, Cluster,
+//! or a master and its replicas watched by Sentinel, followed across failovers).
 //!
 //! Data model (every key of a session carries the `{<sid>}` hash tag, so a session lives in
 //! one Cluster slot and one call can touch all its keys):
@@ -30,6 +31,10 @@
 //! failed call leaves nothing half-written. On Cluster the owner's quota set is in another
 //! slot, so init and complete take a second round trip to it ([`super::quota`] says how).
 //!
+//! With `ack_replicas = N` (standalone or Sentinel), each of those write scripts is pipelined
+//! with `WAIT N ack_timeout_ms` in the same round trip, and a write fewer replicas confirmed
+//! fails as [`StoreError::NotReplicated`] (it may have been applied all the same).
+//!
 //! Two `[features]` switches turn this into the naive baseline the benchmark (`bench/ab.sh`)
 //! measures against, held to the same conformance suite:
 //!
@@ -56,6 +61,8 @@
 //!
 //! - `keys`: key and channel names, and the session a name belongs to;
 //! - `connection`: the command connection that counts round trips and commands;
+//! - `sentinel`: the master the Sentinels name, followed across failovers;
+//! - `ack`: sending a write, with `WAIT` for replicas when `ack_replicas` asks for it;
 //! - `scripts`: the Lua write scripts (`lua/*.lua`) and the scripted writes;
 //! - `sequential`, `json_state`: the naive baselines above;
 //! - `notifier`: the notification connection and the loop that wakes readers;
@@ -68,12 +75,14 @@ use std::time::Duration;
 
 use super::{EventId, Quotas, StoreError};
 
+mod ack;
 mod census;
 mod connection;
 mod json_state;
 mod keys;
 mod notifier;
 mod scripts;
+mod sentinel;
 mod sequential;
 mod store;
 
@@ -86,6 +95,14 @@ pub struct RedisSettings {
     pub urls: Vec<String>,
     /// Use the Cluster protocol.
     pub cluster: bool,
+    /// `urls` are Sentinels; the store follows the master of this name.
+    pub sentinel_master: Option<String>,
+    /// The password of the master and replicas found through the Sentinels.
+    pub sentinel_master_password: Option<String>,
+    /// Replicas that must confirm each write (`WAIT`) before it is acknowledged; 0: none.
+    pub ack_replicas: u32,
+    /// Longest a write waits for those replicas.
+    pub ack_timeout: Duration,
     /// Longest a store call may take before it fails as unavailable.
     pub timeout: Duration,
     /// Longest a connection attempt may take.

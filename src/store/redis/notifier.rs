@@ -3,7 +3,8 @@
 //! expired-key events, and wakes the local readers of a session ([`WatchRegistry`]) with the
 //! events a notice carries, so a reader that keeps up reads nothing. After a reconnect the
 //! subscription is restored and every reader re-reads, so notices lost while disconnected
-//! cost nothing.
+//! cost nothing. On Sentinel it subscribes on the master last named
+//! ([`super::sentinel`]) and moves with it: a failover is one more reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use redis::{PushInfo, PushKind, Value};
 
 use super::connection::manager_config;
 use super::keys::{EXPIRED_PATTERN, NOTIFY_PATTERN, session_of_channel, session_of_meta_key};
+use super::sentinel::{Master, SentinelMaster};
 use super::{RedisSettings, parse_id};
 use crate::store::watch::{Batch, WatchRegistry};
 use crate::store::{Event, PresenceFeed};
@@ -27,6 +29,7 @@ use crate::store::{Event, PresenceFeed};
 /// `connections` is kept at the number of connections the store holds.
 pub(super) async fn run_notifier(
     settings: RedisSettings,
+    mut sentinel: Option<SentinelMaster>,
     watches: Arc<WatchRegistry>,
     presence: PresenceFeed,
     connections: Gauge,
@@ -61,9 +64,21 @@ pub(super) async fn run_notifier(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut subscribed = false;
     let mut conn = None;
+    // On Sentinel: the master `conn` is (to be) opened to.
+    let mut master: Option<Arc<Master>> = None;
     loop {
-        if conn.is_none() {
-            match open_notifier(&settings, on_push.clone()).await {
+        if let Some(named) = sentinel.as_ref().map(SentinelMaster::current) {
+            let moved = match (&named, &master) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (a, b) => a.is_some() != b.is_some(),
+            };
+            if moved {
+                (conn, subscribed, master) = (None, false, named);
+            }
+        }
+        let wait_for_master = sentinel.is_some() && master.is_none();
+        if conn.is_none() && !wait_for_master {
+            match open_notifier(&settings, master.as_deref(), on_push.clone()).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => tracing::warn!(error = %e, "redis notification connection failed"),
             }
@@ -86,7 +101,18 @@ pub(super) async fn run_notifier(
         } else {
             connections.set(1);
         }
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = master_moved(&mut sentinel) => {}
+        }
+    }
+}
+
+/// Waits until the Sentinels name another master (forever without Sentinel).
+async fn master_moved(sentinel: &mut Option<SentinelMaster>) {
+    match sentinel {
+        Some(s) => s.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -147,9 +173,11 @@ impl NotifyConnection {
     }
 }
 
-/// Opens the notification connection (RESP3), handing every push message to `on_push`.
+/// Opens the notification connection (RESP3), handing every push message to `on_push`: to
+/// `master` on Sentinel, else to the configured URLs.
 async fn open_notifier(
     settings: &RedisSettings,
+    master: Option<&Master>,
     on_push: impl redis::aio::AsyncPushSender + Clone,
 ) -> redis::RedisResult<NotifyConnection> {
     let resp3 = |url: &String| {
@@ -166,8 +194,10 @@ async fn open_notifier(
             client.get_async_connection().await?,
         ))
     } else {
-        let url = settings.urls.first().map(resp3).unwrap_or_default();
-        let client = redis::Client::open(url)?;
+        let client = match master {
+            Some(master) => master.resp3_client()?,
+            None => redis::Client::open(settings.urls.first().map(resp3).unwrap_or_default())?,
+        };
         let config = manager_config(settings)
             .set_push_sender(on_push)
             .set_automatic_resubscription();

@@ -90,12 +90,13 @@ impl RedisStore {
             cmd.arg(script_arg).arg(keys.len()).arg(keys).arg(args);
             cmd
         };
-        let mut conn = self.conn.clone();
         let evalsha = invoke("EVALSHA", &script.hash);
-        let reply: Vec<String> = match self.timed(evalsha.query_async(&mut conn)).await? {
+        let reply: Vec<String> = match self.send_write(&evalsha).await? {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 let eval = invoke("EVAL", script.code);
-                self.call(eval.query_async(&mut conn)).await?
+                self.send_write(&eval)
+                    .await?
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
             }
             other => other.map_err(|e| StoreError::Unavailable(e.to_string()))?,
         };

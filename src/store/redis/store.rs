@@ -28,6 +28,8 @@ use crate::store::{
 /// The Redis [`SessionStore`].
 pub struct RedisStore {
     pub(super) conn: CountedConnection,
+    /// The connection of writes that wait for replicas, when `ack_replicas > 0`.
+    pub(super) acked: Option<CountedConnection>,
     pub(super) settings: RedisSettings,
     pub(super) scripts: Scripts,
     watches: Arc<WatchRegistry>,
@@ -60,9 +62,15 @@ impl RedisStore {
         let stats = StoreStats::default();
         let watches = Arc::new(WatchRegistry::default());
         let conn = CountedConnection::open(&settings, stats.clone()).await?;
+        let acked = if settings.ack_replicas > 0 {
+            conn.acked(&settings)?
+        } else {
+            None
+        };
         let presence = PresenceFeed::default();
         let notifier = tokio::spawn(run_notifier(
             settings.clone(),
+            conn.sentinel(),
             Arc::clone(&watches),
             presence.clone(),
             stats.connections.clone(),
@@ -71,6 +79,7 @@ impl RedisStore {
         let scripts = Scripts::new(settings.hash_state);
         let store = Arc::new(Self {
             conn,
+            acked,
             settings,
             scripts,
             watches,
