@@ -68,7 +68,6 @@
 //! assert_eq!(heartbeat.to_string(), "line 2, column 18: sse.heartbeat_secs: must be at least 1");
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
