@@ -250,21 +250,7 @@ measure_mode() {
     BENCH_PID[load]=$!
     load=${BENCH_PID[load]}
 
-    deadline=$((SECONDS + CONNECT_PHASE_TIMEOUT + 60))
-    until grep -q '^CONNECTED ' "$out" 2>/dev/null; do
-        if ! kill -0 "$load" 2>/dev/null || ((SECONDS >= deadline)); then
-            bench_log "ERROR: load program did not connect its clients; last lines of its log:"
-            tail -n 15 "$BENCH_TMP/load-$m.log" | sed 's/^/    /' >&2
-            RES[$m.status]="FAIL: load program did not connect"
-            bench_stop load
-            bench_down "gw-$m"
-            return 0
-        fi
-        sleep 0.2
-    done
-    line=$(grep '^CONNECTED ' "$out")
-    for kv in ${line#CONNECTED }; do RES[$m.c_${kv%%=*}]=${kv#*=}; done
-    bench_log "sse $m: $line"
+    bench_await_connected "$m" "$out" "$BENCH_TMP/load-$m.log" "gw-$m" || return 0
 
     # Idle: every stream open, nothing appended yet.
     sleep "$SETTLE"

@@ -358,6 +358,29 @@ bench_write_results() {
 
 # ---- agentgate ------------------------------------------------------------------------------
 
+# bench_await_connected MODE OUT LOG GATEWAY — waits (bounded by CONNECT_PHASE_TIMEOUT + 60 s)
+# for the sse_load program started as BENCH_PID[load] to print its `CONNECTED k=v...` line to
+# OUT, then stores each k=v as RES[MODE.c_k]. If the program exits or the time runs out: logs
+# the tail of LOG, sets RES[MODE.status], stops the program and GATEWAY, and returns 1.
+bench_await_connected() {
+    local mode=$1 out=$2 log=$3 gateway=$4 deadline line kv
+    deadline=$((SECONDS + CONNECT_PHASE_TIMEOUT + 60))
+    until grep -q '^CONNECTED ' "$out" 2>/dev/null; do
+        if ! kill -0 "${BENCH_PID[load]}" 2>/dev/null || ((SECONDS >= deadline)); then
+            bench_log "ERROR: load program did not connect its clients; last lines of its log:"
+            tail -n 15 "$log" | sed 's/^/    /' >&2
+            RES[$mode.status]="FAIL: load program did not connect"
+            bench_stop load
+            bench_down "$gateway"
+            return 1
+        fi
+        sleep 0.2
+    done
+    line=$(grep '^CONNECTED ' "$out")
+    for kv in ${line#CONNECTED }; do RES[$mode.c_${kv%%=*}]=${kv#*=}; done
+    bench_log "$mode: $line"
+}
+
 # bench_agentgate_up NAME PORT PATH CONFIG — validates CONFIG with `agentgate check-config`
 # (so a schema mismatch is reported as such, not as "port never opened"), then serves it.
 bench_agentgate_up() {

@@ -179,22 +179,7 @@ measure_build() {
     BENCH_PID[load]=$!
     load=${BENCH_PID[load]}
 
-    # Connect phase (bounded by the load program's own phase timeout).
-    deadline=$((SECONDS + CONNECT_PHASE_TIMEOUT + 60))
-    until grep -q '^CONNECTED ' "$out" 2>/dev/null; do
-        if ! kill -0 "$load" 2>/dev/null || ((SECONDS >= deadline)); then
-            bench_log "ERROR: load program did not connect its clients; last lines of its log:"
-            tail -n 15 "$BENCH_TMP/load-$f.log" | sed 's/^/    /' >&2
-            RES[$f.status]="FAIL: load program did not connect"
-            bench_stop load
-            bench_down "gw-$f"
-            return 0
-        fi
-        sleep 0.2
-    done
-    line=$(grep '^CONNECTED ' "$out")
-    for kv in ${line#CONNECTED }; do RES[$f.c_${kv%%=*}]=${kv#*=}; done
-    bench_log "fanout $f: $line"
+    bench_await_connected "$f" "$out" "$BENCH_TMP/load-$f.log" "gw-$f" || return 0
 
     # Idle: every client connected, nothing appended yet.
     sleep "$SETTLE"
