@@ -1,10 +1,14 @@
-//! Each agent call costs ONE Redis round trip: init, a batch append, complete. And the naive
+//! Each agent call costs ONE Redis round trip: init, a batch append, complete — with the
+//! durable acknowledgement too (`WAIT` pipelined with the write). And the naive
 //! baseline (`features.pipelining = false`, with either state layout) costs one round trip
 //! per command, each counted as such.
 
 use serde_json::json;
 
-use crate::gateway::{Gateway, blocking, deltas, metric, redis_config, redis_config_with};
+use crate::gateway::{
+    Gateway, blocking, deltas, metric, redis_config, redis_config_with, sentinel_config_with,
+};
+use crate::support::redis_sentinel::RedisSentinel;
 use crate::support::redis_server::RedisServer;
 
 /// The store counters as `/metrics` reports them.
@@ -133,6 +137,37 @@ async fn init_append_and_complete_take_one_round_trip_each() {
         let redis_says = blocking(|| redis.command_calls(command)) as f64;
         assert_eq!(ours, redis_says, "{series} vs Redis commandstats\n{text}");
     }
+}
+
+/// With `ack_replicas`, each write and its `WAIT` travel in one pipeline: init, append and
+/// complete still cost one round trip each, of two commands (the script and `WAIT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_take_one_round_trip_each() {
+    let setup = blocking(RedisSentinel::start);
+    let config = sentinel_config_with(&setup, "ack_replicas = 1\nack_timeout_ms = 500");
+    let gateway = Gateway::start(&config).await;
+    // Warm up the script cache (a fresh Redis answers the first EVALSHA of each NOSCRIPT).
+    let warm = gateway.init().await;
+    gateway.append(&warm, &deltas(0, 1)).await;
+    gateway.complete(&warm, &json!(null)).await;
+
+    let mut before = gateway.stats.snapshot();
+    let mut step = |what: &str| {
+        let now = gateway.stats.snapshot();
+        assert_eq!(now.0 - before.0, 1, "{what}: round trips");
+        assert_eq!(
+            now.1 - before.1,
+            2,
+            "{what}: commands (the script and WAIT)"
+        );
+        before = now;
+    };
+    let session = gateway.init().await;
+    step("init");
+    gateway.append(&session, &deltas(0, 10)).await;
+    step("append of 10 events");
+    gateway.complete(&session, &json!({"ok": true})).await;
+    step("complete");
 }
 
 /// A stream resumed behind the log's cap learns of its gap from its one replay read: no
