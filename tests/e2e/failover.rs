@@ -44,7 +44,7 @@ fn assert_retry_later(reply: &Reply, codes: &[&str]) {
 }
 
 /// A session, once the store has learnt the master from the Sentinels (it connects lazily).
-async fn first_session(gateway: &Gateway) -> Session {
+pub(crate) async fn first_session(gateway: &Gateway) -> Session {
     within("the store to find the master", async {
         loop {
             let c = &gateway.client;

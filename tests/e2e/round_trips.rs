@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use crate::failover::first_session;
 use crate::gateway::{
     Gateway, blocking, deltas, metric, redis_config, redis_config_with, sentinel_config_with,
 };
@@ -144,10 +145,16 @@ async fn init_append_and_complete_take_one_round_trip_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_take_one_round_trip_each() {
     let setup = blocking(RedisSentinel::start);
-    let config = sentinel_config_with(&setup, "ack_replicas = 1\nack_timeout_ms = 500");
+    // Generous timeouts: a slow replica on a loaded machine must not fail the count.
+    let config = sentinel_config_with(
+        &setup,
+        "timeout_ms = 10000\nack_replicas = 1\nack_timeout_ms = 5000",
+    );
+    blocking(|| setup.wait_for_replica());
     let gateway = Gateway::start(&config).await;
-    // Warm up the script cache (a fresh Redis answers the first EVALSHA of each NOSCRIPT).
-    let warm = gateway.init().await;
+    // Once the store has found the master (it asks the Sentinels lazily), warm up the
+    // script cache (a fresh Redis answers the first EVALSHA of each NOSCRIPT).
+    let warm = first_session(&gateway).await;
     gateway.append(&warm, &deltas(0, 1)).await;
     gateway.complete(&warm, &json!(null)).await;
 
