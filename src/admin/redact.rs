@@ -1,7 +1,8 @@
 //! `GET /admin/config`'s view of the configuration: secrets replaced, and every URL shown
 //! without its credentials.
 //!
-//! Secrets are named keys (API keys, the token secret, admin tokens). URLs are found by
+//! Secrets are named keys (API keys, the token secret, admin tokens, the Sentinel master
+//! password). URLs are found by
 //! shape rather than by key, so a URL-valued setting added later is covered without
 //! touching this file: every string holding `scheme://` or starting with `/` goes through
 //! [`redact_url`], which keeps scheme, host, port and path and replaces userinfo
@@ -14,7 +15,8 @@ use serde_json::{Value, json};
 /// Shown instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// The configuration as JSON with API keys, the token secret and admin tokens replaced and
+/// The configuration as JSON with API keys, the token secret, admin tokens and the Sentinel
+/// master password replaced and
 /// every URL's userinfo, query and fragment redacted ([`redact_url`]).
 pub fn redacted(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
@@ -30,8 +32,13 @@ pub fn redacted(config: &Config) -> Value {
             }
         }
     }
-    if let Some(secret) = value.pointer_mut("/auth/stream_token_secret") {
-        *secret = json!(REDACTED);
+    for secret in [
+        "/auth/stream_token_secret",
+        "/store/redis/sentinel_master_password",
+    ] {
+        if let Some(secret) = value.pointer_mut(secret).filter(|v| !v.is_null()) {
+            *secret = json!(REDACTED);
+        }
     }
     value
 }
@@ -129,6 +136,7 @@ mod tests {
             "redis://app:hunter2@10.0.0.1:6379/0".to_owned(),
             "redis://10.0.0.2:6379".to_owned(),
         ];
+        config.store.redis.sentinel_master_password = Some("master-pw-0123456789".to_owned());
         config.telemetry = Some(agentgate_config::TelemetryConfig {
             otlp_endpoint: "http://otel:s3cret@127.0.0.1:4318/v1/traces?key=qs3cret".to_owned(),
             ..Default::default()
@@ -142,6 +150,7 @@ mod tests {
             "admin-token-0123456789",
             "hunter2",
             "s3cret",
+            "master-pw-0123456789",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
@@ -158,5 +167,15 @@ mod tests {
         );
         assert_eq!(value["auth"]["api_keys"], json!([REDACTED]));
         assert_eq!(value["server"]["admin_tokens"], json!([REDACTED]));
+        assert_eq!(
+            value["store"]["redis"]["sentinel_master_password"],
+            json!(REDACTED)
+        );
+        // Unset stays unset (null), not a made-up secret.
+        let plain = redacted(&Config::default());
+        assert_eq!(
+            plain["store"]["redis"]["sentinel_master_password"],
+            Value::Null
+        );
     }
 }
