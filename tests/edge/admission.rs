@@ -15,7 +15,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::edge::{Edge, eventually, group};
-use crate::origin::{Origin, channel_body, event_stream, sse_event};
+use crate::origin::{Origin, two_part_stream};
 
 /// The body of the rejection [`Permit`] answers with.
 const OVERLOADED: &str = r#"{"error":{"code":"overloaded","message":"no permit"}}"#;
@@ -103,20 +103,7 @@ fn gateway(origin: &Origin, permits: &Arc<Semaphore>) -> Edge {
 #[tokio::test]
 async fn the_admission_permit_is_held_until_the_response_is_sent() {
     let second_part = Arc::new(Notify::new());
-    let gate = Arc::clone(&second_part);
-    let origin = Origin::with_handler(move |_req| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            let (tx, body, _dropped) = channel_body();
-            tokio::spawn(async move {
-                let _ = tx.send(sse_event("part", "1")).await;
-                gate.notified().await;
-                let _ = tx.send(sse_event("part", "2")).await;
-            });
-            event_stream(body)
-        })
-    })
-    .await;
+    let origin = Origin::with_handler(two_part_stream("part", Arc::clone(&second_part))).await;
     let permits = Arc::new(Semaphore::new(1));
     let edge = gateway(&origin, &permits);
 

@@ -240,6 +240,27 @@ pub fn sse_event(event: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// A handler answering every request with an SSE stream of `event` `1`, then `event` `2`
+/// only once `gate` is notified: a proxy that buffers never delivers `1` by itself, so a
+/// test waiting for it before notifying deadlocks into its timeout.
+pub fn two_part_stream(
+    event: &'static str,
+    gate: Arc<tokio::sync::Notify>,
+) -> impl Fn(Request<Incoming>) -> Reply + Send + Sync + 'static {
+    move |_req| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            let (tx, body, _dropped) = channel_body();
+            tokio::spawn(async move {
+                let _ = tx.send(sse_event(event, "1")).await;
+                gate.notified().await;
+                let _ = tx.send(sse_event(event, "2")).await;
+            });
+            event_stream(body)
+        })
+    }
+}
+
 /// Fires when the body it belongs to is dropped.
 pub struct Dropped(oneshot::Receiver<()>);
 

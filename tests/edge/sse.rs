@@ -11,26 +11,13 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::edge::{Edge, KEY};
-use crate::origin::{Origin, channel_body, event_stream, sse_event};
+use crate::origin::{Origin, channel_body, event_stream, two_part_stream};
 
 #[tokio::test]
 async fn sse_through_an_upstream_route_is_unbuffered() {
     // The origin sends event 1, then waits for the test to have read it before event 2.
     let received_first = Arc::new(Notify::new());
-    let gate = Arc::clone(&received_first);
-    let origin = Origin::with_handler(move |_req| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            let (tx, body, _dropped) = channel_body();
-            tokio::spawn(async move {
-                let _ = tx.send(sse_event("tick", "1")).await;
-                gate.notified().await;
-                let _ = tx.send(sse_event("tick", "2")).await;
-            });
-            event_stream(body)
-        })
-    })
-    .await;
+    let origin = Origin::with_handler(two_part_stream("tick", Arc::clone(&received_first))).await;
     let edge = Edge::proxying_to(origin.addr).await;
 
     let mut stream = edge

@@ -24,7 +24,7 @@ use tokio_rustls::rustls::{ServerConfig, version};
 
 use crate::client::within;
 use crate::edge::{Edge, eventually, peers};
-use crate::origin::{Origin, channel_body, event_stream, sse_event, text};
+use crate::origin::{Origin, text, two_part_stream};
 
 /// The name the gateway expects its TLS peers to prove.
 const NAME: &str = "origin.test";
@@ -351,19 +351,10 @@ async fn an_sse_route_streams_from_a_tls_origin() {
     let ca = Authority::new("trusted");
     // Event 2 is sent only once the test has read event 1: a buffering proxy deadlocks.
     let read_first = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::clone(&read_first);
-    let origin = TlsOrigin::with_handler(ca.certified(NAME), move |_req| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            let (tx, body, _dropped) = channel_body();
-            tokio::spawn(async move {
-                let _ = tx.send(sse_event("tick", "1")).await;
-                gate.notified().await;
-                let _ = tx.send(sse_event("tick", "2")).await;
-            });
-            event_stream(body)
-        })
-    })
+    let origin = TlsOrigin::with_handler(
+        ca.certified(NAME),
+        two_part_stream("tick", Arc::clone(&read_first)),
+    )
     .await;
     let edge = Edge::from_toml(&format!(
         r#"
