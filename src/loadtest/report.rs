@@ -85,6 +85,8 @@ pub struct EventCounts {
 /// What the stream readers went through (`session.resume`, `session.stalled_viewers`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ViewerCounts {
+    /// Stream readers: `session.viewers` per session started.
+    pub streams: u64,
     /// Streams re-established after one was lost.
     pub reconnects: u64,
     /// Reconnect attempts that failed and were tried again.
@@ -225,6 +227,7 @@ impl Report {
                 told_missing: c.told_missing,
             },
             viewers: ViewerCounts {
+                streams: outcome.started * scenario.session.viewers,
                 reconnects: c.reconnects,
                 reconnect_failures: c.reconnect_failures,
                 longest_wait_ms: round3(c.longest_wait.as_secs_f64() * 1000.0),

@@ -427,7 +427,11 @@ impl Viewer {
     /// Follows the stream to its `complete` event — reconnecting after a loss with `resume`
     /// — measuring delivery and checking that every acknowledged event arrived exactly once,
     /// in order.
-    async fn follow(self, connected: Option<(SseReader, Duration)>, mut done: DoneRx) -> SessionLog {
+    async fn follow(
+        self,
+        connected: Option<(SseReader, Duration)>,
+        mut done: DoneRx,
+    ) -> SessionLog {
         let mut log = SessionLog::new(self.epoch);
         let mut order = Order::default();
         let mut agent: Option<Arc<AgentDone>> = None;

@@ -23,6 +23,7 @@ mod fanout;
 mod hostile_tokens;
 mod lifecycle;
 mod multiplex;
+mod node_kill;
 mod process;
 mod quotas;
 mod readme;
