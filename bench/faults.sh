@@ -22,8 +22,17 @@
 #   redis_restart_always    the same with appendfsync always
 #   stalled_readers         1,000 sessions x 2 viewers, one of each pair stops reading for
 #                           STALL_SECS; beside a baseline run with the readers alone
+#   failover_ack0           Redis Sentinel (master, replica, 3 sentinels); the master gets
+#                           SIGKILL mid-run and the replica is promoted
+#   failover_ack1           the same with ack_replicas = 1 (WAIT for a replica per write)
+#   retention               a log capped at 20 events; stalled viewers fall behind the trimming
+#                           and are told (`gap`), not left unaware
+#   stalled_readers         (above)
 #   upgrade                 `serve --upgrade` + SIGQUIT while viewers follow sessions and wrk
 #                           loads an upstream route through the same gateway
+#   overload                an upstream route's priority queue at 3x its room, two classes
+#   upstream                a peer killed mid-response, a silent peer, a peer failing health
+#                           checks under load
 #
 # Bounded: each loadtest by its scenario's max_duration_secs and LOADTEST_TIMEOUT; every
 # process it started is stopped by PID on exit (lib.sh).
@@ -33,7 +42,7 @@ BENCH_NAME=faults
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=${SCENARIOS:-"node_kill redis_restart_everysec redis_restart_always stalled_readers upgrade"}
+SCENARIOS=${SCENARIOS:-"node_kill redis_restart_everysec redis_restart_always failover_ack0 failover_ack1 retention stalled_readers upgrade overload upstream"}
 STALL_SECS=${STALL_SECS:-60}        # how long stalled viewers stop reading
 STALLED=${STALLED:-1000}            # sessions in stalled_readers (each: 1 reader + 1 stalled)
 LOADTEST_TIMEOUT=${LOADTEST_TIMEOUT:-400}
@@ -42,8 +51,8 @@ for n in "$STALL_SECS" "$STALLED" "$LOADTEST_TIMEOUT"; do
     [[ $n =~ ^[0-9]+$ ]] || bench_die "expected a whole number, got '$n'"
 done
 
-bench_require redis-server:redis-server redis-cli:redis-tools nginx:nginx jq:jq curl:curl \
-    wrk:wrk timeout:coreutils
+bench_require redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel \
+    nginx:nginx jq:jq curl:curl wrk:wrk timeout:coreutils
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 bench_init
 bench_build --bin agentgate --example bench_origin
@@ -72,12 +81,16 @@ redis_up() {
     done
 }
 
-# gateway_conf NAME PORT REDIS_PORT [EXTRA_TOML] — a gateway config on PORT; prints its path.
+# gateway_conf NAME PORT REDIS_PORT [EXTRA_TOML [ADMIN_PORT]] — a gateway config on PORT
+# (admin listener on ADMIN_PORT if given); prints its path.
 gateway_conf() {
-    local file=$BENCH_TMP/$1.toml
+    local file=$BENCH_TMP/$1.toml admin="" store="urls = [\"redis://127.0.0.1:$3\"]"
+    [[ -n ${5:-} ]] && admin="admin_listen = \"127.0.0.1:$5\""
+    [[ -n ${REDIS_STORE_TOML:-} ]] && store=$REDIS_STORE_TOML
     cat >"$file" <<CONF
 [server]
 listen = ["127.0.0.1:$2"]
+$admin
 threads = 1
 shutdown_grace_secs = 5
 
@@ -87,9 +100,10 @@ stream_token_secret = "faults-secret-faults-secret-faults-secret"
 
 [store]
 kind = "redis"
+${STORE_EXTRA:-}
 
 [store.redis]
-urls = ["redis://127.0.0.1:$3"]
+$store
 timeout_ms = 1000
 
 [store.quotas]
@@ -367,6 +381,228 @@ kind = \"agent\"
     bench_stop redis-up
 }
 
+# wrk_stats FILE — "requests<TAB>non-2xx<TAB>socket errors<TAB>p99 ms" of a wrk --latency run.
+wrk_stats() {
+    awk '
+        function ms(v,   n) {
+            n = v + 0
+            if (v ~ /us$/) return n / 1000
+            if (v ~ /ms$/) return n
+            if (v ~ /m$/)  return n * 60000
+            if (v ~ /s$/)  return n * 1000
+            return n
+        }
+        $1 == "99%" { p99 = ms($2) }
+        / requests in / { requests = $1 }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { gsub(/,/, ""); sock = $4 + $6 + $8 + $10 }
+        END { printf "%d\t%d\t%d\t%.1f\n", requests, non2xx, sock, p99 }' "$1"
+}
+
+ROWS2=$BENCH_TMP/rows2.tsv
+: >"$ROWS2"
+# row2 SCENARIO WHAT OUTCOME — a row of the second table (overload, upstream faults).
+row2() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$ROWS2"; }
+
+# upstream_conf NAME PORT REDIS_PORT ADMIN_PORT UPSTREAM_TOML ROUTE_TOML — a gateway with one
+# upstream route `/origin/` besides the agent API.
+upstream_conf() {
+    gateway_conf "$1" "$2" "$3" "
+[upstreams.origin]
+$5
+
+[[routes]]
+name = \"origin\"
+kind = \"upstream\"
+path_prefix = \"/origin/\"
+upstream = \"origin\"
+$6
+
+[[routes]]
+name = \"agent\"
+kind = \"agent\"
+" "$4"
+}
+
+overload() {
+    local redis gw origin conf peak=0 rss hi lo probe
+    redis=$(bench_pick_port) gw=$(bench_pick_port) origin=$(bench_pick_port)
+    redis_up redis-ov "$redis"
+    # A fixed 10 ms service time: 8 slots serve 800 requests/s.
+    bench_up origin-ov "$origin" /healthz "" -- "$ORIGIN_BIN" --addr "127.0.0.1:$origin" \
+        --threads 1 --delay-ms 10 || bench_die "bench_origin did not start"
+    conf=$(upstream_conf gw-ov "$gw" "$redis" "" "peers = [\"127.0.0.1:$origin\"]" "
+[routes.priority_queue]
+max_in_flight = 8
+max_queue = 8
+max_wait_ms = 1000
+trusted_proxies = [\"127.0.0.1\"]")
+    bench_agentgate_up gw-ov "$gw" /healthz "$conf" || bench_die "gateway did not start"
+    # 3x the route's room (8 running + 8 queued = 16): 8 high-priority connections (20%)
+    # and 40 low-priority ones (80%), closed loop, 20 s.
+    timeout 40 wrk -t 1 -c 8 -d 20s --latency -H "x-priority: 9" \
+        "http://127.0.0.1:$gw/origin/high" >"$BENCH_TMP/ov-high.wrk" 2>&1 &
+    hi=$!
+    timeout 40 wrk -t 1 -c 40 -d 20s --latency -H "x-priority: 1" \
+        "http://127.0.0.1:$gw/origin/low" >"$BENCH_TMP/ov-low.wrk" 2>&1 &
+    lo=$!
+    sleep 5
+    probe=$(curl -s -o /dev/null -D - -H "x-priority: 0" "http://127.0.0.1:$gw/origin/probe" |
+        tr -d '\r' | awk 'NR == 1 { s = $2 } tolower($1) == "retry-after:" { r = $2 } END { print s " Retry-After " (r == "" ? "none" : r) }')
+    while kill -0 "$hi" 2>/dev/null || kill -0 "$lo" 2>/dev/null; do
+        rss=$(rss_kib "${BENCH_PID[gw-ov]}"); ((rss > peak)) && peak=$rss
+        sleep 0.5
+    done
+    wait "$hi" || true
+    wait "$lo" || true
+    local h l
+    IFS=$'\t' read -r -a h < <(wrk_stats "$BENCH_TMP/ov-high.wrk")
+    IFS=$'\t' read -r -a l < <(wrk_stats "$BENCH_TMP/ov-low.wrk")
+    row2 overload "priority queue 8 running + 8 queued, max_wait 1000 ms; origin 10 ms (800 req/s); 8 high + 40 low connections (3x)" \
+        "high: ${h[0]} requests, ${h[1]} non-2xx, ${h[2]} socket errors, p99 ${h[3]} ms; low: ${l[0]} requests, ${l[1]} shed (non-2xx), ${l[2]} socket errors; a priority-0 probe got ${probe}; gateway peak RSS $((peak / 1024)) MiB"
+    bench_stop gw-ov
+    bench_stop origin-ov
+    bench_stop redis-ov
+}
+
+# failover ACK_REPLICAS — Redis Sentinel (master, replica, 3 sentinels); the master gets
+# SIGKILL mid-run; the sentinels promote the replica.
+failover() {
+    local ack=$1 name=failover_ack$1 master replica gw i s conf sentinels=() urls="" t0 scen
+    master=$(bench_pick_port) replica=$(bench_pick_port) gw=$(bench_pick_port)
+    redis_up "fo-master$ack" "$master" --appendonly yes --appendfsync everysec
+    redis_up "fo-replica$ack" "$replica" --replicaof 127.0.0.1 "$master"
+    for i in 1 2 3; do
+        s=$(bench_pick_port)
+        mkdir -p "$BENCH_TMP/fo-sentinel$ack-$i"
+        conf=$BENCH_TMP/fo-sentinel$ack-$i/sentinel.conf
+        printf '%s\n' "port $s" "bind 127.0.0.1" "dir $BENCH_TMP/fo-sentinel$ack-$i" \
+            "sentinel monitor faults 127.0.0.1 $master 2" \
+            "sentinel down-after-milliseconds faults 1000" \
+            "sentinel failover-timeout faults 5000" >"$conf"
+        redis-sentinel "$conf" >"$BENCH_TMP/fo-sentinel$ack-$i.log" 2>&1 &
+        BENCH_PID[fo-sentinel$ack-$i]=$!
+        sentinels+=("$s")
+        urls+="${urls:+, }\"redis://127.0.0.1:$s\""
+    done
+    t0=$SECONDS
+    until [[ $(redis-cli -p "${sentinels[0]}" SENTINEL MASTER faults 2>/dev/null | awk 'p { print; exit } $0 == "num-other-sentinels" { p = 1 }') == 2 &&
+        $(redis-cli -p "${sentinels[0]}" SENTINEL MASTER faults 2>/dev/null | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }') == 1 ]]; do
+        ((SECONDS - t0 < 30)) || bench_die "$name: the sentinels did not find each other and the replica"
+        sleep 0.2
+    done
+    REDIS_STORE_TOML="urls = [$urls]
+sentinel_master = \"faults\"
+ack_replicas = $ack
+ack_timeout_ms = 500" gateway_up "gw-fo$ack" "$gw" "$master"
+    scen=$(scenario_file "$name" 100 1 150 100)
+    load_start "$name" "$scen" "http://127.0.0.1:$gw"
+    sleep 6
+    bench_log "$name: SIGKILL the master (pid ${BENCH_PID[fo-master$ack]})"
+    kill -KILL "${BENCH_PID[fo-master$ack]}"
+    wait "${BENCH_PID[fo-master$ack]}" 2>/dev/null || true
+    unset "BENCH_PID[fo-master$ack]"
+    load_wait "$name" || return 0
+    row "$name" "$BENCH_TMP/$name.json" "Sentinel: master SIGKILLed at 6 s, replica promoted; ack_replicas = $ack"
+    bench_stop "gw-fo$ack"
+    for i in 1 2 3; do bench_stop "fo-sentinel$ack-$i"; done
+    bench_stop "fo-replica$ack"
+}
+
+retention() {
+    local redis gw scen
+    redis=$(bench_pick_port) gw=$(bench_pick_port)
+    redis_up redis-ret "$redis"
+    STORE_EXTRA="events_maxlen = 20" gateway_up gw-ret "$gw" "$redis"
+    # 50 sessions x 2 viewers; one of each pair stalls 3 s while 60 events go by, in a log
+    # that keeps 20: it is told of the gap when it reads again.
+    scen=$(scenario_file retention 50 2 100 50 1 3000)
+    load_start retention "$scen" "http://127.0.0.1:$gw"
+    load_wait retention || return 0
+    local told gaps
+    told=$(jq '.events.told_missing' "$BENCH_TMP/retention.json")
+    gaps=$(jq '.events.gaps' "$BENCH_TMP/retention.json")
+    row retention "$BENCH_TMP/retention.json" "events_maxlen = 20; stalled viewers told of $told trimmed events in $gaps gap events (not lost)"
+    bench_stop gw-ret
+    bench_stop redis-ret
+}
+
+# upstream_faults — three faults of upstream peers, each through the gateway's upstream route.
+upstream_faults() {
+    local redis gw admin o1 o2 conf t0 code took
+    redis=$(bench_pick_port) gw=$(bench_pick_port) admin=$(bench_pick_port)
+    o1=$(bench_pick_port) o2=$(bench_pick_port)
+    redis_up redis-uf "$redis"
+
+    # 1. A peer killed mid-response: a stream that never ends, its origin SIGKILLed.
+    bench_up origin-stream "$o1" /healthz "" -- "$ORIGIN_BIN" --addr "127.0.0.1:$o1" \
+        --threads 1 --delay-ms 60000 || bench_die "bench_origin did not start"
+    conf=$(upstream_conf gw-uf1 "$gw" "$redis" "" "peers = [\"127.0.0.1:$o1\"]
+read_timeout_ms = 0")
+    bench_agentgate_up gw-uf1 "$gw" /healthz "$conf" || bench_die "gateway did not start"
+    t0=$(date +%s%N)
+    curl -s -o /dev/null -m 30 -w '%{http_code}' "http://127.0.0.1:$gw/origin/slow" >"$BENCH_TMP/uf1.code" 2>/dev/null &
+    local curl_pid=$!
+    sleep 1
+    kill -KILL "${BENCH_PID[origin-stream]}"
+    unset "BENCH_PID[origin-stream]"
+    code=0
+    wait "$curl_pid" || code=$?
+    took=$((($(date +%s%N) - t0) / 1000000 - 1000))
+    row2 upstream_killed_mid_response "a request waiting on a peer (no read timeout); the peer gets SIGKILL" \
+        "the client got HTTP $(cat "$BENCH_TMP/uf1.code") (curl exit $code) ${took} ms after the kill: no hang"
+    bench_stop gw-uf1
+
+    # 2. A peer that accepts and never answers, beside a good one.
+    bench_up origin-silent "$o1" /healthz "" -- "$ORIGIN_BIN" --addr "127.0.0.1:$o1" \
+        --threads 1 --delay-ms 3600000 || bench_die "bench_origin did not start"
+    bench_up origin-good "$o2" /healthz "" -- "$ORIGIN_BIN" --addr "127.0.0.1:$o2" \
+        --threads 1 || bench_die "bench_origin did not start"
+    conf=$(upstream_conf gw-uf2 "$gw" "$redis" "" "peers = [\"127.0.0.1:$o1\", \"127.0.0.1:$o2\"]
+read_timeout_ms = 500")
+    bench_agentgate_up gw-uf2 "$gw" /healthz "$conf" || bench_die "gateway did not start"
+    local ok=0 timeouts=0 other=0 c
+    for ((i = 0; i < 20; i++)); do
+        c=$(curl -s -o /dev/null -m 10 -w '%{http_code}' "http://127.0.0.1:$gw/origin/x" || true)
+        case $c in 200) ok=$((ok + 1)) ;; 504) timeouts=$((timeouts + 1)) ;; *) other=$((other + 1)) ;; esac
+    done
+    row2 upstream_silent_peer "20 GETs over a silent peer and a good one (round robin), read_timeout_ms = 500" \
+        "$ok answered 200, $timeouts answered 504 after the read timeout, $other other; none hung"
+    bench_stop gw-uf2
+    bench_stop origin-silent
+
+    # 3. A peer failing health checks under load.
+    bench_up origin-doomed "$o1" /healthz "" -- "$ORIGIN_BIN" --addr "127.0.0.1:$o1" \
+        --threads 1 || bench_die "bench_origin did not start"
+    conf=$(upstream_conf gw-uf3 "$gw" "$redis" "$admin" "peers = [\"127.0.0.1:$o1\", \"127.0.0.1:$o2\"]
+[upstreams.origin.health_check]
+path = \"/healthz\"
+interval_ms = 200
+timeout_ms = 200
+unhealthy_threshold = 2
+healthy_threshold = 1")
+    bench_agentgate_up gw-uf3 "$gw" /healthz "$conf" || bench_die "gateway did not start"
+    timeout 30 wrk -t 1 -c 16 -d 8s --latency "http://127.0.0.1:$gw/origin/x" >"$BENCH_TMP/uf3.wrk" 2>&1 &
+    local w=$! healthy ejected=""
+    sleep 3
+    kill -KILL "${BENCH_PID[origin-doomed]}"
+    unset "BENCH_PID[origin-doomed]"
+    t0=$(date +%s%N)
+    for ((i = 0; i < 100; i++)); do
+        healthy=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^agentgate_upstream_healthy_peers\{/ { print $2 }')
+        if [[ $healthy == 1 ]]; then ejected=$((($(date +%s%N) - t0) / 1000000)); break; fi
+        sleep 0.05
+    done
+    wait "$w" || true
+    local u
+    IFS=$'\t' read -r -a u < <(wrk_stats "$BENCH_TMP/uf3.wrk")
+    row2 upstream_health_ejection "wrk, 16 connections, 2 peers; one SIGKILLed at 3 s; checks every 200 ms, unhealthy after 2" \
+        "ejected after ${ejected:-more than 5000} ms (bound: 2 x 200 ms + a check's timeout); ${u[0]} requests, ${u[1]} non-2xx, ${u[2]} socket errors"
+    bench_stop gw-uf3
+    bench_stop origin-good
+    bench_stop redis-uf
+}
+
 declare -A RES=()
 for s in $SCENARIOS; do
     case $s in
@@ -375,6 +611,11 @@ for s in $SCENARIOS; do
     redis_restart_always) redis_restart always ;;
     stalled_readers) stalled_readers ;;
     upgrade) upgrade ;;
+    overload) overload ;;
+    failover_ack0) failover 0 ;;
+    failover_ack1) failover 1 ;;
+    retention) retention ;;
+    upstream) upstream_faults ;;
     *) bench_die "unknown scenario '$s'" ;;
     esac
 done
@@ -388,5 +629,14 @@ done
         printf '| %s ' "${f[@]}"
         echo "|"
     done <"$ROWS"
+    if [[ -s $ROWS2 ]]; then
+        echo
+        echo "| scenario | load | outcome |"
+        echo "|---|---|---|"
+        while IFS=$'\t' read -r -a f; do
+            printf '| %s ' "${f[@]}"
+            echo "|"
+        done <"$ROWS2"
+    fi
 } | tee "$BENCH_TMP/table.md"
 cp "$BENCH_TMP/table.md" "${FAULTS_RESULTS:-$BENCH_REPO/bench/faults-latest.md}"
