@@ -3,7 +3,9 @@
 //!
 //! Redis runs in every mode its `[features]` switches select, the naive baseline of the
 //! benchmark included: pipelined (default), one command per round trip
-//! (`pipelining = false`), JSON-string state (`hash_state = false`), and both off.
+//! (`pipelining = false`), JSON-string state (`hash_state = false`), and both off; and in
+//! every topology: standalone, a 3-master Cluster, and Sentinel (a master found through three
+//! sentinels, every write acknowledged by its replica: `ack_replicas = 1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mod.rs"]
@@ -19,6 +21,7 @@ use agentgate::store::{
     SessionId, SessionStore, StoreError,
 };
 use support::redis_cluster::RedisCluster;
+use support::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use support::redis_server::RedisServer;
 
 /// Limits every engine gets, unless a test overrides them.
@@ -107,13 +110,48 @@ async fn redis_cluster(limits: Limits) -> Engine {
     }
 }
 
+/// Redis Sentinel (a master, a replica, three sentinels): the store finds the master
+/// through the sentinels, and every write waits for the replica (`ack_replicas = 1`).
+async fn redis_sentinel(limits: Limits) -> Engine {
+    let setup = tokio::task::spawn_blocking(|| {
+        RedisSentinel::start_with(&["--notify-keyspace-events", "Ex"])
+    })
+    .await
+    .expect("sentinel setup");
+    let store = RedisStore::connect(RedisSettings {
+        sentinel_master: Some(MASTER_NAME.to_owned()),
+        ack_replicas: 1,
+        ..redis_settings(setup.urls(), false, OPTIMIZED, limits)
+    })
+    .await
+    .unwrap();
+    // The store asks the sentinels for the master in the background: wait until it has one.
+    let probe = sid("sentinel-probe");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.exists(&probe).await {
+        assert!(tokio::time::Instant::now() < deadline, "no master: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Engine {
+        store,
+        expiry_events: true,
+        _redis: Some(Box::new(setup)),
+    }
+}
+
 async fn redis_store(
     urls: Vec<String>,
     cluster: bool,
     mode: Mode,
     limits: Limits,
 ) -> Arc<dyn SessionStore> {
-    RedisStore::connect(RedisSettings {
+    RedisStore::connect(redis_settings(urls, cluster, mode, limits))
+        .await
+        .unwrap()
+}
+
+fn redis_settings(urls: Vec<String>, cluster: bool, mode: Mode, limits: Limits) -> RedisSettings {
+    RedisSettings {
         urls,
         cluster,
         sentinel_master: None,
@@ -128,9 +166,7 @@ async fn redis_store(
         pipelining: mode.pipelining,
         hash_state: mode.hash_state,
         quotas: limits.quotas(),
-    })
-    .await
-    .unwrap()
+    }
 }
 
 const OWNER: &str = "owner-fingerprint";
@@ -676,6 +712,11 @@ macro_rules! conformance {
         mod redis_cluster_engine {
             use super::*;
             $(#[tokio::test] async fn $case() { super::$case(redis_cluster($limits).await).await; })*
+        }
+        /// Sentinel, every write acknowledged by a replica.
+        mod redis_sentinel_engine {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(redis_sentinel($limits).await).await; })*
         }
         /// `pipelining = false`: one command per round trip, HASH state.
         mod redis_sequential_engine {
