@@ -114,7 +114,7 @@ dispatch = "none"
 
 [server.limits]
 max_connections = 20000
-max_connections_per_ip = 20000
+max_connections_per_address = 20000
 ${4:-}
 CONF
     echo "$file"
@@ -366,7 +366,11 @@ kind = \"agent\"
     new_pid=$!
     BENCH_PID[gw-new]=$new_pid
     BENCH_STOP_SIGNAL[gw-new]=INT
-    sleep 1
+    local waited=0
+    until [[ -S $BENCH_TMP/upgrade.sock ]]; do
+        ((waited++ < 100)) || bench_die "upgrade: the new process did not open its upgrade socket"
+        sleep 0.1
+    done
     kill -QUIT "${BENCH_PID[gw-up]}"
     load_wait upgrade || true
     wait "$BENCH_WRK_PID" || true
@@ -503,7 +507,7 @@ ack_timeout_ms = 500" gateway_up "gw-fo$ack" "$gw" "$master"
     wait "${BENCH_PID[fo-master$ack]}" 2>/dev/null || true
     unset "BENCH_PID[fo-master$ack]"
     load_wait "$name" || return 0
-    row "$name" "$BENCH_TMP/$name.json" "Sentinel: master SIGKILLed at 6 s, replica promoted; ack_replicas = $ack"
+    row "$name" "$BENCH_TMP/$name.json" "Sentinel: master SIGKILLed at 6 s, replica promoted; ack_replicas = $ack; append p50 $(jq '.latency_ms.append.p50' "$BENCH_TMP/$name.json") ms, p99 $(jq '.latency_ms.append.p99' "$BENCH_TMP/$name.json") ms"
     bench_stop "gw-fo$ack"
     for i in 1 2 3; do bench_stop "fo-sentinel$ack-$i"; done
     bench_stop "fo-replica$ack"

@@ -672,6 +672,8 @@ fn micros_since(epoch: Instant) -> u64 {
 }
 
 #[cfg(test)]
+// `&[0..7]`: the acknowledged sequence numbers, as the one range they form.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
