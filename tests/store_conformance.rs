@@ -681,6 +681,18 @@ fn key(name: &str) -> IdempotencyKey {
     IdempotencyKey::new(name.as_bytes()).unwrap()
 }
 
+/// Appends `events` as [`OWNER`] with the idempotency key `name`.
+async fn append_keyed(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    events: &[NewEvent],
+    name: &str,
+) -> Result<Applied<Vec<EventId>>, StoreError> {
+    store
+        .append_idempotent(id, OWNER, events, Some(&key(name)))
+        .await
+}
+
 fn replayed<T>(value: T) -> Applied<T> {
     Applied {
         value,
@@ -694,22 +706,14 @@ async fn idempotent_writes_apply_once(engine: Engine) {
     let store = &*engine.store;
     let id = sid("idem");
     create(store, &id).await;
-    let first = store
-        .append_idempotent(&id, OWNER, &batch(0, 3), Some(&key("k1")))
-        .await
-        .unwrap();
+    let first = append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap();
     assert!(!first.replayed);
     assert_eq!(first.value.len(), 3);
-    let retry = store
-        .append_idempotent(&id, OWNER, &batch(0, 3), Some(&key("k1")))
-        .await
-        .unwrap();
+    let retry = append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap();
     assert_eq!(retry, replayed(first.value.clone()), "the retry replays");
     // The same key for other events, or for complete, is refused and writes nothing.
     assert!(matches!(
-        store
-            .append_idempotent(&id, OWNER, &batch(0, 4), Some(&key("k1")))
-            .await,
+        append_keyed(store, &id, &batch(0, 4), "k1").await,
         Err(StoreError::IdempotencyKeyReused)
     ));
     assert!(matches!(
@@ -726,17 +730,13 @@ async fn idempotent_writes_apply_once(engine: Engine) {
         Err(StoreError::Forbidden)
     ));
     // Another key, or no key, writes the same events again.
-    let second = store
-        .append_idempotent(&id, OWNER, &batch(0, 3), Some(&key("k2")))
-        .await
-        .unwrap();
+    let second = append_keyed(store, &id, &batch(0, 3), "k2").await.unwrap();
     assert!(!second.replayed && second.value[0] > first.value[2]);
     store.append(&id, OWNER, &batch(0, 3)).await.unwrap();
     // A key is the session's own: on another session it is a new key.
     let other = sid("idem-other");
     create(store, &other).await;
-    let elsewhere = store
-        .append_idempotent(&other, OWNER, &batch(0, 3), Some(&key("k1")))
+    let elsewhere = append_keyed(store, &other, &batch(0, 3), "k1")
         .await
         .unwrap();
     assert!(!elsewhere.replayed);
@@ -771,16 +771,11 @@ async fn idempotent_writes_apply_once(engine: Engine) {
     // After completion an append's retry still gets its original ids; a new key cannot
     // append.
     assert_eq!(
-        store
-            .append_idempotent(&id, OWNER, &batch(0, 3), Some(&key("k1")))
-            .await
-            .unwrap(),
+        append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap(),
         replayed(first.value.clone())
     );
     assert!(matches!(
-        store
-            .append_idempotent(&id, OWNER, &batch(0, 3), Some(&key("k4")))
-            .await,
+        append_keyed(store, &id, &batch(0, 3), "k4").await,
         Err(StoreError::Completed)
     ));
 
@@ -802,29 +797,20 @@ async fn refused_idempotent_writes_record_nothing(engine: Engine) {
     let store = &*engine.store;
     let id = sid("idem-refused");
     assert!(matches!(
-        store
-            .append_idempotent(&id, OWNER, &batch(0, 2), Some(&key("k")))
-            .await,
+        append_keyed(store, &id, &batch(0, 2), "k").await,
         Err(StoreError::NotFound)
     ));
     create(store, &id).await;
     // QUOTAS: 100 bytes per session.
     assert!(matches!(
-        store
-            .append_idempotent(&id, OWNER, &[sized(101)], Some(&key("big")))
-            .await,
+        append_keyed(store, &id, &[sized(101)], "big").await,
         Err(StoreError::SessionBytesExceeded { limit: 100 })
     ));
-    let ids = store
-        .append_idempotent(&id, OWNER, &batch(0, 2), Some(&key("k")))
-        .await
-        .unwrap();
+    let ids = append_keyed(store, &id, &batch(0, 2), "k").await.unwrap();
     assert!(!ids.replayed, "the refusal recorded nothing");
     // The same key now holds the successful call; the refused body is another request.
     assert!(matches!(
-        store
-            .append_idempotent(&id, OWNER, &[sized(101)], Some(&key("k")))
-            .await,
+        append_keyed(store, &id, &[sized(101)], "k").await,
         Err(StoreError::IdempotencyKeyReused)
     ));
     assert_eq!(read(store, &id, None, 100).await.len(), 2);
@@ -838,8 +824,7 @@ async fn idempotency_keys_are_bounded_per_session(engine: Engine) {
     create(store, &id).await;
     let mut firsts = Vec::new();
     for n in 0..=MAX_KEYS_PER_SESSION {
-        let applied = store
-            .append_idempotent(&id, OWNER, &batch(n, n + 1), Some(&key(&format!("k{n}"))))
+        let applied = append_keyed(store, &id, &batch(n, n + 1), &format!("k{n}"))
             .await
             .unwrap();
         assert!(!applied.replayed);
@@ -847,20 +832,40 @@ async fn idempotency_keys_are_bounded_per_session(engine: Engine) {
     }
     // The newest MAX_KEYS_PER_SESSION are remembered...
     for n in [1, MAX_KEYS_PER_SESSION] {
-        let retry = store
-            .append_idempotent(&id, OWNER, &batch(n, n + 1), Some(&key(&format!("k{n}"))))
+        let retry = append_keyed(store, &id, &batch(n, n + 1), &format!("k{n}"))
             .await
             .unwrap();
         assert_eq!(retry, replayed(firsts[n].clone()), "key {n}");
     }
     // ...the oldest was forgotten: its retry is a new append.
-    let again = store
-        .append_idempotent(&id, OWNER, &batch(0, 1), Some(&key("k0")))
-        .await
-        .unwrap();
+    let again = append_keyed(store, &id, &batch(0, 1), "k0").await.unwrap();
     assert!(!again.replayed && again.value != firsts[0]);
     let count = MAX_KEYS_PER_SESSION as u64 + 2;
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, count);
+}
+
+/// Runs `call` 8 times at once; asserts exactly one of them wrote and all answered alike;
+/// returns the answer.
+async fn race<T, F>(
+    store: &Arc<dyn SessionStore>,
+    id: &SessionId,
+    call: impl Fn(Arc<dyn SessionStore>, SessionId) -> F,
+) -> T
+where
+    T: std::fmt::Debug + PartialEq + Send + 'static,
+    F: Future<Output = Applied<T>> + Send + 'static,
+{
+    let tries: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(call(Arc::clone(store), id.clone())))
+        .collect();
+    let mut answers = Vec::new();
+    for t in tries {
+        answers.push(t.await.unwrap());
+    }
+    let wrote = answers.iter().filter(|a| !a.replayed).count();
+    assert_eq!(wrote, 1, "{answers:?}");
+    assert!(answers.iter().all(|a| a.value == answers[0].value));
+    answers.swap_remove(0).value
 }
 
 /// Retries racing the call they repeat: exactly one of them writes, every one answers the
@@ -870,46 +875,21 @@ async fn racing_retries_write_once(engine: Engine) {
     let store = Arc::clone(&engine.store);
     let id = sid("idem-race");
     create(&*store, &id).await;
-    let tries: Vec<_> = (0..8)
-        .map(|_| {
-            let (store, id) = (Arc::clone(&store), id.clone());
-            tokio::spawn(async move {
-                store
-                    .append_idempotent(&id, OWNER, &batch(0, 5), Some(&key("race")))
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for t in tries {
-        answers.push(t.await.unwrap());
-    }
-    assert_eq!(
-        answers.iter().filter(|a| !a.replayed).count(),
-        1,
-        "{answers:?}"
-    );
-    assert!(answers.iter().all(|a| a.value == answers[0].value));
+    let answers = race(&store, &id, async |store, id| {
+        append_keyed(&*store, &id, &batch(0, 5), "race")
+            .await
+            .unwrap()
+    })
+    .await;
     let events = read(&*store, &id, None, 100).await;
-    assert_eq!(ids_of(&events), answers[0].value);
-    let completes: Vec<_> = (0..8)
-        .map(|_| {
-            let (store, id) = (Arc::clone(&store), id.clone());
-            tokio::spawn(async move {
-                store
-                    .complete_idempotent(&id, OWNER, done(), Some(&key("end")))
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut ends = Vec::new();
-    for c in completes {
-        ends.push(c.await.unwrap());
-    }
-    assert_eq!(ends.iter().filter(|a| !a.replayed).count(), 1, "{ends:?}");
-    assert!(ends.iter().all(|a| a.value == ends[0].value));
+    assert_eq!(ids_of(&events), answers);
+    race(&store, &id, async |store, id| {
+        store
+            .complete_idempotent(&id, OWNER, done(), Some(&key("end")))
+            .await
+            .unwrap()
+    })
+    .await;
     assert_eq!(read(&*store, &id, None, 100).await.len(), 6);
 }
 
