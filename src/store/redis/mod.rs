@@ -58,7 +58,8 @@
 //!
 //! Figures ([`StoreStats`](crate::store::StoreStats)): live sessions are this node's view
 //! ([`Census`](crate::store::census::Census)); memory per session is `MEMORY USAGE` of the
-//! meta hash plus the event stream of up to 8 of those sessions, averaged, every 5 seconds
+//! meta hash, the event stream and the idempotency records of up to 8 of those sessions,
+//! averaged, every 5 seconds
 //! (those commands are not counted as the store's traffic); connections held are the multiplexed command connection plus the notification
 //! connection while it is subscribed (on Cluster each is one handle with a socket per node).
 //!
