@@ -31,7 +31,7 @@ redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], table.concat(out, ' ', 2), ARGV[10])
+record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], out, 2, ARGV[10])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then refresh(KEYS[5], ARGV[7], ARGV[3]) end
 if size <= 8192 then

@@ -18,7 +18,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[6], 'completed_at', ARGV[4],
 redis.call('HINCRBY', KEYS[1], 'event_count', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-record(KEYS[3], KEYS[4], ARGV[10], ARGV[11], id, ARGV[12])
+record(KEYS[3], KEYS[4], ARGV[10], ARGV[11], {id}, 1, ARGV[12])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[9]) end
 if #ARGV[8] <= 8192 then

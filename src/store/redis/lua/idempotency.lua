@@ -18,11 +18,11 @@ local function recorded(idem, name, digest)
   return out
 end
 
--- Records `ids` (space-separated) as the result of `digest` under `name`; past `max` names
+-- Records the ids `reply[first..]` as the result of `digest` under `name`; past `max` names
 -- the oldest is evicted.
-local function record(idem, order, name, digest, ids, max)
+local function record(idem, order, name, digest, reply, first, max)
   if name == '' then return end
-  redis.call('HSET', idem, name, digest .. ' ' .. ids)
+  redis.call('HSET', idem, name, digest .. ' ' .. table.concat(reply, ' ', first))
   if redis.call('RPUSH', order, name) > tonumber(max) then
     redis.call('HDEL', idem, redis.call('LPOP', order))
   end

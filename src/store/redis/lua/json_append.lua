@@ -24,7 +24,7 @@ state.bytes = (state.bytes or 0) + bytes
 state.updated_at = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], table.concat(out, ' ', 2), ARGV[10])
+record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], out, 2, ARGV[10])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then refresh(KEYS[5], ARGV[7], ARGV[3]) end
 redis.call('PUBLISH', ARGV[5], out[#out])

@@ -16,7 +16,7 @@ state.final_response = ARGV[7]
 state.event_count = state.event_count + 1
 redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-record(KEYS[3], KEYS[4], ARGV[10], ARGV[11], id, ARGV[12])
+record(KEYS[3], KEYS[4], ARGV[10], ARGV[11], {id}, 1, ARGV[12])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[9]) end
 redis.call('PUBLISH', ARGV[5], id)
