@@ -994,6 +994,11 @@ mod atomic {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_sentinel_racing_retries_write_once() {
+        racing_retries_write_once(redis_sentinel(DEFAULT).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_json_state_racing_retries_write_once() {
         let mode = Mode {
             pipelining: true,
