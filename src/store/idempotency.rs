@@ -26,6 +26,40 @@
 //! `ag:{<sid>}:idem` (HASH: name → `<digest> <id> <id>...`) and `ag:{<sid>}:idem:order`
 //! (LIST of names, oldest first, for the eviction), written by the same Lua script as the
 //! events, with the session's TTL.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use agentgate::store::memory::{MemoryLimits, MemoryStore};
+//! use agentgate::store::{IdempotencyKey, NewEvent, NewSession, SessionStore, StoreError};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new(MemoryLimits {
+//!     events_maxlen: 1000,
+//!     retention: Duration::from_secs(60),
+//!     session_ttl: Duration::from_secs(60),
+//!     quotas: Default::default(),
+//! });
+//! let id = "s1".parse().unwrap();
+//! let session = NewSession { owner: "o".into(), metadata: "null".into() };
+//! store.create(&id, session).await.unwrap();
+//! let delta = [NewEvent { kind: "delta".into(), data: "1".into() }];
+//! let key = IdempotencyKey::new(b"call-1").unwrap();
+//!
+//! let first = store.append_idempotent(&id, "o", &delta, Some(&key)).await.unwrap();
+//! // The response was lost; the agent retries: the same ids, nothing written twice.
+//! let retry = store.append_idempotent(&id, "o", &delta, Some(&key)).await.unwrap();
+//! assert!(!first.replayed && retry.replayed);
+//! assert_eq!(retry.value, first.value);
+//! assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 1);
+//! // The same key for other events is refused.
+//! let other = [NewEvent { kind: "delta".into(), data: "2".into() }];
+//! let reused = store.append_idempotent(&id, "o", &other, Some(&key)).await;
+//! assert!(matches!(reused, Err(StoreError::IdempotencyKeyReused)));
+//! # });
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
