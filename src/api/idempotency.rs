@@ -14,13 +14,17 @@
 //!   `Idempotency-Key`; so does sending the header twice.
 //! - Scope: the session. The same key on another session is another key.
 //! - The same key with another body, or on the other endpoint: `422
-//!   idempotency_key_reused`, nothing written.
+//!   idempotency_key_reused`, nothing written. Bodies are compared as what the store would
+//!   write (each event's kind and compact JSON data; complete's status and final
+//!   response), so spacing, and a single event sent bare or as a batch of one, do not
+//!   count as differences.
 //! - A retry after the session completed still gets the original answer (a retried
 //!   `complete` its `event_id`; a retried append its `ids`).
 //! - Only successes are recorded: a call refused (`404`, `409`, `413`, ...) wrote nothing,
 //!   and its retry is evaluated afresh.
-//! - Bound: a session remembers its newest 128 keys ([`MAX_KEYS_PER_SESSION`]), for as long
-//!   as the session lives; older ones are forgotten.
+//! - Bound: a session remembers its newest 128 keys
+//!   ([`MAX_KEYS_PER_SESSION`](crate::store::idempotency::MAX_KEYS_PER_SESSION)), for as
+//!   long as the session lives; older ones are forgotten.
 //!
 //! The key is never logged nor used in a Redis key name: the store keeps a hash of it.
 
@@ -29,7 +33,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use super::ApiError;
 use super::body::Body;
 use crate::store::IdempotencyKey;
-pub use crate::store::idempotency::{MAX_KEY_LEN, MAX_KEYS_PER_SESSION};
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -64,6 +67,7 @@ pub fn mark(mut response: Response<Body>, replayed: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::idempotency::MAX_KEY_LEN;
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut h = HeaderMap::new();
