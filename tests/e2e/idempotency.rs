@@ -96,8 +96,8 @@ fn answer_ids(answer: &Value) -> Vec<String> {
 }
 
 /// An append and a complete whose responses are lost; their retries answer the same ids,
-/// marked as replays, and the stream holds every event once.
-async fn lost_responses_are_retried_once(gateway: &Gateway) {
+/// marked as replays, and the stream holds every event once. Returns the session id.
+async fn lost_responses_are_retried_once(gateway: &Gateway) -> String {
     let session = gateway.init().await;
     let events = json!({ "events": deltas(0, 3) });
     let path = session.path("events");
@@ -120,8 +120,8 @@ async fn lost_responses_are_retried_once(gateway: &Gateway) {
 
     let done = json!({"status": "succeeded", "final_response": {"text": "bye"}});
     let path = session.path("complete");
-    let lost_end = lose_the_response(gateway.client.addr(), post(&path, "end", &done)).await;
-    let end = send(gateway, KEY, &path, "end", &done).await;
+    let lost_end = lose_the_response(gateway.client.addr(), post(&path, "finish-1", &done)).await;
+    let end = send(gateway, KEY, &path, "finish-1", &done).await;
     assert_eq!(end.status, 200, "{}", end.text);
     assert_eq!(end.header("idempotent-replayed"), Some("true"));
     assert_eq!(end.json, lost_end, "the original answer");
@@ -136,13 +136,33 @@ async fn lost_responses_are_retried_once(gateway: &Gateway) {
     expected.push(lost_end["event_id"].as_str().unwrap().to_owned());
     assert_eq!(ids(&frames), expected, "every event once");
     assert_eq!(gateway.state(&session).await["event_count"], 5);
+    session.id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_response_is_retried_once_on_redis() {
     let redis = blocking(RedisServer::start);
     let gateway = Gateway::start(&redis_config(&redis)).await;
-    lost_responses_are_retried_once(&gateway).await;
+    let id = lost_responses_are_retried_once(&gateway).await;
+    // The records are two more keys of the session, expiring with it, named without the
+    // keys; the record values hold no key either.
+    let keys = blocking(|| redis.keys());
+    let expected: Vec<String> = ["events", "idem", "idem:order", "meta"]
+        .iter()
+        .map(|part| format!("ag:{{{id}}}:{part}"))
+        .collect();
+    assert_eq!(keys, expected, "the session's keys, and nothing else");
+    for key in &expected {
+        let pttl = blocking(|| redis.command(&["PTTL", key])).expect("PTTL");
+        assert!(
+            pttl.trim().parse::<i64>().unwrap() > 0,
+            "{key}: PTTL {pttl}"
+        );
+    }
+    let dump = format!("{:?}", blocking(|| redis.dump()));
+    for key in ["append-1", "append-2", "finish-1"] {
+        assert!(!dump.contains(key), "{key} stored in clear: {dump}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
