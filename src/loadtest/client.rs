@@ -130,7 +130,32 @@ impl Client {
         body: &Value,
         expect: StatusCode,
     ) -> Result<Reply, CallError> {
-        let request = self.request(Method::POST, path, Some(body));
+        self.send_json(self.request(Method::POST, path, Some(body)), expect)
+            .await
+    }
+
+    /// [`post_json`](Self::post_json) with `Idempotency-Key: key`: repeated with the same
+    /// key and body, the call is applied once and every attempt gets its answer.
+    pub async fn post_json_once(
+        &self,
+        path: &str,
+        body: &Value,
+        expect: StatusCode,
+        key: &'static str,
+    ) -> Result<Reply, CallError> {
+        let mut request = self.request(Method::POST, path, Some(body));
+        request
+            .headers_mut()
+            .insert("idempotency-key", HeaderValue::from_static(key));
+        self.send_json(request, expect).await
+    }
+
+    /// Sends `request`; `Ok` only for `expect` and a JSON answer.
+    async fn send_json(
+        &self,
+        request: Request<Full<Bytes>>,
+        expect: StatusCode,
+    ) -> Result<Reply, CallError> {
         let started = Instant::now();
         let call = async {
             let response = self

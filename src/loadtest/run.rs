@@ -313,9 +313,10 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
     log
 }
 
-/// Completes the session; with `resume`, retries a failed call until it is acknowledged
-/// (a `409` on a retry means an earlier attempt was applied) or the run's deadline cuts the
-/// session. Whether it completed.
+/// Completes the session; with `resume`, retries a failed call until it is acknowledged or
+/// the run's deadline cuts the session. Every attempt carries the same `Idempotency-Key`,
+/// so a retry of an attempt that was applied gets its answer (a `409` on a retry, from a
+/// gateway without idempotency keys, means the same). Whether it completed.
 async fn complete(ctx: &Context, log: &mut SessionLog, id: &str, events: u64) -> bool {
     let status = if log.is_clean() {
         "succeeded"
@@ -327,7 +328,10 @@ async fn complete(ctx: &Context, log: &mut SessionLog, id: &str, events: u64) ->
     let mut retried = false;
     loop {
         log.requests += 1;
-        match ctx.client.post_json(&path, &body, StatusCode::OK).await {
+        let attempt = ctx
+            .client
+            .post_json_once(&path, &body, StatusCode::OK, "complete");
+        match attempt.await {
             Ok(reply) => {
                 log.sample(Metric::Complete, Instant::now(), reply.first_byte);
                 return true;

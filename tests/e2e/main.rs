@@ -21,6 +21,7 @@ mod existence_cache;
 mod failover;
 mod fanout;
 mod hostile_tokens;
+mod idempotency;
 mod lifecycle;
 mod multiplex;
 mod node_kill;

@@ -4,7 +4,8 @@
 //! on; reads must not queue behind it). A write the script refused wrote nothing, so its
 //! reply stands whatever `WAIT` says; a write it applied that fewer than N replicas confirmed
 //! fails as [`StoreError::NotReplicated`]. The write is not undone: the caller cannot tell
-//! whether a later failover keeps it.
+//! whether a later failover keeps it. A retry with the same idempotency key replays it
+//! (`lua/idempotency.lua`), and its own `WAIT` then tells whether the replicas have it now.
 
 use redis::Cmd;
 
@@ -34,7 +35,9 @@ impl RedisStore {
                 Ok(both) => both,
                 Err(e) => return Ok(Err(e)),
             };
-        if reply.first().map(String::as_str) == Some("ok") && confirmed < wanted {
+        // A replayed idempotent write rewrote its record, so WAIT covers the original too.
+        let written = matches!(reply.first().map(String::as_str), Some("ok" | "replayed"));
+        if written && confirmed < wanted {
             return Err(StoreError::NotReplicated {
                 wanted,
                 acked: confirmed,
