@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use redis::Cmd;
 
 use super::census::run_census;
+use super::ack::AckLanes;
 use super::connection::CountedConnection;
 use super::json_state::JsonState;
 use super::keys::{events_key, meta_key};
@@ -28,8 +29,8 @@ use crate::store::{
 /// The Redis [`SessionStore`].
 pub struct RedisStore {
     pub(super) conn: CountedConnection,
-    /// The connection of writes that wait for replicas, when `ack_replicas > 0`.
-    pub(super) acked: Option<CountedConnection>,
+    /// The connections of writes that wait for replicas, when `ack_replicas > 0`.
+    pub(super) acked: Option<AckLanes>,
     pub(super) settings: RedisSettings,
     pub(super) scripts: Scripts,
     watches: Arc<WatchRegistry>,
@@ -63,7 +64,7 @@ impl RedisStore {
         let watches = Arc::new(WatchRegistry::default());
         let conn = CountedConnection::open(&settings, stats.clone()).await?;
         let acked = if settings.ack_replicas > 0 {
-            conn.acked(&settings)?
+            conn.acked(&settings)?.map(AckLanes::new)
         } else {
             None
         };
