@@ -7,8 +7,9 @@
 # fault, and whether everything recovered by itself. See bench/README.md ("Faults").
 #
 # The load is `agentgate loadtest` with `session.resume = true`: every viewer reconnects the way
-# a browser's EventSource does (`retry:`, `Last-Event-ID`), agents go on after a failed call,
-# and every viewer checks it got every acknowledged event exactly once, in order.
+# a browser's EventSource does (`retry:`, `Last-Event-ID`); agents retry a failed call with its
+# `Idempotency-Key` until it is acknowledged (`retry_appends`), so every event written is
+# acknowledged once; every viewer checks it got every acknowledged event exactly once, in order.
 #
 #   bench/faults.sh                                   # every scenario, ~8 min
 #   SCENARIOS="node_kill" bench/faults.sh             # one scenario
@@ -22,8 +23,8 @@
 #   redis_restart_always    the same with appendfsync always
 #   stalled_readers         1,000 sessions x 2 viewers, one of each pair stops reading for
 #                           STALL_SECS; beside a baseline run with the readers alone
-#   failover_ack0           Redis Sentinel (master, replica, 3 sentinels); the master gets
-#                           SIGKILL mid-run and the replica is promoted
+#   failover_ack0           Redis Sentinel (master, 2 replicas, 3 sentinels); the master gets
+#                           SIGKILL mid-run and a replica is promoted
 #   failover_ack1           the same with ack_replicas = 1 (WAIT for a replica per write)
 #   retention               a log capped at 20 events; stalled viewers fall behind the trimming
 #                           and are told (`gap`), not left unaware
@@ -171,15 +172,17 @@ CONF
 
 # ---- the load and the table -----------------------------------------------------------------
 
-# scenario_file NAME SESSIONS VIEWERS EVENTS THINK_MS [STALLED [STALL_MS]] — a resume scenario:
-# all sessions in flight at once, each appending EVENTS one per call every THINK_MS.
+# scenario_file NAME SESSIONS VIEWERS EVENTS THINK_MS [STALLED [STALL_MS [OFFLINE]]] — a
+# resume scenario: all sessions in flight at once, each appending EVENTS one per call every
+# THINK_MS, retrying a failed append with its Idempotency-Key until acknowledged; STALLED
+# viewers of each session stop reading for STALL_MS (OFFLINE=true: disconnected meanwhile).
 scenario_file() {
     local file=$BENCH_TMP/$1.scenario.toml
     cat >"$file" <<SCEN
 [run]
 sessions = $2
 concurrency = $2
-max_duration_secs = 300
+max_duration_secs = 120
 request_timeout_ms = 10_000
 
 [arrival]
@@ -193,7 +196,9 @@ think_time_ms = $5
 viewers = $3
 stalled_viewers = ${6:-0}
 stall_ms = ${7:-0}
+stall_offline = ${8:-false}
 resume = true
+retry_appends = true
 SCEN
     echo "$file"
 }
@@ -420,7 +425,7 @@ name = \"origin\"
 kind = \"upstream\"
 path_prefix = \"/origin/\"
 upstream = \"origin\"
-$6
+${6:-}
 
 [[routes]]
 name = \"agent\"
@@ -472,10 +477,12 @@ trusted_proxies = [\"127.0.0.1\"]")
 # failover ACK_REPLICAS — Redis Sentinel (master, replica, 3 sentinels); the master gets
 # SIGKILL mid-run; the sentinels promote the replica.
 failover() {
-    local ack=$1 name=failover_ack$1 master replica gw i s conf sentinels=() urls="" t0 scen
-    master=$(bench_pick_port) replica=$(bench_pick_port) gw=$(bench_pick_port)
+    local ack=$1 name=failover_ack$1 master r1 r2 gw i s conf sentinels=() urls="" t0 scen
+    master=$(bench_pick_port) r1=$(bench_pick_port) r2=$(bench_pick_port) gw=$(bench_pick_port)
     redis_up "fo-master$ack" "$master" --appendonly yes --appendfsync everysec
-    redis_up "fo-replica$ack" "$replica" --replicaof 127.0.0.1 "$master"
+    # Two replicas: after the promotion one is left to acknowledge writes (ack_replicas = 1).
+    redis_up "fo-replica$ack-1" "$r1" --replicaof 127.0.0.1 "$master"
+    redis_up "fo-replica$ack-2" "$r2" --replicaof 127.0.0.1 "$master"
     for i in 1 2 3; do
         s=$(bench_pick_port)
         mkdir -p "$BENCH_TMP/fo-sentinel$ack-$i"
@@ -491,7 +498,7 @@ failover() {
     done
     t0=$SECONDS
     until [[ $(redis-cli -p "${sentinels[0]}" SENTINEL MASTER faults 2>/dev/null | awk 'p { print; exit } $0 == "num-other-sentinels" { p = 1 }') == 2 &&
-        $(redis-cli -p "${sentinels[0]}" SENTINEL MASTER faults 2>/dev/null | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }') == 1 ]]; do
+        $(redis-cli -p "${sentinels[0]}" SENTINEL MASTER faults 2>/dev/null | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }') == 2 ]]; do
         ((SECONDS - t0 < 30)) || bench_die "$name: the sentinels did not find each other and the replica"
         sleep 0.2
     done
@@ -507,10 +514,11 @@ ack_timeout_ms = 500" gateway_up "gw-fo$ack" "$gw" "$master"
     wait "${BENCH_PID[fo-master$ack]}" 2>/dev/null || true
     unset "BENCH_PID[fo-master$ack]"
     load_wait "$name" || return 0
-    row "$name" "$BENCH_TMP/$name.json" "Sentinel: master SIGKILLed at 6 s, replica promoted; ack_replicas = $ack; append p50 $(jq '.latency_ms.append.p50' "$BENCH_TMP/$name.json") ms, p99 $(jq '.latency_ms.append.p99' "$BENCH_TMP/$name.json") ms"
+    row "$name" "$BENCH_TMP/$name.json" "Sentinel, 2 replicas: master SIGKILLed at 6 s, a replica promoted; ack_replicas = $ack; append p50 $(jq '.latency_ms.append.p50' "$BENCH_TMP/$name.json") ms, p99 $(jq '.latency_ms.append.p99' "$BENCH_TMP/$name.json") ms"
     bench_stop "gw-fo$ack"
     for i in 1 2 3; do bench_stop "fo-sentinel$ack-$i"; done
-    bench_stop "fo-replica$ack"
+    bench_stop "fo-replica$ack-1"
+    bench_stop "fo-replica$ack-2"
 }
 
 retention() {
@@ -518,9 +526,9 @@ retention() {
     redis=$(bench_pick_port) gw=$(bench_pick_port)
     redis_up redis-ret "$redis"
     STORE_EXTRA="events_maxlen = 20" gateway_up gw-ret "$gw" "$redis"
-    # 50 sessions x 2 viewers; one of each pair stalls 3 s while 60 events go by, in a log
-    # that keeps 20: it is told of the gap when it reads again.
-    scen=$(scenario_file retention 50 2 100 50 1 3000)
+    # 50 sessions x 2 viewers; one of each pair goes offline for 3 s while 60 events go by,
+    # in a log that keeps 20: it is told of the gap when it comes back.
+    scen=$(scenario_file retention 50 2 100 50 1 3000 true)
     load_start retention "$scen" "http://127.0.0.1:$gw"
     load_wait retention || return 0
     local told gaps

@@ -141,12 +141,12 @@ impl Client {
         path: &str,
         body: &Value,
         expect: StatusCode,
-        key: &'static str,
+        key: &str,
     ) -> Result<Reply, CallError> {
         let mut request = self.request(Method::POST, path, Some(body));
-        request
-            .headers_mut()
-            .insert("idempotency-key", HeaderValue::from_static(key));
+        let key = HeaderValue::from_str(key)
+            .map_err(|_| CallError::BadResponse("idempotency key: not a header value".into()))?;
+        request.headers_mut().insert("idempotency-key", key);
         self.send_json(request, expect).await
     }
 

@@ -39,7 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Duration, Instant};
 
 use super::arrival::Schedule;
-use super::client::{CallError, Client, SseReader};
+use super::client::{CallError, Client, Reply, SseReader};
 use super::record::{Metric, Recorder, SessionLog};
 use super::scenario::{Scenario, SessionPlan};
 use crate::api::stream::GAP_KIND;
@@ -53,8 +53,8 @@ const ARRIVAL_TICK: Duration = Duration::from_millis(2);
 /// A viewer's reconnect delay when it has not connected yet (so knows no `retry:`).
 const RECONNECT_DELAY: Duration = Duration::from_millis(1000);
 
-/// The pause between retries of a failed complete call (`session.resume`).
-const COMPLETE_RETRY: Duration = Duration::from_millis(250);
+/// The pause between retries of a failed call (`session.resume`, `session.retry_appends`).
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// What the run did, before aggregation.
 #[derive(Debug)]
@@ -201,6 +201,7 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
             epoch: ctx.epoch,
             resume: plan.resume,
             stall: (v < plan.stalled_viewers).then(|| plan.stall()),
+            offline: plan.stall_offline,
         };
         let stream = match viewer.connect(None).await {
             Ok((stream, took, retry)) => {
@@ -231,13 +232,11 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
         let events: Vec<Value> = (seq..seq + n)
             .map(|s| json!({"kind": EVENT_KIND, "data": {"seq": s, "sent_us": sent_us, "pad": ctx.padding}}))
             .collect();
-        log.requests += 1;
         log.written += n;
-        match ctx
-            .client
-            .post_json(&events_path, &json!({ "events": events }), StatusCode::OK)
-            .await
-        {
+        // With `retry_appends`, every attempt of this batch carries the same key and body.
+        let key = plan.retry_appends.then(|| format!("append-{seq}"));
+        let body = json!({ "events": events });
+        match call(ctx, &mut log, "append", &events_path, &body, key.as_deref()).await {
             Ok(reply) => {
                 log.sample(Metric::Append, Instant::now(), reply.first_byte);
                 let ids = reply.json["ids"].as_array().map_or(0, Vec::len);
@@ -249,10 +248,9 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
                     _ => acked.push(seq..seq + n),
                 }
             }
-            Err(e) => {
+            Err(()) => {
                 // What was acknowledged is what the readers must get; this batch may or may
                 // not arrive. Without `resume`, stop appending.
-                log.error(format!("append_{}", e.kind()), 1);
                 if !plan.resume {
                     break;
                 }
@@ -303,6 +301,7 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
             epoch: ctx.epoch,
             resume: true,
             stall: None,
+            offline: false,
         };
         let done = done_tx.subscribe();
         log.absorb_replay(replay.follow(None, done).await);
@@ -314,9 +313,9 @@ async fn session(ctx: &Context, n: u64) -> SessionLog {
 }
 
 /// Completes the session; with `resume`, retries a failed call until it is acknowledged or
-/// the run's deadline cuts the session. Every attempt carries the same `Idempotency-Key`,
-/// so a retry of an attempt that was applied gets its answer (a `409` on a retry, from a
-/// gateway without idempotency keys, means the same). Whether it completed.
+/// the run's deadline cuts the session (every attempt carries the same `Idempotency-Key`, so
+/// a retry of an attempt that was applied gets its answer; a `409` on a retry, from a gateway
+/// without idempotency keys, means the same). Whether it completed.
 async fn complete(ctx: &Context, log: &mut SessionLog, id: &str, events: u64) -> bool {
     let status = if log.is_clean() {
         "succeeded"
@@ -325,27 +324,62 @@ async fn complete(ctx: &Context, log: &mut SessionLog, id: &str, events: u64) ->
     };
     let body = json!({"status": status, "final_response": {"events": events}});
     let path = format!("/v2/sessions/{id}/complete");
+    let key = ctx.plan.resume.then_some("complete");
+    match call(ctx, log, "complete", &path, &body, key).await {
+        Ok(reply) => {
+            log.sample(Metric::Complete, Instant::now(), reply.first_byte);
+            true
+        }
+        Err(()) => false,
+    }
+}
+
+/// One agent call (`what`: `append`, `complete`), its failures counted as `<what>_<kind>`.
+/// With an idempotency `key`, a failure the gateway may get over (no answer, a timeout, a
+/// `5xx`) is retried with the same key and body until acknowledged or the run's deadline
+/// cuts the session: applied once, whatever happened to the earlier attempts' answers. A
+/// `409` after a failed attempt means that attempt was applied (a gateway without
+/// idempotency keys answers a second complete so).
+async fn call(
+    ctx: &Context,
+    log: &mut SessionLog,
+    what: &str,
+    path: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> Result<Reply, ()> {
     let mut retried = false;
     loop {
         log.requests += 1;
-        let attempt = ctx
-            .client
-            .post_json_once(&path, &body, StatusCode::OK, "complete");
-        match attempt.await {
-            Ok(reply) => {
-                log.sample(Metric::Complete, Instant::now(), reply.first_byte);
-                return true;
+        let attempt = match key {
+            Some(key) => {
+                ctx.client
+                    .post_json_once(path, body, StatusCode::OK, key)
+                    .await
             }
-            Err(CallError::Status(StatusCode::CONFLICT)) if retried => return true,
-            Err(e) => {
-                log.error(format!("complete_{}", e.kind()), 1);
-                if !ctx.plan.resume {
-                    return false;
-                }
-                retried = true;
-                tokio::time::sleep(COMPLETE_RETRY).await;
+            None => ctx.client.post_json(path, body, StatusCode::OK).await,
+        };
+        let error = match attempt {
+            Ok(reply) => return Ok(reply),
+            Err(CallError::Status(StatusCode::CONFLICT)) if retried && what == "complete" => {
+                return Ok(Reply {
+                    first_byte: Duration::ZERO,
+                    json: Value::Null,
+                });
             }
+            Err(e) => e,
+        };
+        log.error(format!("{what}_{}", error.kind()), 1);
+        let transient = match &error {
+            CallError::Timeout | CallError::Transport(_) => true,
+            CallError::Status(status) => status.is_server_error(),
+            CallError::BadResponse(_) => false,
+        };
+        if key.is_none() || !transient {
+            return Err(());
         }
+        retried = true;
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -394,6 +428,8 @@ struct Viewer {
     resume: bool,
     /// Stop reading this long after the first event (`session.stalled_viewers`).
     stall: Option<Duration>,
+    /// Close the connection for the stall (`session.stall_offline`).
+    offline: bool,
 }
 
 /// What the read loop does next.
@@ -533,6 +569,9 @@ impl Viewer {
                     if self.stall.is_some() {
                         // A stalled viewer's figures are its stall; only its check counts.
                         if let Some(pause) = stall.take() {
+                            if self.offline {
+                                stream = None; // asleep: back with Last-Event-ID after
+                            }
                             tokio::time::sleep(pause).await;
                         }
                         continue;

@@ -134,6 +134,14 @@ pub struct SessionPlan {
     /// a failed append (its events count as written, not acknowledged) and retries a failed
     /// complete. Off (default): the first failure ends the session as failed.
     pub resume: bool,
+    /// With `resume`: retry a failed append (no answer, a timeout, a `5xx`) with the same
+    /// `Idempotency-Key` and body until it is acknowledged, instead of going on without it:
+    /// every event written is then acknowledged once. Default false.
+    pub retry_appends: bool,
+    /// A stalled viewer closes its connection for the stall (a browser tab put to sleep)
+    /// and reconnects after it with `Last-Event-ID`, instead of holding it open unread.
+    /// Default false.
+    pub stall_offline: bool,
 }
 
 impl Default for SessionPlan {
@@ -150,6 +158,8 @@ impl Default for SessionPlan {
             stalled_viewers: 0,
             stall_ms: 60_000,
             resume: false,
+            retry_appends: false,
+            stall_offline: false,
         }
     }
 }
@@ -400,6 +410,11 @@ impl Scenario {
             s.stall_ms <= 600_000,
             "session.stall_ms",
             "must be at most 600000",
+        )?;
+        check(
+            s.resume || !s.retry_appends,
+            "session.retry_appends",
+            "needs session.resume = true",
         )?;
 
         let t = &self.thresholds;

@@ -11,8 +11,8 @@ use agentgate_middleware::rate_limit::{RedisGcra, SharedGcra};
 use async_trait::async_trait;
 use redis::Cmd;
 
-use super::census::run_census;
 use super::ack::AckLanes;
+use super::census::run_census;
 use super::connection::CountedConnection;
 use super::json_state::JsonState;
 use super::keys::{events_key, meta_key};
