@@ -20,6 +20,7 @@
 //! appended after the read can be missed (see [`watch`]).
 
 pub mod census;
+pub mod durable;
 pub mod id;
 pub mod memory;
 pub mod presence;
