@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgate_config::{
-    Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, DurableAccess, HashOn,
-    RouteConfig,
-    RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
+    Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, DurableAccess,
+    HashOn, RouteConfig, RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::{Cache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
@@ -37,13 +36,13 @@ use crate::api::error::SESSION_NOT_FOUND;
 use crate::api::stream::{self, StreamSessionKey};
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
+use crate::durable::{DurableApi, DurableSettings, DurableState};
 use crate::metrics::Metrics;
 use crate::stack::{self, AgentParts, Policies};
-use crate::store::memory::{MemoryLimits, MemoryStore};
 use crate::store::durable::memory::MemoryStreams;
 use crate::store::durable::{StreamLimits, StreamStore};
-use crate::store::redis::{RedisSettings, RedisStore};
-use crate::durable::{DurableApi, DurableSettings, DurableState};
+use crate::store::memory::{MemoryLimits, MemoryStore};
+use crate::store::redis::{RedisSettings, RedisStore, RedisStreams};
 use crate::store::{Presence, SessionId, SessionStore, StoreError, StoreExistence};
 use crate::tools::builtin::{JsonQueryTool, RegexExtractTool, Sha256Tool};
 use crate::tools::graph::PlanLimits;
@@ -451,7 +450,7 @@ async fn build_store(config: &Config) -> Result<Stores, StoreError> {
             })
             .await?;
             let limiter = redis.rate_limiter();
-            let streams = Arc::new(MemoryStreams::new()); // TEMP
+            let streams = Arc::new(RedisStreams::new(Arc::clone(&redis)));
             (redis, streams, Some(limiter))
         }
     })
@@ -775,6 +774,7 @@ impl DurableParts {
                 },
             },
             shutdown: self.shutdown.clone(),
+            path_prefix: route.path_prefix.clone(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 
-use super::{DurableState, empty, headers, not_found, read_body, set};
+use super::{DurableState, empty, gone, headers, not_found, read_body, set};
 use crate::api::ApiError;
 use crate::api::body::Body;
 use crate::store::durable::{Append, Appended, StreamKey, json};
@@ -27,7 +27,10 @@ where
     let close = headers::closed(h);
     let producer = headers::producer(h)?;
     let seq = headers::text(h, headers::SEQ)?.map(str::to_owned);
-    if seq.as_ref().is_some_and(|s| s.len() > headers::MAX_ID_BYTES) {
+    if seq
+        .as_ref()
+        .is_some_and(|s| s.len() > headers::MAX_ID_BYTES)
+    {
         return Err(ApiError::invalid(
             "Stream-Seq",
             format!("must be at most {} bytes", headers::MAX_ID_BYTES),
@@ -55,6 +58,7 @@ where
         }
     };
     let epoch_seq = producer.as_ref().map(|p| (p.epoch, p.seq));
+    let appends = data.is_some();
     let append = Append {
         content_type: data.as_ref().and(content_type),
         data,
@@ -62,11 +66,15 @@ where
         producer,
         close,
     };
-    let outcome = state.store.append(key, append, &state.settings.limits).await?;
+    let outcome = state
+        .store
+        .append(key, append, &state.settings.limits)
+        .await?;
     let mut response;
     match outcome {
         Appended::Done { tail, closed } => {
-            response = empty(if epoch_seq.is_some() {
+            // A producer's append answers 200 with its headers; a close-only request 204.
+            response = empty(if epoch_seq.is_some() && appends {
                 StatusCode::OK
             } else {
                 StatusCode::NO_CONTENT
@@ -98,6 +106,7 @@ where
             }
         }
         Appended::NotFound => return Err(not_found()),
+        Appended::Gone => return Err(gone()),
         Appended::Closed { tail } => {
             response = ApiError::new(
                 StatusCode::CONFLICT,
@@ -130,7 +139,11 @@ where
                 format!("Producer-Epoch: a newer epoch ({current}) fenced this producer"),
             )
             .into_response();
-            set(response.headers_mut(), headers::PRODUCER_EPOCH, &current.to_string());
+            set(
+                response.headers_mut(),
+                headers::PRODUCER_EPOCH,
+                &current.to_string(),
+            );
         }
         Appended::EpochMustStartAtZero => {
             return Err(ApiError::invalid(

@@ -19,6 +19,12 @@ pub const SEQ: &str = "stream-seq";
 pub const TTL: &str = "stream-ttl";
 /// `Stream-Expires-At`.
 pub const EXPIRES_AT: &str = "stream-expires-at";
+/// `Stream-Forked-From`.
+pub const FORKED_FROM: &str = "stream-forked-from";
+/// `Stream-Fork-Offset`.
+pub const FORK_OFFSET: &str = "stream-fork-offset";
+/// `Stream-Fork-Sub-Offset`.
+pub const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
 /// `Producer-Id`.
 pub const PRODUCER_ID: &str = "producer-id";
 /// `Producer-Epoch`.
@@ -37,7 +43,8 @@ pub const MAX_ID_BYTES: usize = 256;
 
 /// Requests may send these (CORS preflight answer).
 pub const ALLOW_HEADERS: &str = "content-type, authorization, if-none-match, stream-seq, \
-     stream-ttl, stream-expires-at, stream-closed, producer-id, producer-epoch, producer-seq";
+     stream-ttl, stream-expires-at, stream-closed, producer-id, producer-epoch, producer-seq, stream-forked-from, \
+     stream-fork-offset, stream-fork-sub-offset";
 /// Responses expose these to scripts (CORS).
 pub const EXPOSE_HEADERS: &str = "stream-next-offset, stream-cursor, stream-up-to-date, \
      stream-closed, stream-ttl, stream-expires-at, producer-epoch, producer-seq, \
@@ -160,7 +167,20 @@ pub fn rfc3339_ms(s: &str) -> Option<u64> {
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month[usize::try_from(month - 1).ok()?]
@@ -217,7 +237,15 @@ mod tests {
         assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_ms("2000-03-01T00:00:00.25Z"), Some(951_868_800_250));
         assert_eq!(rfc3339_ms("1970-01-01T02:00:00+02:00"), Some(0));
-        for bad in ["", "tomorrow", "2024-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2024-01-01T00:00:00", "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00Zjunk"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00Zjunk",
+        ] {
             assert_eq!(rfc3339_ms(bad), None, "{bad}");
         }
     }

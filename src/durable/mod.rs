@@ -46,7 +46,7 @@ use tower::Service;
 use crate::api::body::{Body, full};
 use crate::api::{ApiError, bearer};
 use crate::auth::ApiKeys;
-use crate::store::durable::{MAX_PATH_BYTES, StreamKey, StreamLimits, StreamStore};
+use crate::store::durable::{Deleted, MAX_PATH_BYTES, StreamKey, StreamLimits, StreamStore};
 
 /// Who may do what, and the bounds (from `[routes.durable]`).
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +79,8 @@ pub struct DurableState {
     pub settings: DurableSettings,
     /// Cancelled at shutdown: live reads end.
     pub shutdown: CancellationToken,
+    /// The route's `path_prefix`: a fork's source must lie under it.
+    pub path_prefix: String,
 }
 
 impl std::fmt::Debug for DurableState {
@@ -160,13 +162,11 @@ where
         Method::POST => append::handle(state, &key, req).await,
         Method::GET => read::handle(state, key, req.into_parts().0).await,
         Method::HEAD => head(state, &key).await,
-        Method::DELETE => {
-            if state.store.delete(&key).await? {
-                Ok(empty(StatusCode::NO_CONTENT))
-            } else {
-                Err(not_found())
-            }
-        }
+        Method::DELETE => match state.store.delete(&key).await? {
+            Deleted::Removed => Ok(empty(StatusCode::NO_CONTENT)),
+            Deleted::Missing => Err(not_found()),
+            Deleted::Gone => Err(gone()),
+        },
         _ => Err(ApiError::method_not_allowed(
             "GET, HEAD, POST, PUT, DELETE, OPTIONS",
         )),
@@ -176,6 +176,9 @@ where
 /// `HEAD`: content type, tail, closure, TTL or expiry; never cached; does not refresh a TTL.
 async fn head(state: &DurableState, key: &StreamKey) -> Result<Response<Body>, ApiError> {
     let info = state.store.info(key).await?.ok_or_else(not_found)?;
+    if info.gone {
+        return Err(gone());
+    }
     let mut response = empty(StatusCode::OK);
     let h = response.headers_mut();
     read::describe(h, &info);
@@ -195,6 +198,15 @@ pub fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "stream_not_found",
         "stream not found (never created, deleted, or expired)",
+    )
+}
+
+/// 410: the stream was deleted and is kept only for its forks.
+pub fn gone() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "stream_gone",
+        "stream deleted (kept only while forks of it exist)",
     )
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use super::{DurableState, cursor, empty, headers, not_found, set, sse};
+use super::{DurableState, cursor, empty, gone, headers, not_found, set, sse};
 use crate::api::ApiError;
 use crate::api::body::{Body, full};
 use crate::store::durable::{Expiry, Offset, Read, StreamInfo, StreamKey, json};
@@ -78,7 +78,14 @@ pub async fn handle(
         Start::Now => Offset::END,
         Start::After(o) => o,
     };
-    let mut read = state.store.read(&key, after, max).await?.ok_or_else(not_found)?;
+    let mut read = state
+        .store
+        .read(&key, after, max)
+        .await?
+        .ok_or_else(not_found)?;
+    if read.info.gone {
+        return Err(gone());
+    }
     let at = match start {
         Start::Now => read.info.tail,
         Start::After(o) => o,
@@ -104,7 +111,14 @@ pub async fn handle(
                     return Ok(no_content(at, &read.info, client_cursor.as_deref()));
                 }
             }
-            read = state.store.read(&key, at, max).await?.ok_or_else(not_found)?;
+            read = state
+                .store
+                .read(&key, at, max)
+                .await?
+                .ok_or_else(not_found)?;
+            if read.info.gone {
+                return Err(gone());
+            }
             if !read.messages.is_empty() {
                 break;
             }

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::read::Start;
-use super::{DurableState, cursor, headers, not_found, set};
+use super::{DurableState, cursor, gone, headers, not_found, set};
 use crate::api::ApiError;
 use crate::api::body::{Body, ChannelBody};
 use crate::store::durable::{Offset, Read, StreamKey, json};
@@ -48,7 +48,14 @@ pub async fn handle(
         Start::Now => Offset::END,
         Start::After(o) => o,
     };
-    let first = state.store.read(&key, after, max).await?.ok_or_else(not_found)?;
+    let first = state
+        .store
+        .read(&key, after, max)
+        .await?
+        .ok_or_else(not_found)?;
+    if first.info.gone {
+        return Err(gone());
+    }
     let mut at = match start {
         Start::Now => first.info.tail,
         Start::After(o) => o,
@@ -71,12 +78,20 @@ pub async fn handle(
             let read = match pending.take() {
                 Some(read) => read,
                 None => match state.store.read(&key, at, max).await {
-                    Ok(Some(read)) => read,
+                    Ok(Some(read)) if !read.info.gone => read,
                     // Deleted, or the store failed: end; the client resumes from `at`.
-                    Ok(None) | Err(_) => return,
+                    Ok(_) | Err(_) => return,
                 },
             };
-            let Ok(done) = send_read(&tx, &read, encoding, &mut at, client_cursor.as_deref(), announce).await
+            let Ok(done) = send_read(
+                &tx,
+                &read,
+                encoding,
+                &mut at,
+                client_cursor.as_deref(),
+                announce,
+            )
+            .await
             else {
                 return;
             };
@@ -131,10 +146,19 @@ async fn send_read(
                 let text = base64::engine::general_purpose::STANDARD.encode(data);
                 data_lines(&mut event, &text);
             }
-            Encoding::Json => data_lines(&mut event, &String::from_utf8_lossy(&json::array([&data[..]]))),
+            Encoding::Json => data_lines(
+                &mut event,
+                &String::from_utf8_lossy(&json::array([&data[..]])),
+            ),
             Encoding::Text => data_lines(&mut event, &String::from_utf8_lossy(data)),
         }
-        control(&mut event, read, *at, last && read.up_to_date, client_cursor);
+        control(
+            &mut event,
+            read,
+            *at,
+            last && read.up_to_date,
+            client_cursor,
+        );
         tx.send(Bytes::from(event)).await.map_err(|_| ())?;
     }
     let closed_here = read.info.closed && read.up_to_date && *at >= read.info.tail;
@@ -147,7 +171,13 @@ async fn send_read(
 }
 
 /// Appends a `control` event for position `at`.
-fn control(event: &mut Vec<u8>, read: &Read, at: Offset, up_to_date: bool, client_cursor: Option<&str>) {
+fn control(
+    event: &mut Vec<u8>,
+    read: &Read,
+    at: Offset,
+    up_to_date: bool,
+    client_cursor: Option<&str>,
+) {
     let value = if read.info.closed && up_to_date && at >= read.info.tail {
         serde_json::json!({ "streamNextOffset": at.to_string(), "streamClosed": true, "upToDate": true })
     } else if up_to_date {

@@ -77,13 +77,28 @@ pub fn array<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     out
 }
 
+/// The first `n` values of a stored piece, stored the same way; `None` when it holds fewer.
+pub fn first_values(stored: &[u8], n: u64) -> Option<Bytes> {
+    let text = std::str::from_utf8(stored).ok()?;
+    let array = format!("[{text}]");
+    let items: Vec<&RawValue> = serde_json::from_str(&array).ok()?;
+    let n = usize::try_from(n).ok()?;
+    if items.len() < n {
+        return None;
+    }
+    let joined: Vec<&str> = items[..n].iter().map(|v| v.get()).collect();
+    Some(Bytes::from(joined.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn arrays_flatten_one_level_and_values_stay_as_sent() {
-        let framed = frame(br#" [ {"b":1,"a":2}, [3] ] "#, false).unwrap().unwrap();
+        let framed = frame(br#" [ {"b":1,"a":2}, [3] ] "#, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(&framed[..], br#"{"b":1,"a":2},[3]"#);
         assert_eq!(&frame(b"7", false).unwrap().unwrap()[..], b"7");
         assert_eq!(array([&framed[..], &b"7"[..]]), br#"[{"b":1,"a":2},[3],7]"#);
@@ -91,12 +106,28 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_of_values_is_stored_alike() {
+        assert_eq!(
+            first_values(br#"{"a":1},[2],3"#, 2).unwrap(),
+            &br#"{"a":1},[2]"#[..]
+        );
+        assert_eq!(first_values(b"1,2", 2).unwrap(), &b"1,2"[..]);
+        assert_eq!(first_values(b"1,2", 3), None);
+    }
+
+    #[test]
     fn empty_arrays_and_invalid_json_are_refused() {
         assert_eq!(frame(b"[]", false), Err(JsonBodyError::EmptyArray));
         assert_eq!(frame(b" [ ] ", true), Ok(None));
         assert!(matches!(frame(b"{", false), Err(JsonBodyError::Invalid(_))));
-        assert!(matches!(frame(b"1 2", false), Err(JsonBodyError::Invalid(_))));
+        assert!(matches!(
+            frame(b"1 2", false),
+            Err(JsonBodyError::Invalid(_))
+        ));
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(matches!(frame(deep.as_bytes(), false), Err(JsonBodyError::Invalid(_))));
+        assert!(matches!(
+            frame(deep.as_bytes(), false),
+            Err(JsonBodyError::Invalid(_))
+        ));
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! One map of streams, each behind its own lock (a `DashMap` shard lock for the whole
 //! check-and-write of one operation, so a producer's check and its append are atomic).
-//! Expiry is checked when a stream is touched, and a sweeper is unnecessary for
-//! correctness: an expired stream counts towards `max_streams` only until something
-//! touches it or a create needs the room ([`MemoryStreams::create`] then sweeps).
+//! Expiry is checked when a stream is touched; a create that finds the store full sweeps
+//! expired streams first. Forks are copies of their source's data up to the fork point
+//! (offsets kept); the source counts its forks, so deleting it while forks exist only
+//! soft-deletes it (410), and deleting its last fork then removes it, up the chain.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use super::{
-    Append, Appended, Create, Created, Expiry, Offset, Read, StreamInfo, StreamKey, StreamLimits,
-    StreamStore, json,
+    Append, Appended, Create, Created, Deleted, Expiry, Fork, Offset, Read, StreamInfo, StreamKey,
+    StreamLimits, StreamStore, fork_copy, json,
 };
 use crate::store::watch::WatchRegistry;
 use crate::store::{StoreError, Watch, now_ms};
@@ -50,11 +51,18 @@ struct Stream {
     last_seq: Option<String>,
     producers: HashMap<String, ProducerState>,
     touched: Instant,
+    /// A fork: its source's path, the fork point and sub-offset (for idempotent `PUT`).
+    fork: Option<(String, Offset, u64)>,
+    /// Forks that still refer to this stream.
+    refs: u64,
+    /// Deleted while `refs > 0`.
+    gone: bool,
 }
 
 impl Stream {
     fn info(&self) -> StreamInfo {
         StreamInfo {
+            gone: self.gone,
             content_type: self.content_type.clone(),
             expiry: self.expiry.clone(),
             closed: self.closed,
@@ -78,28 +86,104 @@ impl Stream {
     }
 }
 
+/// What a fork copies from its source.
+struct Inherited {
+    content_type: String,
+    expiry: Expiry,
+    messages: Vec<(Offset, Bytes)>,
+    bytes: u64,
+    anchor: Offset,
+}
+
 impl MemoryStreams {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Removes `key` if it has expired; true when it did.
-    fn drop_if_expired(&self, key: &StreamKey) -> bool {
+    /// Expires `key` if its time is up: removed, or soft-deleted while forks refer to it.
+    fn expire(&self, key: &StreamKey) {
         let now = Instant::now();
-        let removed = self
-            .streams
-            .remove_if(key.path(), |_, s| s.expired(now))
-            .is_some();
-        if removed {
+        let mut released = None;
+        if let Entry::Occupied(mut entry) = self.streams.entry(key.path().to_owned())
+            && entry.get().expired(now)
+        {
+            if entry.get().refs > 0 {
+                entry.get_mut().gone = true;
+            } else {
+                released = entry.remove().fork.map(|f| f.0);
+            }
             self.watches.notify(&key.watch_id());
         }
-        removed
+        if let Some(source) = released {
+            self.release(source);
+        }
     }
 
+    /// A fork of `source` went away: the source counts one fork fewer, and goes if it was
+    /// soft-deleted and that was its last fork (then its own source is released, and so on).
+    fn release(&self, mut source: String) {
+        loop {
+            let next = match self.streams.entry(source.clone()) {
+                Entry::Occupied(mut entry) => {
+                    let s = entry.get_mut();
+                    s.refs = s.refs.saturating_sub(1);
+                    if s.gone && s.refs == 0 {
+                        entry.remove().fork.map(|f| f.0)
+                    } else {
+                        None
+                    }
+                }
+                Entry::Vacant(_) => None,
+            };
+            match next {
+                Some(up) => source = up,
+                None => return,
+            }
+        }
+    }
+
+    /// Removes every expired stream nothing refers to.
     fn sweep(&self) {
         let now = Instant::now();
-        self.streams.retain(|_, s| !s.expired(now));
+        let expired: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|s| s.expired(now))
+            .map(|s| s.key().clone())
+            .collect();
+        for path in expired {
+            self.expire(&StreamKey::new(&path));
+        }
+    }
+
+    /// Copies what a fork inherits from its source.
+    fn inherit(&self, fork: &Fork, content_type: Option<&String>) -> Result<Inherited, Created> {
+        self.expire(&fork.source);
+        let source = self
+            .streams
+            .get(fork.source.path())
+            .ok_or(Created::SourceNotFound)?;
+        if source.gone {
+            return Err(Created::Gone);
+        }
+        if content_type.is_some_and(|ct| json::essence(ct) != json::essence(&source.content_type)) {
+            return Err(Created::ContentTypeMismatch);
+        }
+        let tail = Offset::at(source.bytes);
+        let anchor = fork.offset.unwrap_or(tail);
+        if anchor > tail {
+            return Err(Created::ForkOffsetBeyond);
+        }
+        let (messages, bytes) =
+            fork_copy(&source.messages, &source.content_type, anchor, fork.sub)?;
+        Ok(Inherited {
+            content_type: source.content_type.clone(),
+            expiry: source.expiry.clone(),
+            messages,
+            bytes,
+            anchor,
+        })
     }
 }
 
@@ -111,40 +195,89 @@ impl StreamStore for MemoryStreams {
         create: Create,
         limits: &StreamLimits,
     ) -> Result<Created, StoreError> {
-        self.drop_if_expired(key);
-        if !self.streams.contains_key(key.path())
-            && self.streams.len() as u64 >= limits.max_streams
-        {
+        self.expire(key);
+        if let Some(existing) = self.streams.get(key.path()) {
+            if existing.gone {
+                return Ok(Created::Gone);
+            }
+            let fork_matches = match (&create.fork, &existing.fork) {
+                (None, None) => true,
+                (Some(want), Some((source, anchor, sub))) => {
+                    want.source.path() == source
+                        && want.offset.is_none_or(|o| o == *anchor)
+                        && want.sub == *sub
+                }
+                _ => false,
+            };
+            // A fork that names no content type or expiry inherited them: they match.
+            let same = fork_matches
+                && create
+                    .content_type
+                    .as_ref()
+                    .is_none_or(|ct| json::essence(&existing.content_type) == json::essence(ct))
+                && (existing.expiry == create.expiry
+                    || (create.fork.is_some() && create.expiry == Expiry::Never))
+                && existing.closed == create.closed;
+            return Ok(if same {
+                Created::Existing(existing.info())
+            } else {
+                Created::Conflict
+            });
+        }
+        if self.streams.len() as u64 >= limits.max_streams {
             self.sweep();
             if self.streams.len() as u64 >= limits.max_streams {
                 return Ok(Created::TooMany);
             }
         }
-        let size = create.data.as_ref().map_or(0, |d| d.len() as u64);
-        let created = match self.streams.entry(key.path().to_owned()) {
-            Entry::Occupied(existing) => {
-                let s = existing.get();
-                let same = json::essence(&s.content_type) == json::essence(&create.content_type)
-                    && s.expiry == create.expiry
-                    && s.closed == create.closed;
-                if same {
-                    Created::Existing(s.info())
+        let inherited = match &create.fork {
+            Some(fork) => match self.inherit(fork, create.content_type.as_ref()) {
+                Ok(inherited) => Some(inherited),
+                Err(refused) => return Ok(refused),
+            },
+            None => None,
+        };
+        let size = inherited.as_ref().map_or(0, |i| i.bytes)
+            + create.data.as_ref().map_or(0, |d| d.len() as u64);
+        if size > limits.max_stream_bytes {
+            return Ok(Created::TooLarge);
+        }
+        let (content_type, expiry, messages, bytes, fork) = match (inherited, create.fork) {
+            (Some(i), Some(f)) => {
+                let expiry = if create.expiry == Expiry::Never {
+                    i.expiry
                 } else {
-                    Created::Conflict
-                }
+                    create.expiry
+                };
+                let fork = (f.source.path().to_owned(), i.anchor, f.sub);
+                (i.content_type, expiry, i.messages, i.bytes, Some(fork))
             }
-            Entry::Vacant(_) if size > limits.max_stream_bytes => Created::TooLarge,
+            _ => (
+                create.content_type.unwrap_or_default(),
+                create.expiry,
+                Vec::new(),
+                0,
+                None,
+            ),
+        };
+        let source = fork.as_ref().map(|f| f.0.clone());
+        let created = match self.streams.entry(key.path().to_owned()) {
+            // Created meanwhile by another request: answer as if it had come first.
+            Entry::Occupied(_) => Created::Conflict,
             Entry::Vacant(slot) => {
                 let mut stream = Stream {
-                    content_type: create.content_type,
-                    expiry: create.expiry,
+                    content_type,
+                    expiry,
                     closed: create.closed,
                     closed_by: None,
-                    messages: Vec::new(),
-                    bytes: 0,
+                    messages,
+                    bytes,
                     last_seq: None,
                     producers: HashMap::new(),
                     touched: Instant::now(),
+                    fork,
+                    refs: 0,
+                    gone: false,
                 };
                 if let Some(data) = create.data {
                     stream.push(data);
@@ -155,6 +288,11 @@ impl StreamStore for MemoryStreams {
             }
         };
         if matches!(created, Created::New(_)) {
+            if let Some(source) = source
+                && let Some(mut s) = self.streams.get_mut(&source)
+            {
+                s.refs += 1;
+            }
             self.watches.notify(&key.watch_id());
         }
         Ok(created)
@@ -166,10 +304,13 @@ impl StreamStore for MemoryStreams {
         append: Append,
         limits: &StreamLimits,
     ) -> Result<Appended, StoreError> {
-        self.drop_if_expired(key);
+        self.expire(key);
         let Some(mut stream) = self.streams.get_mut(key.path()) else {
             return Ok(Appended::NotFound);
         };
+        if stream.gone {
+            return Ok(Appended::Gone);
+        }
         let outcome = apply(&mut stream, append, limits);
         drop(stream);
         if matches!(outcome, Appended::Done { .. }) {
@@ -184,10 +325,17 @@ impl StreamStore for MemoryStreams {
         after: Offset,
         max_bytes: u64,
     ) -> Result<Option<Read>, StoreError> {
-        self.drop_if_expired(key);
+        self.expire(key);
         let Some(mut stream) = self.streams.get_mut(key.path()) else {
             return Ok(None);
         };
+        if stream.gone {
+            return Ok(Some(Read {
+                info: stream.info(),
+                messages: Vec::new(),
+                up_to_date: true,
+            }));
+        }
         stream.touched = Instant::now();
         let first = stream.messages.partition_point(|(end, _)| *end <= after);
         let mut messages = Vec::new();
@@ -208,24 +356,37 @@ impl StreamStore for MemoryStreams {
     }
 
     async fn info(&self, key: &StreamKey) -> Result<Option<StreamInfo>, StoreError> {
-        self.drop_if_expired(key);
+        self.expire(key);
         Ok(self.streams.get(key.path()).map(|s| s.info()))
     }
 
-    async fn delete(&self, key: &StreamKey) -> Result<bool, StoreError> {
-        self.drop_if_expired(key);
-        let removed = self.streams.remove(key.path()).is_some();
-        if removed {
+    async fn delete(&self, key: &StreamKey) -> Result<Deleted, StoreError> {
+        self.expire(key);
+        let (deleted, released) = match self.streams.entry(key.path().to_owned()) {
+            Entry::Vacant(_) => (Deleted::Missing, None),
+            Entry::Occupied(entry) if entry.get().gone => {
+                drop(entry);
+                (Deleted::Gone, None)
+            }
+            Entry::Occupied(mut entry) if entry.get().refs > 0 => {
+                entry.get_mut().gone = true;
+                (Deleted::Removed, None)
+            }
+            Entry::Occupied(entry) => (Deleted::Removed, entry.remove().fork.map(|f| f.0)),
+        };
+        if let Some(source) = released {
+            self.release(source);
+        }
+        if deleted == Deleted::Removed {
             self.watches.notify(&key.watch_id());
         }
-        Ok(removed)
+        Ok(deleted)
     }
 
     fn watch(&self, key: &StreamKey) -> Watch {
         self.watches.watch(&key.watch_id())
     }
 }
-
 /// The protocol's append rules, in the reference order: closure (a retry of the closing
 /// producer request is a duplicate), content type, producer, `Stream-Seq`, size; then the
 /// write.

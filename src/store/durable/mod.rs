@@ -75,9 +75,7 @@ impl StreamKey {
     /// streams share the session stores' notification path).
     pub fn watch_id(&self) -> SessionId {
         // `ds-` + hex digits is always a valid id; the fallback is never taken.
-        self.tag
-            .parse()
-            .unwrap_or_else(|_| SessionId::generate())
+        self.tag.parse().unwrap_or_else(|_| SessionId::generate())
     }
 }
 
@@ -101,6 +99,9 @@ pub enum Expiry {
 /// A stream's configuration and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// Deleted while forks still referred to it (soft-deleted): every request on its own
+    /// URL answers 410, and its path cannot be created again until the forks are gone.
+    pub gone: bool,
     /// Content type as created (parameters kept).
     pub content_type: String,
     /// Expiry.
@@ -111,17 +112,32 @@ pub struct StreamInfo {
     pub tail: Offset,
 }
 
+/// Where a fork branches off (`Stream-Forked-From`, `Stream-Fork-Offset`,
+/// `Stream-Fork-Sub-Offset`, §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    /// The source stream.
+    pub source: StreamKey,
+    /// Inherit the messages ending at or before this offset; `None`: the source's tail.
+    pub offset: Option<Offset>,
+    /// And this much of the next message: bytes, or values of a JSON stream.
+    pub sub: u64,
+}
+
 /// What `PUT` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Create {
-    /// Content type (parameters kept).
-    pub content_type: String,
+    /// Content type (parameters kept); `None` only for a fork (inherits the source's).
+    pub content_type: Option<String>,
     /// Expiry.
     pub expiry: Expiry,
     /// Create closed.
     pub closed: bool,
     /// The initial message, if the body had one (already framed for JSON mode).
     pub data: Option<Bytes>,
+    /// A fork: the new stream starts with a copy of the source's data up to the fork point
+    /// (its offsets as in the source), then `data`.
+    pub fork: Option<Fork>,
 }
 
 /// What `PUT` did.
@@ -137,6 +153,28 @@ pub enum Created {
     TooMany,
     /// The initial body exceeds `max_stream_bytes`.
     TooLarge,
+    /// The fork's source does not exist.
+    SourceNotFound,
+    /// The fork's source was deleted (kept only for its forks), or the path itself is a
+    /// soft-deleted stream.
+    Gone,
+    /// `Stream-Fork-Offset` lies past the source's tail.
+    ForkOffsetBeyond,
+    /// `Stream-Fork-Sub-Offset` reaches past the next message (or there is none).
+    SubOffsetBeyond,
+    /// The fork's `Content-Type` differs from its source's.
+    ContentTypeMismatch,
+}
+
+/// What `DELETE` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Removed (or, with forks referring to it, soft-deleted: see [`StreamInfo::gone`]).
+    Removed,
+    /// No such stream.
+    Missing,
+    /// Already soft-deleted.
+    Gone,
 }
 
 /// An idempotent producer's claim on an append (`Producer-Id`, `-Epoch`, `-Seq`).
@@ -187,6 +225,8 @@ pub enum Appended {
     },
     /// No such stream.
     NotFound,
+    /// The stream is soft-deleted.
+    Gone,
     /// The stream is closed (and this is no retry of the closing request).
     Closed {
         /// Final tail.
@@ -229,6 +269,45 @@ pub struct Read {
     pub messages: Vec<(Offset, Bytes)>,
     /// The read reached the tail (false: a byte bound cut it short).
     pub up_to_date: bool,
+}
+
+/// What a fork inherits from a source whose messages are `messages` (in order, at least
+/// up to the first one ending past `anchor`): the messages ending at or before `anchor`,
+/// then `sub` bytes (values, for JSON) of the next one, which must start at `anchor`.
+/// Returns the copies (offsets kept; a partial message ends where its part ends) and the
+/// bytes they hold. Both engines fork through this.
+pub fn fork_copy(
+    messages: &[(Offset, Bytes)],
+    content_type: &str,
+    anchor: Offset,
+    sub: u64,
+) -> Result<(Vec<(Offset, Bytes)>, u64), Created> {
+    let kept = messages.partition_point(|(end, _)| *end <= anchor);
+    let mut copy = messages[..kept].to_vec();
+    let mut bytes = copy.last().map_or(0, |(end, _)| end.bytes().unwrap_or(0));
+    if sub > 0 {
+        let (next_end, next) = messages
+            .get(kept)
+            .filter(|_| Offset::at(bytes) == anchor)
+            .ok_or(Created::SubOffsetBeyond)?;
+        let part = if json::is_json(content_type) {
+            json::first_values(next, sub).ok_or(Created::SubOffsetBeyond)?
+        } else {
+            let n = usize::try_from(sub).map_err(|_| Created::SubOffsetBeyond)?;
+            if n > next.len() {
+                return Err(Created::SubOffsetBeyond);
+            }
+            next.slice(..n)
+        };
+        let end = if part.len() == next.len() {
+            *next_end
+        } else {
+            Offset::at(bytes + part.len() as u64)
+        };
+        bytes += part.len() as u64;
+        copy.push((end, part));
+    }
+    Ok((copy, bytes))
 }
 
 /// Bounds every engine applies (a route's `[routes.durable]`, passed with each call so a
@@ -275,8 +354,10 @@ pub trait StreamStore: Send + Sync + 'static {
     /// The stream's configuration and tail, without refreshing its TTL (`HEAD`).
     async fn info(&self, key: &StreamKey) -> Result<Option<StreamInfo>, StoreError>;
 
-    /// Deletes a stream; false when there was none.
-    async fn delete(&self, key: &StreamKey) -> Result<bool, StoreError>;
+    /// Deletes a stream: removes it, or soft-deletes it while forks refer to it. Deleting
+    /// a fork releases its source (and a soft-deleted source with no fork left goes, up the
+    /// chain).
+    async fn delete(&self, key: &StreamKey) -> Result<Deleted, StoreError>;
 
     /// Registers a live reader of `key`: register first, then read, then wait.
     fn watch(&self, key: &StreamKey) -> Watch;

@@ -78,9 +78,24 @@ mod tests {
 
     #[test]
     fn malformed_offsets_are_refused() {
-        for bad in ["", "_", "1_", "_1", "a_1", "1_1_1", "-1", "now", "1 _2", "1_99999999999999999999999"] {
+        for bad in [
+            "",
+            "_",
+            "1_",
+            "_1",
+            "a_1",
+            "1_1_1",
+            "-1",
+            "now",
+            "1 _2",
+            "1_99999999999999999999999",
+        ] {
             assert_eq!(bad.parse::<Offset>(), Err(ParseOffsetError), "{bad}");
         }
-        assert!("1_0".parse::<Offset>().is_ok_and(|o| o > Offset::at(u64::MAX)));
+        assert!(
+            "1_0"
+                .parse::<Offset>()
+                .is_ok_and(|o| o > Offset::at(u64::MAX))
+        );
     }
 }
