@@ -21,8 +21,9 @@ fn npm_dir() -> PathBuf {
 }
 
 /// A gateway serving streams under `/v1/stream/` (the suite's paths), with `store` and
-/// `access` (`public` for the suite, which sends no credentials; `api_key` for the client).
-fn config(store: &str, access: &str) -> String {
+/// `access` (`public` for the suite, which sends no credentials; `api_key` for the client),
+/// and `extra` `[routes.durable]` keys.
+fn config(store: &str, access: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -41,9 +42,12 @@ read = "{access}"
 long_poll_timeout_ms = 1000
 max_append_bytes = 16777216
 max_read_bytes = 4194304
+{extra}
 "#
     )
 }
+
+const MEMORY: &str = "[store]\nkind = \"memory\"";
 
 fn redis_store(redis: &RedisServer) -> String {
     format!(
@@ -53,8 +57,9 @@ fn redis_store(redis: &RedisServer) -> String {
 }
 
 /// Runs vitest with `config_file` in the npm project, `env` set; returns every test's
-/// full name and status from its JSON report.
-fn vitest(config_file: &str, env: &[(&str, String)]) -> Vec<(String, String)> {
+/// full name and status from its JSON report, and whether vitest called the run a success
+/// (false also on errors outside any test, such as an unhandled rejection).
+fn vitest(config_file: &str, env: &[(&str, String)]) -> (Vec<(String, String)>, bool) {
     let dir = npm_dir();
     assert!(
         dir.join("node_modules/vitest").is_dir(),
@@ -91,7 +96,7 @@ fn vitest(config_file: &str, env: &[(&str, String)]) -> Vec<(String, String)> {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    tests
+    (tests, json["success"].as_bool() == Some(true))
 }
 
 /// The suite's tests we expect to fail (see the module docs).
@@ -108,7 +113,7 @@ fn expected_failures() -> BTreeSet<String> {
 /// Runs the whole conformance suite against `gateway`.
 fn conformance(gateway: &Process, store: &str) {
     let url = format!("http://{}", gateway.addr);
-    let tests = vitest(
+    let (tests, _) = vitest(
         "vitest.conformance.config.mjs",
         &[("CONFORMANCE_TEST_URL", url)],
     );
@@ -145,7 +150,7 @@ fn conformance(gateway: &Process, store: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn conformance_suite_passes_on_the_memory_store() {
     blocking(|| {
-        let gateway = Process::start(&config("[store]\nkind = \"memory\"", "public"));
+        let gateway = Process::start(&config(MEMORY, "public", ""));
         conformance(&gateway, "memory");
     });
 }
@@ -154,7 +159,103 @@ async fn conformance_suite_passes_on_the_memory_store() {
 async fn conformance_suite_passes_on_the_redis_store() {
     blocking(|| {
         let redis = RedisServer::start();
-        let gateway = Process::start(&config(&redis_store(&redis), "public"));
+        let gateway = Process::start(&config(&redis_store(&redis), "public", ""));
         conformance(&gateway, "redis");
+    });
+}
+
+/// Runs the client interop tests (`tests/durable/interop.test.mjs`) against `gateway`: a
+/// reader through connection cuts (long-poll: a proxy cutting every connection; SSE: the
+/// gateway ending each response after `sse_max_ms`) gets every message exactly once, and an
+/// idempotent producer whose applied appends lose their responses duplicates nothing.
+fn interop(gateway: &Process, store: &str) {
+    let (tests, success) = vitest(
+        "vitest.interop.config.mjs",
+        &[
+            ("DURABLE_URL", format!("http://{}/v1/stream", gateway.addr)),
+            ("DURABLE_KEY", KEY.to_owned()),
+        ],
+    );
+    let failed: Vec<&(String, String)> = tests.iter().filter(|(_, s)| s != "passed").collect();
+    assert!(
+        failed.is_empty(),
+        "{store}: interop tests did not pass: {failed:#?}"
+    );
+    assert_eq!(tests.len(), 3, "{store}: {tests:#?}");
+    assert!(
+        success,
+        "{store}: vitest reported errors outside the tests (unhandled)"
+    );
+}
+
+/// Writers and readers need the API key; SSE responses end every 300 ms.
+const INTEROP: &str = "sse_max_ms = 300";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_follows_through_cuts_and_its_producer_never_duplicates_on_memory() {
+    blocking(|| {
+        let gateway = Process::start(&config(MEMORY, "api_key", INTEROP));
+        interop(&gateway, "memory");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_follows_through_cuts_and_its_producer_never_duplicates_on_redis() {
+    blocking(|| {
+        let redis = RedisServer::start();
+        let gateway = Process::start(&config(&redis_store(&redis), "api_key", INTEROP));
+        interop(&gateway, "redis");
+    });
+}
+
+/// The fenced `lang` blocks of the README's "Durable Streams" section.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("\n## Durable Streams\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Durable Streams section");
+    let fence = format!("```{lang}\n");
+    section
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|block| block.split("```\n").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_client_example_runs_as_written() {
+    let route = readme_blocks("toml").concat();
+    let example = readme_blocks("js").concat();
+    assert!(route.contains("kind = \"durable\"") && example.contains("localhost:8080"));
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[auth]\napi_keys = [\"dev-api-key-change-me\"]\n\
+         stream_token_secret = \"{SECRET}\"\n{route}"
+    );
+    blocking(|| {
+        let gateway = Process::start(&toml);
+        // In the npm project, so the client package resolves.
+        let script = tempfile::Builder::new()
+            .suffix(".mjs")
+            .tempfile_in(npm_dir())
+            .unwrap();
+        std::fs::write(
+            script.path(),
+            example.replace("localhost:8080", &gateway.addr.to_string()),
+        )
+        .unwrap();
+        let output = Command::new("node").arg(script.path()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "the README example failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("'Hello'") && stdout.contains("'world'"),
+            "{stdout}"
+        );
     });
 }
