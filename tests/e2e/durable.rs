@@ -259,3 +259,253 @@ async fn the_readme_client_example_runs_as_written() {
         );
     });
 }
+
+/// Hostile and malformed requests on a durable route: each answered with its status and a
+/// JSON error naming the problem, and nothing written.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_json_errors_and_write_nothing() {
+    use http::Method;
+
+    use crate::client::Client;
+
+    let toml = config(
+        MEMORY,
+        "api_key",
+        "max_stream_bytes = 2048\nmax_ttl_secs = 3600",
+    )
+    .replace("max_append_bytes = 16777216", "max_append_bytes = 1024");
+    let gateway = blocking(|| Process::start(&toml));
+    let client = Client::new(gateway.addr);
+    let put = |path: &str| client.call(Method::PUT, path).bearer(KEY);
+    let post = |path: &str| client.post(path).bearer(KEY);
+    let ok = client
+        .send_call(put("/v1/stream/h").header("content-type", "text/plain"))
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+
+    // (request, status, error code, text the message must contain)
+    let cases = [
+        (
+            client.call(Method::PUT, "/v1/stream/x"),
+            401,
+            "missing_credentials",
+            "credentials",
+        ),
+        (
+            client.get("/v1/stream/h"),
+            401,
+            "missing_credentials",
+            "credentials",
+        ),
+        (
+            client
+                .call(Method::PUT, "/v1/stream/x")
+                .bearer("wrong-key-0123456789"),
+            401,
+            "invalid_credentials",
+            "",
+        ),
+        (
+            put("/v1/stream/x").header("stream-ttl", "03600"),
+            400,
+            "invalid_field",
+            "Stream-TTL",
+        ),
+        (
+            put("/v1/stream/x").header("stream-ttl", "99999"),
+            400,
+            "invalid_field",
+            "at most 3600",
+        ),
+        (
+            put("/v1/stream/x")
+                .header("stream-ttl", "1")
+                .header("stream-expires-at", "2030-01-01T00:00:00Z"),
+            400,
+            "invalid_field",
+            "Stream-TTL",
+        ),
+        (
+            put("/v1/stream/x").header("stream-expires-at", "soon"),
+            400,
+            "invalid_field",
+            "Stream-Expires-At",
+        ),
+        (
+            put("/v1/stream/x").header("stream-fork-offset", "1_1"),
+            400,
+            "invalid_field",
+            "Stream-Forked-From",
+        ),
+        (
+            put("/v1/stream/x").header("stream-forked-from", "/v2/sessions/elsewhere"),
+            400,
+            "invalid_field",
+            "Stream-Forked-From",
+        ),
+        (
+            put("/v1/stream/x").header("stream-forked-from", "/v1/stream/../h"),
+            400,
+            "invalid_field",
+            "Stream-Forked-From",
+        ),
+        (
+            put("/v1/stream/x")
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "invalid_body",
+            "JSON",
+        ),
+        (
+            put("/v1/stream/x").body(vec![b'a'; 1025]),
+            413,
+            "body_too_large",
+            "1024",
+        ),
+        (
+            post("/v1/stream/h").header("content-type", "text/plain"),
+            400,
+            "invalid_body",
+            "empty",
+        ),
+        (
+            post("/v1/stream/h").body("x"),
+            400,
+            "invalid_field",
+            "Content-Type",
+        ),
+        (
+            post("/v1/stream/h")
+                .header("content-type", "application/json")
+                .body("1"),
+            409,
+            "content_type_mismatch",
+            "text/plain",
+        ),
+        (
+            post("/v1/stream/h")
+                .header("content-type", "text/plain")
+                .header("producer-id", "p")
+                .body("x"),
+            400,
+            "invalid_field",
+            "Producer-Id",
+        ),
+        (
+            post("/v1/stream/h")
+                .header("content-type", "text/plain")
+                .header("producer-id", "p")
+                .header("producer-epoch", "1e3")
+                .header("producer-seq", "0")
+                .body("x"),
+            400,
+            "invalid_field",
+            "Producer-Epoch",
+        ),
+        (
+            post("/v1/stream/h")
+                .header("content-type", "text/plain")
+                .header("producer-id", &"p".repeat(257))
+                .header("producer-epoch", "0")
+                .header("producer-seq", "0")
+                .body("x"),
+            400,
+            "invalid_field",
+            "Producer-Id",
+        ),
+        (
+            post("/v1/stream/none")
+                .header("content-type", "text/plain")
+                .body("x"),
+            404,
+            "stream_not_found",
+            "",
+        ),
+        (
+            client.get("/v1/stream/h?offset=abc").bearer(KEY),
+            400,
+            "invalid_field",
+            "offset",
+        ),
+        (
+            client.get("/v1/stream/h?offset=-1&offset=-1").bearer(KEY),
+            400,
+            "invalid_field",
+            "offset",
+        ),
+        (
+            client.get("/v1/stream/h?live=sse").bearer(KEY),
+            400,
+            "invalid_field",
+            "offset",
+        ),
+        (
+            client.get("/v1/stream/h?offset=-1&live=push").bearer(KEY),
+            400,
+            "invalid_field",
+            "live",
+        ),
+        (
+            client
+                .get(&format!("/v1/stream/{}", "p".repeat(1100)))
+                .bearer(KEY),
+            414,
+            "path_too_long",
+            "1024",
+        ),
+        (
+            client.call(Method::PATCH, "/v1/stream/h").bearer(KEY),
+            405,
+            "method_not_allowed",
+            "",
+        ),
+    ];
+    for (call, status, code, text) in cases {
+        let reply = client.send_call(call).await;
+        assert_eq!(reply.status, status, "{}", reply.text);
+        assert_eq!(reply.error_code(), code, "{}", reply.text);
+        assert!(reply.error_message().contains(text), "{}", reply.text);
+    }
+    // A chunked body past the bound is refused as it arrives, and nothing is appended.
+    let chunks = (0..8)
+        .map(|_| bytes::Bytes::from(vec![b'c'; 200]))
+        .collect();
+    let reply = client
+        .send_call(post("/v1/stream/h").chunked_json(chunks))
+        .await;
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    // Past the stream's bound: 413, nothing appended.
+    for _ in 0..2 {
+        let reply = client
+            .send_call(
+                post("/v1/stream/h")
+                    .header("content-type", "text/plain")
+                    .body(vec![b'a'; 1000]),
+            )
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.text);
+    }
+    let reply = client
+        .send_call(
+            post("/v1/stream/h")
+                .header("content-type", "text/plain")
+                .body(vec![b'a'; 100]),
+        )
+        .await;
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    assert_eq!(reply.error_code(), "stream_too_large");
+    let head = client
+        .send_call(client.call(Method::HEAD, "/v1/stream/h").bearer(KEY))
+        .await;
+    assert_eq!(
+        head.header("stream-next-offset"),
+        Some("0000000000000000_0000000000002000")
+    );
+    // No stream was created by any refused PUT.
+    let missing = client
+        .send_call(client.get("/v1/stream/x").bearer(KEY))
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    drop(gateway);
+}
