@@ -36,6 +36,7 @@ use crate::api::error::SESSION_NOT_FOUND;
 use crate::api::stream::{self, StreamSessionKey};
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
+use crate::durable::tail::SharedReads;
 use crate::durable::{DurableApi, DurableSettings, DurableState};
 use crate::metrics::Metrics;
 use crate::stack::{self, AgentParts, Policies};
@@ -775,6 +776,7 @@ impl DurableParts {
             },
             shutdown: self.shutdown.clone(),
             path_prefix: route.path_prefix.clone(),
+            tail: SharedReads::default(),
         })
     }
 }

@@ -29,6 +29,7 @@ pub mod cursor;
 pub mod headers;
 pub mod read;
 pub mod sse;
+pub mod tail;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -81,6 +82,8 @@ pub struct DurableState {
     pub shutdown: CancellationToken,
     /// The route's `path_prefix`: a fork's source must lie under it.
     pub path_prefix: String,
+    /// Live readers' store reads, shared (see [`tail`]).
+    pub tail: tail::SharedReads,
 }
 
 impl std::fmt::Debug for DurableState {

@@ -111,9 +111,11 @@ pub async fn handle(
                     return Ok(no_content(at, &read.info, client_cursor.as_deref()));
                 }
             }
+            // Every waiter of this stream woke: they share the read.
+            let woke = tokio::time::Instant::now();
             read = state
-                .store
-                .read(&key, at, max)
+                .tail
+                .after_wake(&state.store, &key, at, max, woke)
                 .await?
                 .ok_or_else(not_found)?;
             if read.info.gone {

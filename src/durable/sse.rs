@@ -74,10 +74,16 @@ pub async fn handle(
         let end = tokio::time::Instant::now() + state.settings.sse_max;
         let mut pending = Some(first);
         let mut announce = true;
+        // When this reader last woke on a change (see `tail`: reads are shared).
+        let mut woke = tokio::time::Instant::now();
         loop {
             let read = match pending.take() {
                 Some(read) => read,
-                None => match state.store.read(&key, at, max).await {
+                None => match state
+                    .tail
+                    .after_wake(&state.store, &key, at, max, woke)
+                    .await
+                {
                     Ok(Some(read)) if !read.info.gone => read,
                     // Deleted, or the store failed: end; the client resumes from `at`.
                     Ok(_) | Err(_) => return,
@@ -99,11 +105,13 @@ pub async fn handle(
                 return;
             }
             announce = false;
-            if !read.up_to_date {
+            // After sending anything, read again before waiting: the read may have been a
+            // shared one that started before the latest change (see `tail`).
+            if !read.up_to_date || !read.messages.is_empty() {
                 continue;
             }
             tokio::select! {
-                () = watch.changed() => {}
+                () = watch.changed() => woke = tokio::time::Instant::now(),
                 () = tokio::time::sleep(state.settings.long_poll_timeout) => announce = true,
                 () = tokio::time::sleep_until(end) => return,
                 () = state.shutdown.cancelled() => return,
