@@ -25,11 +25,14 @@ use crate::store::durable::{Offset, Read, StreamKey, StreamStore};
 
 type SharedRead = Shared<BoxFuture<'static, Result<Option<Read>, Arc<StoreError>>>>;
 
+/// Which read: the stream's tag, the offset read after, the byte bound.
+type Slot = (String, Offset, u64);
+
 /// Store reads in flight, by stream, offset and byte bound (see the module docs). Holds
 /// one entry per distinct read in flight; each is removed when it completes.
 #[derive(Default)]
 pub struct SharedReads {
-    inflight: Mutex<HashMap<(String, Offset, u64), (Instant, SharedRead)>>,
+    inflight: Mutex<HashMap<Slot, (Instant, SharedRead)>>,
 }
 
 impl std::fmt::Debug for SharedReads {
