@@ -14,6 +14,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -37,6 +38,10 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Milliseconds every answer (but `/healthz`) waits before it is sent: a fixed service
+    /// time, so a route's capacity is known (`bench/faults.sh`, overload). Default 0.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,10 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args.addr))
+    runtime.block_on(serve(args.addr, Duration::from_millis(args.delay_ms)))
 }
 
-async fn serve(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(addr: SocketAddr, delay: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("bench_origin listening on {}", listener.local_addr()?);
     loop {
@@ -66,16 +71,25 @@ async fn serve(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
             // Errors here are clients going away at the end of a load run: not worth a log.
             let _ = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(respond))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| respond(req, delay)),
+                )
                 .await;
         });
     }
 }
 
-async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    req: Request<Incoming>,
+    delay: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = if req.uri().path() == "/healthz" {
         HEALTH_BODY
     } else {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         BODY
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body)));
