@@ -356,6 +356,26 @@ bench_write_results() {
     bench_log "summary appended to $RESULTS"
 }
 
+# ---- Redis ----------------------------------------------------------------------------------
+
+# bench_redis_up [ARGS...] — starts a private redis-server ($REDIS_BIN, niceness $NICE) on a
+# free port with persistence off and ARGS, as target `redis`; sets REDIS_PORT once it
+# answers PING; dies if it does not.
+bench_redis_up() {
+    local deadline
+    REDIS_PORT=$(bench_pick_port)
+    nice -n "${NICE:-0}" "${REDIS_BIN:-redis-server}" --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save '' --appendonly no --logfile "$BENCH_TMP/redis.log" "$@" &
+    BENCH_PID[redis]=$!
+    deadline=$((SECONDS + START_TIMEOUT))
+    until [[ $(redis-cli -p "$REDIS_PORT" PING 2>/dev/null) == PONG ]]; do
+        kill -0 "${BENCH_PID[redis]}" 2>/dev/null || bench_die "redis-server exited: $(tail -n 5 "$BENCH_TMP/redis.log")"
+        ((SECONDS < deadline)) || bench_die "redis-server not answering on port $REDIS_PORT"
+        sleep 0.1
+    done
+    bench_log "redis-server up on port $REDIS_PORT (pid ${BENCH_PID[redis]})"
+}
+
 # ---- agentgate ------------------------------------------------------------------------------
 
 # bench_await_connected MODE OUT LOG GATEWAY — waits (bounded by CONNECT_PHASE_TIMEOUT + 60 s)

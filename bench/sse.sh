@@ -134,17 +134,7 @@ renice_all() {
 
 # ---- Redis ----------------------------------------------------------------------------------
 
-REDIS_PORT=$(bench_pick_port)
-nice -n "$NICE" "$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --notify-keyspace-events Ex --maxclients 20000 --logfile "$BENCH_TMP/redis.log" &
-BENCH_PID[redis]=$!
-deadline=$((SECONDS + START_TIMEOUT))
-until [[ $(redis-cli -p "$REDIS_PORT" PING 2>/dev/null) == PONG ]]; do
-    kill -0 "${BENCH_PID[redis]}" 2>/dev/null || bench_die "redis-server exited: $(tail -n 5 "$BENCH_TMP/redis.log")"
-    ((SECONDS < deadline)) || bench_die "redis-server not answering on port $REDIS_PORT"
-    sleep 0.1
-done
-bench_log "redis-server up on port $REDIS_PORT (pid ${BENCH_PID[redis]})"
+bench_redis_up --notify-keyspace-events Ex --maxclients 20000
 
 # ---- one build ------------------------------------------------------------------------------
 

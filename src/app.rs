@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgate_config::{
-    Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, HashOn, RouteConfig,
-    RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
+    Balance as BalanceConfig, CanaryConfig, Config, Dispatch as DispatchKind, DurableAccess,
+    HashOn, RouteConfig, RouteKind, SseShare, StoreKind, TlsConfig, ToolKind, UpstreamConfig,
 };
 use agentgate_middleware::existence_cache::{Cache, ExistenceCacheLayer};
 use agentgate_middleware::priority_queue::{PriorityQueueLayer, StreamRule};
@@ -36,10 +36,14 @@ use crate::api::error::SESSION_NOT_FOUND;
 use crate::api::stream::{self, StreamSessionKey};
 use crate::api::{AgentApi, ApiSettings, ApiState};
 use crate::auth::{ApiKeys, StreamTokens};
+use crate::durable::tail::SharedReads;
+use crate::durable::{DurableApi, DurableSettings, DurableState};
 use crate::metrics::Metrics;
 use crate::stack::{self, AgentParts, Policies};
+use crate::store::durable::memory::MemoryStreams;
+use crate::store::durable::{StreamLimits, StreamStore};
 use crate::store::memory::{MemoryLimits, MemoryStore};
-use crate::store::redis::{RedisSettings, RedisStore};
+use crate::store::redis::{RedisSettings, RedisStore, RedisStreams};
 use crate::store::{Presence, SessionId, SessionStore, StoreError, StoreExistence};
 use crate::tools::builtin::{JsonQueryTool, RegexExtractTool, Sha256Tool};
 use crate::tools::graph::PlanLimits;
@@ -99,6 +103,8 @@ pub struct App {
 /// What every generation shares.
 struct Core {
     store: Arc<dyn SessionStore>,
+    /// Durable Streams (`kind = "durable"` routes), in the same store.
+    streams: Arc<dyn StreamStore>,
     shared_limits: Option<Arc<dyn SharedGcra>>,
     metrics: Arc<Metrics>,
     /// Tools registered in Rust, served by every generation.
@@ -150,7 +156,7 @@ impl App {
     /// [`crate::tools::Tool`]) next to the `[tools.NAME]` of the configuration.
     pub async fn build_with_tools(config: &Config, tools: ToolRegistry) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
-        let (store, shared_limits) = build_store(config).await?;
+        let (store, streams, shared_limits) = build_store(config).await?;
         let metrics = Arc::new(Metrics::new(store.stats()));
         let pool = WorkerPool::new(
             config.tools.worker_threads(),
@@ -160,6 +166,7 @@ impl App {
         let certificates = Self::certificates(config)?.map(Arc::new);
         let core = Core {
             store,
+            streams,
             shared_limits,
             metrics,
             custom_tools: tools,
@@ -348,7 +355,12 @@ impl Generation {
             shared_limits: core.shared_limits.as_ref(),
             keys: &keys,
         };
-        let routes = build_routes(config, &agent, &groups, &policies)?;
+        let durable = DurableParts {
+            streams: Arc::clone(&core.streams),
+            keys: keys.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let routes = build_routes(config, &agent, &durable, &groups, &policies)?;
         // Built without error: from here on this generation runs.
         run_health_checks(&groups, retired);
         metrics.watch_upstreams(groups.values().cloned().collect());
@@ -398,10 +410,16 @@ fn certificate_files(tls: &TlsConfig) -> Vec<CertificateFiles> {
         .collect()
 }
 
-/// The session store and, with Redis, the shared rate limiter on its connection.
-async fn build_store(
-    config: &Config,
-) -> Result<(Arc<dyn SessionStore>, Option<Arc<dyn SharedGcra>>), StoreError> {
+/// What [`build_store`] makes: sessions, Durable Streams, and the shared rate limiter.
+type Stores = (
+    Arc<dyn SessionStore>,
+    Arc<dyn StreamStore>,
+    Option<Arc<dyn SharedGcra>>,
+);
+
+/// The session store, the Durable Streams store beside it and, with Redis, the shared rate
+/// limiter on its connection.
+async fn build_store(config: &Config) -> Result<Stores, StoreError> {
     let store = &config.store;
     Ok(match store.kind {
         StoreKind::Memory => (
@@ -411,6 +429,7 @@ async fn build_store(
                 session_ttl: store.session_ttl(),
                 quotas: store.quotas,
             }),
+            Arc::new(MemoryStreams::new()),
             None,
         ),
         StoreKind::Redis => {
@@ -432,7 +451,8 @@ async fn build_store(
             })
             .await?;
             let limiter = redis.rate_limiter();
-            (redis, Some(limiter))
+            let streams = Arc::new(RedisStreams::new(Arc::clone(&redis)));
+            (redis, streams, Some(limiter))
         }
     })
 }
@@ -603,6 +623,7 @@ fn forget_on_presence_changes(
 fn build_routes(
     config: &Config,
     agent: &AgentParts,
+    durable: &DurableParts,
     groups: &BTreeMap<String, Arc<UpstreamGroup>>,
     policies: &PolicyParts<'_>,
 ) -> Result<RouteTable, AppError> {
@@ -646,6 +667,7 @@ fn build_routes(
             });
         let service: RouteService = match (route.kind, client) {
             (RouteKind::Agent, _) => stack::agent(agent.clone(), route_policies),
+            (RouteKind::Durable, _) => stack::durable(durable.api(route), route_policies),
             (RouteKind::Upstream, Some(client)) => stack::upstream(client, route_policies),
             (RouteKind::Sse, Some(client)) => {
                 stack::sse(client, sse_fanout(config, route)?, route_policies)
@@ -724,6 +746,41 @@ fn sse_fanout(
 /// How often rate limiters forget idle keys.
 const RATE_LIMIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// What the `durable` routes share.
+struct DurableParts {
+    streams: Arc<dyn StreamStore>,
+    keys: ApiKeys,
+    shutdown: CancellationToken,
+}
+
+impl DurableParts {
+    /// The protocol service of a `kind = "durable"` route, as its `[routes.durable]` says.
+    fn api(&self, route: &RouteConfig) -> DurableApi {
+        let d = route.durable.clone().unwrap_or_default();
+        DurableApi::new(DurableState {
+            store: Arc::clone(&self.streams),
+            keys: self.keys.clone(),
+            settings: DurableSettings {
+                write_needs_key: d.write == DurableAccess::ApiKey,
+                read_needs_key: d.read == DurableAccess::ApiKey,
+                max_append_bytes: d.max_append_bytes,
+                max_read_bytes: d.max_read_bytes,
+                long_poll_timeout: d.long_poll_timeout(),
+                sse_max: d.sse_max(),
+                max_ttl_secs: d.max_ttl_secs,
+                limits: StreamLimits {
+                    max_stream_bytes: d.max_stream_bytes,
+                    max_streams: d.max_streams,
+                    max_producers: d.max_producers,
+                },
+            },
+            shutdown: self.shutdown.clone(),
+            path_prefix: route.path_prefix.clone(),
+            tail: SharedReads::default(),
+        })
+    }
+}
+
 /// What the routes' policy layers share.
 struct PolicyParts<'a> {
     metrics: &'a Metrics,
@@ -747,6 +804,8 @@ impl PolicyParts<'_> {
                 policy.streams.get_or_insert(match route.kind {
                     RouteKind::Sse => StreamRule::All,
                     RouteKind::Agent | RouteKind::Upstream => StreamRule::Path,
+                    // Live reads are query parameters the client picks: no stream budget.
+                    RouteKind::Durable => StreamRule::None,
                 });
                 let queue = PriorityQueueLayer::from_policy(&policy)
                     .map_err(|e| error(e.to_string()))?

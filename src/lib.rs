@@ -24,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client_noise;
+pub mod durable;
 pub mod loadtest;
 pub mod metrics;
 pub mod pid_file;

@@ -84,10 +84,10 @@ pub use published::{GENERATE_HINT, PUBLISHED_CREDENTIALS, is_published};
 pub use restart::restart_only_keys;
 pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, CertificateConfig, Config, DemoConfig,
-    Dispatch, ExistenceCachePolicy, FeaturesConfig, HashOn, HealthCheckConfig, LimitsConfig,
-    LogFormat, OnError, QuotasConfig, RedisConfig, RouteConfig, RouteKind, ServerConfig, SseConfig,
-    SseShare, StoreConfig, StoreKind, TelemetryConfig, TlsConfig, ToolConfig, ToolKind,
-    ToolsConfig, UpstreamConfig, UpstreamTlsConfig,
+    Dispatch, DurableAccess, DurableConfig, ExistenceCachePolicy, FeaturesConfig, HashOn,
+    HealthCheckConfig, LimitsConfig, LogFormat, OnError, QuotasConfig, RedisConfig, RouteConfig,
+    RouteKind, ServerConfig, SseConfig, SseShare, StoreConfig, StoreKind, TelemetryConfig,
+    TlsConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig, UpstreamTlsConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

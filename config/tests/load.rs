@@ -713,6 +713,7 @@ fn routes_and_upstreams_load_with_their_values() {
                 canary: None,
                 share: SseShare::Credentials,
                 credential_headers: Vec::new(),
+                durable: None,
             },
             RouteConfig {
                 name: "users".into(),
@@ -1467,4 +1468,34 @@ fn quotas_must_be_at_least_one() {
     }
     let typo = errors(&format!("{AUTH}\n[store.quotas]\nmax_sessions = 5\n"));
     assert!(typo[0].to_string().contains("max_sessions"), "{}", typo[0]);
+}
+
+#[test]
+fn a_durable_route_loads_its_bounds_and_refuses_zero_ones() {
+    let src = format!(
+        "{AUTH}[[routes]]\nname = \"streams\"\nkind = \"durable\"\npath_prefix = \"/streams/\"\n\
+         [routes.durable]\nread = \"public\"\nmax_append_bytes = 4096\n"
+    );
+    let config = Config::from_toml_str(&src).expect("valid");
+    let durable = config.routes[0].durable.as_ref().expect("[routes.durable]");
+    assert_eq!(config.routes[0].kind, RouteKind::Durable);
+    assert_eq!(durable.read, agentgate_config::DurableAccess::Public);
+    assert_eq!(durable.write, agentgate_config::DurableAccess::ApiKey);
+    assert_eq!(durable.max_append_bytes, 4096);
+
+    let zero = src.replace("max_append_bytes = 4096", "max_append_bytes = 0");
+    let refused = errors(&zero);
+    let message = error_for(&refused, "routes[0].durable.max_append_bytes").to_string();
+    assert!(message.contains("at least 1"), "{message}");
+    let on_agent = src.replace("kind = \"durable\"", "kind = \"agent\"");
+    let refused = errors(&on_agent);
+    let message = error_for(&refused, "routes[0].durable").to_string();
+    assert!(message.contains("only kind = \"durable\""), "{message}");
+    let proxied = src.replace(
+        "path_prefix = \"/streams/\"",
+        "path_prefix = \"/streams/\"\nupstream = \"x\"",
+    );
+    let refused = errors(&proxied);
+    let message = error_for(&refused, "routes[0].upstream").to_string();
+    assert!(message.contains("must not be set"), "{message}");
 }

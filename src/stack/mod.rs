@@ -29,6 +29,7 @@ use crate::api::identity::SessionIdentityLayer;
 use crate::api::stream::StreamSessionKey;
 use crate::api::{AgentApi, bearer};
 use crate::auth::{ApiKeys, StreamTokens};
+use crate::durable::DurableApi;
 use crate::store::{SessionId, StoreExistence};
 
 /// A route's policy layers, each switched on by its TOML table.
@@ -128,6 +129,23 @@ pub fn sse(
             .layer(optional(fanout))
             // the pooled client: peer choice, retry, forwarding headers, timeouts
             .service(client),
+    )
+}
+
+/// A `durable` route: the Durable Streams protocol, served in process from the store.
+pub fn durable(api: DurableApi, policies: Policies) -> RouteService {
+    route_service(
+        ServiceBuilder::new()
+            // identify: the peer address; the verified API key's fingerprint if a policy reads it
+            .map_request(identify(policies.identify_keys))
+            // count the rate limiter's 429s
+            .map_response(count_rejections(policies.rejected))
+            // rate limit: per-key GCRA, 429 before anything else runs
+            .layer(optional(policies.rate_limit))
+            // priority queue: bounded, classed waiting; the slot is held until the body ends
+            .layer(optional(policies.priority_queue))
+            // the protocol ─► the stream store (live readers share its one notification path)
+            .service(api),
     )
 }
 

@@ -24,6 +24,7 @@
 //! nothing (see [`idempotency`]).
 
 pub mod census;
+pub mod durable;
 pub mod id;
 pub mod idempotency;
 pub mod memory;

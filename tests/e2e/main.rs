@@ -16,6 +16,7 @@ mod admin;
 mod admin_trust;
 mod auth;
 mod bad_input;
+mod durable;
 mod edge_listener;
 mod existence_cache;
 mod failover;

@@ -142,3 +142,31 @@ async fn a_stream_that_keeps_up_gets_each_frame_as_it_comes() {
     assert_eq!(within("the last chunk", chunks.next()).await, "");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_whole_body_larger_than_one_coalesced_write_keeps_its_full_length() {
+    use http_body_util::{BodyExt, Full};
+
+    let (edge, bodies) = gateway();
+    // More than the 64 KiB the bridge joins into its first write, known length.
+    let payload = Bytes::from(vec![b'z'; 100 * 1024]);
+    bodies
+        .send(Full::new(payload.clone()).map_err(|e| match e {}).boxed())
+        .unwrap();
+    let (mut response, head) = Chunks::head(&edge).await;
+    assert!(head.contains("content-length: 102400"), "{head}");
+    while response.buf.len() < payload.len() {
+        let mut more = [0u8; 8192];
+        let n = within("the body", response.stream.read(&mut more))
+            .await
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed after {} bytes",
+            response.buf.len()
+        );
+        response.buf.extend_from_slice(&more[..n]);
+    }
+    assert_eq!(response.buf, payload);
+    edge.stop().await;
+}

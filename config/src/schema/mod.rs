@@ -8,6 +8,7 @@
 
 mod agent;
 mod auth;
+mod durable;
 mod features;
 mod routes;
 mod server;
@@ -19,6 +20,7 @@ mod upstreams;
 
 pub use agent::{AgentConfig, DemoConfig, Dispatch};
 pub use auth::AuthConfig;
+pub use durable::{DurableAccess, DurableConfig};
 pub use features::FeaturesConfig;
 pub use routes::{CanaryConfig, RouteConfig, RouteKind, SseShare};
 pub use server::{CertificateConfig, LimitsConfig, LogFormat, ServerConfig, TlsConfig};

@@ -2,6 +2,8 @@ use agentgate_middleware::policy::PriorityQueuePolicy;
 use agentgate_middleware::policy::RateLimitPolicy;
 use serde::{Deserialize, Serialize};
 
+use super::DurableConfig;
+
 /// What a route does with the requests it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,6 +19,11 @@ pub enum RouteKind {
     /// says `share = "public"`) reads one upstream connection (`[sse.fanout]`, with
     /// `features.sse_fanout`); resumes use `Last-Event-ID`.
     Sse,
+    /// `"durable"`: the Durable Streams protocol, served by the gateway itself: every path
+    /// under `path_prefix` is a stream (create with `PUT`, append with `POST`, read with
+    /// `GET` catch-up, long-poll or SSE, `HEAD`, `DELETE`), kept in the `[store]`;
+    /// `[routes.durable]` says who may write and read, and bounds it.
+    Durable,
 }
 
 /// Who may share one upstream stream of a `kind = "sse"` route.
@@ -46,7 +53,7 @@ pub struct RouteConfig {
     /// Name used in logs and metrics. Required: non-empty, only ASCII letters, digits, `_` and
     /// `-`, unique among routes. Default `""` (fails validation).
     pub name: String,
-    /// `"agent"`, `"upstream"` or `"sse"`. Default `"agent"`.
+    /// `"agent"`, `"upstream"`, `"sse"` or `"durable"`. Default `"agent"`.
     pub kind: RouteKind,
     /// Host the request must be for: compared with the request's `Host` (or HTTP/2
     /// `:authority`) without its port, exactly and case-insensitively; no wildcards. A host
@@ -97,6 +104,10 @@ pub struct RouteConfig {
     /// viewers share a stream only if these are equal as well. `kind = "sse"` with
     /// `share = "credentials"` only. Default `[]`.
     pub credential_headers: Vec<String>,
+    /// `[routes.durable]`: authorisation and bounds of a `kind = "durable"` route (only
+    /// there). Default: the [`DurableConfig`] defaults (API keys for writes and reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable: Option<DurableConfig>,
 }
 
 /// `[routes.canary]`: a weighted second upstream group for safe rollouts (e.g. 95/5).
@@ -150,6 +161,7 @@ impl Default for RouteConfig {
             canary: None,
             share: SseShare::Credentials,
             credential_headers: Vec::new(),
+            durable: None,
         }
     }
 }

@@ -90,9 +90,10 @@ impl Config {
                         format!("no [upstreams.{}] table is defined", key_name(name)),
                     );
                 }
-                (RouteKind::Agent, Some(_)) => p.push(
+                (RouteKind::Agent | RouteKind::Durable, Some(_)) => p.push(
                     &key("upstream"),
-                    "must not be set when kind = \"agent\" (set kind = \"upstream\" to proxy)",
+                    "must not be set when kind = \"agent\" or \"durable\" (set kind = \
+                     \"upstream\" to proxy)",
                 ),
                 _ => {}
             }
@@ -100,6 +101,7 @@ impl Config {
                 self.check_canary(p, i, route, canary);
             }
             check_sse_share(p, i, route);
+            check_durable(p, i, route);
         }
         let named = self
             .routes
@@ -193,6 +195,36 @@ fn check_sse_share(p: &mut Problems, i: usize, route: &RouteConfig) {
             is_lower_header_name(name),
             &format!("routes[{i}].credential_headers[{j}]"),
             "must be a lower-case header name (letters, digits, '-')",
+        );
+    }
+}
+
+/// `[routes.durable]` of route `i`: only on `kind = "durable"`; every bound at least 1.
+fn check_durable(p: &mut Problems, i: usize, route: &RouteConfig) {
+    let Some(durable) = &route.durable else {
+        return;
+    };
+    if route.kind != RouteKind::Durable {
+        p.push(
+            &format!("routes[{i}].durable"),
+            "only kind = \"durable\" routes take a [routes.durable] table",
+        );
+    }
+    let bounds = [
+        ("max_append_bytes", durable.max_append_bytes),
+        ("max_stream_bytes", durable.max_stream_bytes),
+        ("max_read_bytes", durable.max_read_bytes),
+        ("max_streams", durable.max_streams),
+        ("max_producers", durable.max_producers),
+        ("long_poll_timeout_ms", durable.long_poll_timeout_ms),
+        ("sse_max_ms", durable.sse_max_ms),
+        ("max_ttl_secs", durable.max_ttl_secs),
+    ];
+    for (field, value) in bounds {
+        p.require(
+            value >= 1,
+            &format!("routes[{i}].durable.{field}"),
+            "must be at least 1",
         );
     }
 }

@@ -270,7 +270,15 @@ where
             let _ = header.insert_header(header::CONTENT_LENGTH, 0);
         }
     }
-    let chunked = frame_length(&mut header, &*body, session.req_header().version, head_only);
+    // What is left of the body after the ready data taken above (its size hint shrank by it).
+    let taken = ready.as_ref().map_or(0, |(data, _)| data.len() as u64);
+    let chunked = frame_length(
+        &mut header,
+        &*body,
+        taken,
+        session.req_header().version,
+        head_only,
+    );
     let end = head_only || complete || body.is_end_stream() && ready.is_none();
     if !end && !header.headers.contains_key(header::CONTENT_LENGTH) {
         // A stream (SSE, a proxied body of unknown length) has no write deadline: a reader
@@ -463,10 +471,12 @@ fn needs_chunking(header: &ResponseHeader, version: Version) -> bool {
 
 /// Sets how the response body is delimited: its exact length when known, otherwise chunked
 /// on HTTP/1.1 (without it pingora would close the connection to end the body). Returns
-/// whether the body goes out chunked.
+/// whether the body goes out chunked. `taken`: bytes already polled out of `body` that go
+/// out before the rest.
 fn frame_length<B: Body>(
     header: &mut ResponseHeader,
     body: &B,
+    taken: u64,
     version: Version,
     head: bool,
 ) -> bool {
@@ -481,6 +491,7 @@ fn frame_length<B: Body>(
         return false;
     }
     if let Some(n) = body.size_hint().exact() {
+        let n = n + taken;
         // Cannot fail: a number is a valid header value.
         let _ = header.insert_header(header::CONTENT_LENGTH, n);
         return false;

@@ -91,8 +91,10 @@ mod scripts;
 mod sentinel;
 mod sequential;
 mod store;
+mod streams;
 
 pub use self::store::RedisStore;
+pub use self::streams::RedisStreams;
 
 /// Settings of the Redis engine.
 #[derive(Debug, Clone)]
