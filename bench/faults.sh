@@ -308,6 +308,9 @@ stalled_readers() {
     # The sessions outlast the stall by 20 s: one event a second.
     local events=$((STALL_SECS + 20))
     base_scen=$(scenario_file stalled_baseline "$STALLED" 1 "$events" 1000)
+    # A short warm-up first, so that neither measured run pays for a cold start.
+    load_start stalled_warmup "$(scenario_file stalled_warmup "$STALLED" 1 5 200)" "http://127.0.0.1:$gw"
+    load_wait stalled_warmup || return 0
     base_rss=$(rss_kib "$gw_pid")
     load_start stalled_baseline "$base_scen" "http://127.0.0.1:$gw"
     while kill -0 "${BENCH_PID[load]}" 2>/dev/null; do
