@@ -429,6 +429,7 @@ async fn build_store(
                 pipelining: config.features.pipelining,
                 hash_state: config.features.hash_state,
                 quotas: store.quotas,
+                subscribe: store.redis.subscribe,
             })
             .await?;
             let limiter = redis.rate_limiter();

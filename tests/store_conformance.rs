@@ -128,6 +128,7 @@ async fn redis_store(
         pipelining: mode.pipelining,
         hash_state: mode.hash_state,
         quotas: limits.quotas(),
+        subscribe: Default::default(),
     })
     .await
     .unwrap()

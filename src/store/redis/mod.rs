@@ -73,6 +73,8 @@
 
 use std::time::Duration;
 
+pub use agentgate_config::SubscribeMode;
+
 use super::{EventId, Quotas, StoreError};
 
 mod ack;
@@ -120,6 +122,21 @@ pub struct RedisSettings {
     pub hash_state: bool,
     /// Running sessions per owner, bytes per session (`[store.quotas]`).
     pub quotas: Quotas,
+    /// How nodes hear of writes (`store.redis.subscribe`): per watched session, or one
+    /// pattern for all.
+    pub subscribe: SubscribeMode,
+}
+
+impl RedisSettings {
+    /// The command that publishes a session's notices: `SPUBLISH` (sharded) on Cluster with
+    /// per-session subscriptions, else `PUBLISH`.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.cluster && self.subscribe == SubscribeMode::PerSession {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
 }
 
 /// A stream id as Redis wrote it.

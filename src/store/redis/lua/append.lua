@@ -29,8 +29,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] then refresh(KEYS[3], ARGV[7], ARGV[3]) end
 if size <= 8192 then
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last, e = events}))
+  redis.call(PUBLISH, ARGV[5], cjson.encode({a = last, e = events}))
 else
-  redis.call('PUBLISH', ARGV[5], out[#out])
+  redis.call(PUBLISH, ARGV[5], out[#out])
 end
 return out

@@ -18,8 +18,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[9]) end
 if #ARGV[8] <= 8192 then
   local events = {{id, 'complete', ARGV[8]}}
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last, e = events}))
+  redis.call(PUBLISH, ARGV[5], cjson.encode({a = last, e = events}))
 else
-  redis.call('PUBLISH', ARGV[5], id)
+  redis.call(PUBLISH, ARGV[5], id)
 end
 return {'ok', id, meta[3] or '0'}

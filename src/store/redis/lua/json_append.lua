@@ -23,5 +23,5 @@ state.updated_at = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] then refresh(KEYS[3], ARGV[7], ARGV[3]) end
-redis.call('PUBLISH', ARGV[5], out[#out])
+redis.call(PUBLISH, ARGV[5], out[#out])
 return out

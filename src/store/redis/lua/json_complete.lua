@@ -15,5 +15,5 @@ state.event_count = state.event_count + 1
 redis.call('SET', KEYS[1], cjson.encode(state), 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[9]) end
-redis.call('PUBLISH', ARGV[5], id)
+redis.call(PUBLISH, ARGV[5], id)
 return {'ok', id, tostring(state.created_at)}
