@@ -347,4 +347,50 @@ mod tests {
         w.changed().await;
         assert_eq!(w.events_after(None), Some(vec![event("1-0")]));
     }
+
+    #[tokio::test]
+    async fn per_session_interest_is_queued_and_readers_wait_for_the_confirmation() {
+        let registry = Arc::new(WatchRegistry::per_session());
+        let id: SessionId = "s1".parse().unwrap();
+        let mut first = registry.watch(&id);
+        let second = registry.watch(&id);
+        // One change for the first reader; the second joins.
+        assert_eq!(registry.take_changes(), HashSet::from([id.clone()]));
+        assert!(registry.is_watched(&id));
+        // Not subscribed yet: the reader waits; the confirmation lets it go and wakes it.
+        let waiting = tokio::spawn(async move {
+            first.subscribed().await;
+            first
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        registry.subscribed(&id);
+        let mut first = waiting.await.unwrap();
+        // The confirmation's wake-up was seen by `subscribed`; the next append wakes.
+        registry.notify(&id);
+        first.changed().await;
+        // A reader joining a confirmed subscription does not wait.
+        let mut third = registry.watch(&id);
+        third.subscribed().await;
+        // The last reader leaving is one more change.
+        drop((first, second, third));
+        assert!(!registry.is_watched(&id));
+        assert_eq!(registry.take_changes(), HashSet::from([id.clone()]));
+        assert!(registry.take_changes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pattern_subscription_covers_every_session_once_confirmed() {
+        let registry = Arc::new(WatchRegistry::until_subscribed());
+        let (a, b): (SessionId, SessionId) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let mut early = registry.watch(&a);
+        registry.subscribed_all();
+        early.subscribed().await;
+        let mut late = registry.watch(&b);
+        late.subscribed().await;
+        assert!(
+            registry.take_changes().is_empty(),
+            "no per-session interest"
+        );
+    }
 }
