@@ -14,7 +14,8 @@
 //!   only (it stays `0-0` under `MAXLEN` trimming, Redis 7.0), and the oldest entry's id
 //!   alone cannot tell a cursor on the newest trimmed entry (nothing missed) from one
 //!   before it. Entries written without `prev` (before it existed) report no gap.
-//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes on it a notice
+//! - `ag:{<sid>}:notify` — pub/sub channel (sharded on Cluster with per-session
+//!   subscriptions: `SPUBLISH`); every write publishes on it a notice
 //!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
 //!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.
 //!
@@ -43,19 +44,24 @@
 //! - `hash_state = false` (`redis::json_state`): the state is one JSON string at
 //!   `ag:{<sid>}:meta`, read, modified and written back whole on every change.
 //!
-//! Live tailing uses ONE extra connection per process however many readers are connected:
-//! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
-//! ([`WatchRegistry`](crate::store::watch::WatchRegistry)). A reader whose cursor is the
-//! notice's "before" id takes the events from the notice — no read at all; any other reader
-//! (behind, or woken by a bare id) `XRANGE`s from its own cursor on the shared multiplexed
-//! connection. After a reconnect the subscription is restored and every reader re-reads, so
-//! notifications lost while disconnected cost nothing.
+//! Live tailing uses ONE extra connection per process however many readers are connected
+//! (`notifier`): it subscribes to the channels of the sessions this node has readers for
+//! (`store.redis.subscribe = "per_session"`; sharded pub/sub on Cluster, so a notice stays in
+//! its session's shard) or to all of them with one pattern (`"pattern"`), and wakes the
+//! local readers of a session ([`WatchRegistry`](crate::store::watch::WatchRegistry)). A
+//! reader whose cursor is the notice's "before" id takes the events from the notice — no
+//! read at all; any other reader (behind, or woken by a bare id) `XRANGE`s from its own
+//! cursor on the shared multiplexed connection. A new reader reads once its session's
+//! subscription is confirmed, and every (re)confirmation makes the readers re-read, so
+//! notifications lost before it or while disconnected cost nothing. On Cluster, one more
+//! connection per master hears expired keys (keyspace events are per node).
 //!
 //! Figures ([`StoreStats`](crate::store::StoreStats)): live sessions are this node's view
 //! ([`Census`](crate::store::census::Census)); memory per session is `MEMORY USAGE` of the
 //! meta hash plus the event stream of up to 8 of those sessions, averaged, every 5 seconds
 //! (those commands are not counted as the store's traffic); connections held are the multiplexed command connection plus the notification
-//! connection while it is subscribed (on Cluster each is one handle with a socket per node).
+//! connection while it answers (on Cluster each is one handle with a socket per node, plus the
+//! expired-key-events connection of each master).
 //!
 //! The parts, one file each:
 //!
@@ -65,7 +71,8 @@
 //! - `ack`: sending a write, with `WAIT` for replicas when `ack_replicas` asks for it;
 //! - `scripts`: the Lua write scripts (`lua/*.lua`) and the scripted writes;
 //! - `sequential`, `json_state`: the naive baselines above;
-//! - `notifier`: the notification connection and the loop that wakes readers;
+//! - `notifier`: the notification connection, the subscriptions it keeps in step with the
+//!   readers, and the loop that wakes them;
 //! - `census`: the census sweep and the memory sampling;
 //! - `store`: [`RedisStore`] itself: connecting, reads, and the [`SessionStore`] calls.
 //!
