@@ -110,47 +110,59 @@ async fn node_metric(client: &Client, series: &str) -> f64 {
     metric(&reply.text, series).unwrap_or(0.0)
 }
 
-/// Waits until the node's `agentgate_store_subscriptions` is `n`.
-async fn subscriptions_reach(client: &Client, n: f64) {
-    within(&format!("{n} subscriptions"), async {
-        while node_metric(client, "agentgate_store_subscriptions").await != n {
+/// Waits until the node's `series` is `n`.
+async fn metric_reaches(client: &Client, series: &str, n: f64) {
+    within(&format!("{series} = {n}"), async {
+        while node_metric(client, series).await != n {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_moves_between_three_nodes_and_each_hears_only_its_own() {
+/// Waits until the node's `agentgate_store_subscriptions` is `n`.
+async fn subscriptions_reach(client: &Client, n: f64) {
+    metric_reaches(client, "agentgate_store_subscriptions", n).await;
+}
+
+/// Created on A, streamed from B, appended from C, resumed on B after A is killed; with
+/// `subscribe` = `mode`, which nodes hear the writes.
+async fn a_session_moves_between_nodes(mode: &str) {
+    const NOTIFICATIONS: &str = "agentgate_store_notifications_total";
+    let per_session = mode == "per_session";
     let cluster = blocking(RedisCluster::start);
-    let [a, b, c] = three_nodes(&node_toml(&cluster, "per_session", ""));
+    let [a, b, c] = three_nodes(&node_toml(&cluster, mode, ""));
     let (b, c) = (Client::new(b.addr), Client::new(c.addr));
     let a_client = Client::new(a.addr);
     let session = init(&a_client).await;
 
     // Streamed from B, appended from C: B gets every event, in order.
     let mut viewer = stream(&b, &session, None).await;
-    subscriptions_reach(&b, 1.0).await;
+    if per_session {
+        subscriptions_reach(&b, 1.0).await;
+    }
     let mut acked = Vec::new();
     for n in 0..10 {
         acked.push(appended(&append(&c, &session.0, n).await));
     }
     assert_eq!(next_ids(&mut viewer, 10).await, acked);
 
-    // Only B subscribed, so only B heard the writes.
-    assert_eq!(node_metric(&c, "agentgate_store_subscriptions").await, 0.0);
-    assert_eq!(
-        node_metric(&c, "agentgate_store_notifications_total").await,
-        0.0
-    );
-    assert_eq!(
-        node_metric(&a_client, "agentgate_store_notifications_total").await,
-        0.0
-    );
-    assert_eq!(
-        node_metric(&b, "agentgate_store_notifications_total").await,
-        10.0
-    );
+    // Per session, only B subscribed, so only B hears the writes; with the pattern, every
+    // node hears every write.
+    metric_reaches(&b, NOTIFICATIONS, 10.0).await;
+    if per_session {
+        for other in [&a_client, &c] {
+            assert_eq!(
+                node_metric(other, "agentgate_store_subscriptions").await,
+                0.0
+            );
+            assert_eq!(node_metric(other, NOTIFICATIONS).await, 0.0);
+        }
+    } else {
+        metric_reaches(&a_client, NOTIFICATIONS, 10.0).await;
+        metric_reaches(&c, NOTIFICATIONS, 10.0).await;
+        assert_eq!(node_metric(&b, "agentgate_store_subscriptions").await, 0.0);
+    }
 
     // A, where the session was created, is killed; B resumes it from the middle, exactly.
     drop(a);
@@ -172,9 +184,21 @@ async fn a_session_moves_between_three_nodes_and_each_hears_only_its_own() {
     assert_eq!(last.event.as_deref(), Some("complete"));
     resumed.expect_end().await;
 
-    // The last reader gone, B unsubscribes (after its linger).
-    drop(resumed);
-    subscriptions_reach(&b, 0.0).await;
+    if per_session {
+        // The last reader gone, B unsubscribes (after its linger).
+        drop(resumed);
+        subscriptions_reach(&b, 0.0).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moves_between_three_nodes_and_each_hears_only_its_own() {
+    a_session_moves_between_nodes("per_session").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_pattern_subscription_every_node_hears_every_write() {
+    a_session_moves_between_nodes("pattern").await;
 }
 
 /// One viewer that keeps leaving and coming back to `node` while writes go on: each time it
