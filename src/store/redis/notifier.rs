@@ -32,7 +32,9 @@
 //! is opened on the master last named ([`super::sentinel`]) and moves with it: a failover is
 //! one more reconnect, after which every watched session is subscribed again.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::connection::manager_config;
 use super::keys::{
@@ -92,7 +95,16 @@ pub(super) async fn run_notifier(
     // last reader and are unsubscribed at the next tick if still without one.
     let mut held: HashSet<SessionId> = HashSet::new();
     let mut leaving: HashSet<SessionId> = HashSet::new();
-    let mut masters = ClusterMasters::default();
+    // On Cluster: the masters' expired-key-events connections, followed by a task of their
+    // own (a master that does not answer never delays a subscription), ended with this one.
+    let masters_connected = Arc::new(AtomicI64::new(0));
+    let _masters = settings.cluster.then(|| {
+        AbortOnDropHandle::new(tokio::spawn(follow_masters(
+            settings.clone(),
+            presence.clone(),
+            Arc::clone(&masters_connected),
+        )))
+    });
     // On Sentinel: the master `conn` is (to be) opened to.
     let mut master: Option<Arc<Master>> = None;
     let mut ticked = true;
@@ -148,15 +160,12 @@ pub(super) async fn run_notifier(
                     .subscriptions
                     .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
             }
-            if settings.cluster && ticked {
-                masters.refresh(c, &settings, &presence).await;
-            }
         }
         // The command connection, the notification connection while it answers, and on
         // Cluster one expiry-events connection per master.
         stats
             .connections
-            .set(1 + i64::from(answering) + masters.connected());
+            .set(1 + i64::from(answering) + masters_connected.load(Ordering::Relaxed));
         ticked = false;
         tokio::select! {
             _ = tick.tick() => ticked = true,
@@ -464,8 +473,41 @@ async fn open_notifier(
     }
 }
 
-/// On Cluster: one expired-key-events connection per master, keyed by `host:port`, kept in
-/// step with `CLUSTER SLOTS`.
+/// On Cluster: asks the cluster for its masters every second (`CLUSTER SLOTS`, on a Cluster
+/// connection of its own) and keeps one expired-key-events connection per master;
+/// `connected` is kept at the number of them subscribed and answering.
+async fn follow_masters(
+    settings: RedisSettings,
+    presence: PresenceFeed,
+    connected: Arc<AtomicI64>,
+) {
+    let mut masters = ClusterMasters::default();
+    let mut cluster = None;
+    let mut tick = tokio::time::interval(LINGER);
+    loop {
+        tick.tick().await;
+        if cluster.is_none() {
+            let client = ClusterClient::builder(settings.urls.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.timeout)
+                .build();
+            let opened = match client {
+                Ok(client) => client.get_async_connection().await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(c) => cluster = Some(c),
+                Err(e) => tracing::debug!(error = %e, "redis cluster connection failed"),
+            }
+        }
+        if let Some(c) = &mut cluster {
+            masters.refresh(c, &settings, &presence).await;
+        }
+        connected.store(masters.connected(), Ordering::Relaxed);
+    }
+}
+
+/// One expired-key-events connection per master, keyed by `host:port`.
 #[derive(Default)]
 struct ClusterMasters {
     nodes: HashMap<(String, u16), MasterEvents>,
@@ -483,13 +525,10 @@ impl ClusterMasters {
     /// and retries what failed.
     async fn refresh(
         &mut self,
-        conn: &mut NotifyConnection,
+        cluster: &mut ClusterConnection,
         settings: &RedisSettings,
         presence: &PresenceFeed,
     ) {
-        let NotifyConnection::Cluster(cluster) = conn else {
-            return;
-        };
         let slots: redis::RedisResult<Value> = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async(cluster)
@@ -506,29 +545,28 @@ impl ClusterMasters {
         }
         self.nodes.retain(|addr, _| masters.contains(addr));
         for addr in masters {
-            if !self.nodes.contains_key(&addr) {
-                match open_master_events(settings, &addr, presence.clone()) {
+            if let Entry::Vacant(entry) = self.nodes.entry(addr) {
+                match open_master_events(settings, entry.key(), presence.clone()) {
                     Ok(conn) => {
-                        self.nodes.insert(
-                            addr,
-                            MasterEvents {
-                                conn,
-                                subscribed: false,
-                            },
-                        );
+                        entry.insert(MasterEvents {
+                            conn,
+                            subscribed: false,
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "redis master events connection failed"),
                 }
             }
         }
-        for node in self.nodes.values_mut() {
+        // Concurrently: a master that does not answer delays none of the others.
+        join_all(self.nodes.values_mut().map(|node| async move {
             let result = if node.subscribed {
                 redis::cmd("PING").query_async(&mut node.conn).await
             } else {
                 node.conn.psubscribe(EXPIRED_PATTERN).await
             };
             node.subscribed = result.is_ok();
-        }
+        }))
+        .await;
     }
 
     /// Connections subscribed and answering at the last refresh.
