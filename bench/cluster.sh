@@ -312,10 +312,4 @@ verdict() { # verdict VALUE MAX
     printf '%-40s %16s\n' "duplicated = 0" "$(verdict "$(get per_session duplicates)" 0)"
 } | tee -a "$BENCH_TMP/summary.txt"
 
-mkdir -p "$(dirname "$RESULTS")"
-{
-    echo
-    echo "######## $BENCH_NAME $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    cat "$BENCH_TMP/summary.txt"
-} >>"$RESULTS"
-bench_log "summary appended to $RESULTS"
+bench_append_summary

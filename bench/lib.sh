@@ -361,6 +361,18 @@ bench_write_results() {
     bench_log "summary appended to $RESULTS"
 }
 
+# bench_append_summary — appends the run's summary ($BENCH_TMP/summary.txt) to $RESULTS
+# under a dated heading (scripts that print their own tables instead of wrk rounds).
+bench_append_summary() {
+    mkdir -p "$(dirname "$RESULTS")"
+    {
+        echo
+        echo "######## $BENCH_NAME $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        cat "$BENCH_TMP/summary.txt"
+    } >>"$RESULTS"
+    bench_log "summary appended to $RESULTS"
+}
+
 # ---- agentgate ------------------------------------------------------------------------------
 
 # bench_await_connected MODE OUT LOG GATEWAY [LOAD] — waits (bounded by CONNECT_PHASE_TIMEOUT

@@ -15,7 +15,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::client::{Client, Reply, SseStream, within};
-use crate::gateway::{KEY, SECRET, blocking, metric};
+use crate::failover::assert_retry_later;
+use crate::gateway::{KEY, SECRET, blocking, ids_until, lost_in_failover, metric};
 use crate::process::Process;
 use crate::support::redis_cluster::RedisCluster;
 
@@ -71,6 +72,19 @@ async fn append(client: &Client, id: &str, n: usize) -> Reply {
                 .json(&json!({"events": [{"kind": "delta", "data": {"n": n}}]})),
         )
         .await
+}
+
+/// Completes the session through `client`; asserts 200.
+async fn complete(client: &Client, id: &str) {
+    let done = client
+        .send_call(
+            client
+                .post(&format!("/v2/sessions/{id}/complete"))
+                .bearer(KEY)
+                .json(&json!({"final_response": "ok"})),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "complete: {}", done.text);
 }
 
 /// The one id of a successful single-event append.
@@ -172,14 +186,7 @@ async fn a_session_moves_between_nodes(mode: &str) {
         acked.push(appended(&append(&c, &session.0, n).await));
     }
     assert_eq!(next_ids(&mut resumed, 10).await, acked[5..]);
-    let done = c
-        .send_call(
-            c.post(&format!("/v2/sessions/{}/complete", session.0))
-                .bearer(KEY)
-                .json(&json!({"final_response": "ok"})),
-        )
-        .await;
-    assert_eq!(done.status, StatusCode::OK, "complete: {}", done.text);
+    complete(&c, &session.0).await;
     let last = resumed.next_event().await.expect("the complete event");
     assert_eq!(last.event.as_deref(), Some("complete"));
     resumed.expect_end().await;
@@ -249,14 +256,7 @@ async fn viewers_churning_across_nodes_while_writes_go_on_miss_nothing() {
     }
     writing.store(false, Ordering::SeqCst);
     let acked = writer.await.expect("writer");
-    let done = c
-        .send_call(
-            c.post(&format!("/v2/sessions/{}/complete", session.0))
-                .bearer(KEY)
-                .json(&json!({"final_response": "ok"})),
-        )
-        .await;
-    assert_eq!(done.status, StatusCode::OK, "complete: {}", done.text);
+    complete(&c, &session.0).await;
     // Each viewer comes back once more and reads to the end.
     for (node, mut ids) in [&a, &b].into_iter().zip(seen) {
         let mut rest = stream(node, &session, ids.last().map(String::as_str)).await;
@@ -272,30 +272,6 @@ async fn viewers_churning_across_nodes_while_writes_go_on_miss_nothing() {
         );
         assert_eq!(ids, acked, "a churning viewer got events out of order");
     }
-}
-
-/// A 503 that tells the agent to come back: `Retry-After` and a JSON error naming it.
-fn assert_retry_later(reply: &Reply) {
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        reply.text
-    );
-    assert_eq!(reply.header("retry-after"), Some("1"), "Retry-After");
-    assert_eq!(reply.error_code(), "store_unavailable", "{}", reply.text);
-}
-
-/// Stream ids strictly increasing: no duplicate, nothing out of order.
-fn ordered(ids: &[String]) -> bool {
-    let key = |id: &str| {
-        let (ms, seq) = id.split_once('-').expect("a stream id");
-        (
-            ms.parse::<u64>().expect("ms"),
-            seq.parse::<u64>().expect("seq"),
-        )
-    };
-    ids.windows(2).all(|w| key(&w[0]) < key(&w[1]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +314,7 @@ async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
             acked.push(appended(&reply));
             recovered = Some(killed.elapsed());
         } else {
-            assert_retry_later(&reply);
+            assert_retry_later(&reply, &["store_unavailable"]);
             refused += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -352,32 +328,12 @@ async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
         recovered.unwrap_or_default().as_millis()
     );
 
-    // The viewer, connected on B throughout, and a fresh replay on A.
+    // The viewer, connected on B throughout, and a fresh replay on A: what survived (a
+    // write the old master acknowledged may be gone) reached the viewer exactly once.
     let last = acked.last().expect("acknowledged writes").clone();
-    let mut seen = Vec::new();
-    while seen.last() != Some(&last) {
-        let frame = viewer.next_event().await.expect("the stream stays open");
-        seen.push(frame.id.expect("an event id"));
-    }
-    let mut replay_stream = stream(&a, &session, None).await;
-    let mut replay = Vec::new();
-    while replay.last() != Some(&last) {
-        let frame = replay_stream.next_event().await.expect("the replay");
-        replay.push(frame.id.expect("an event id"));
-    }
-    // Replication is asynchronous: a write the old master acknowledged may be gone; what
-    // survived reached the viewer exactly once, in order.
-    let lost: Vec<&String> = acked.iter().filter(|id| !replay.contains(id)).collect();
-    assert!(ordered(&seen), "duplicate or out of order: {seen:?}");
-    for id in &replay {
-        assert!(seen.contains(id), "the viewer missed {id}");
-    }
-    for id in &seen {
-        assert!(
-            replay.contains(id) || lost.contains(&id),
-            "the viewer got {id}, which was never acknowledged"
-        );
-    }
+    let seen = ids_until(&mut viewer, &last).await;
+    let replay = ids_until(&mut stream(&a, &session, None).await, &last).await;
+    let lost = lost_in_failover(&acked, &seen, &replay);
     // Every write acknowledged after the failover survived.
     assert!(lost.iter().all(|id| acked[..10].contains(id)), "{lost:?}");
 }
