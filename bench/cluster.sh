@@ -161,7 +161,7 @@ node_metric() {
 # measure MODE — three nodes up, three load programs, readings into RES, nodes down.
 measure() {
     local m=$1 i ports=() conf names="" go t0 t1 g0 g1 r0 r1 b0 b1 n0 n1 line kv out bound \
-        window appended=0 delivered=0 missing=0 dups=0 disorder=0 errors=0 connected=0
+        window appended=0 append_rate=0 delivered=0 missing=0 dups=0 disorder=0 errors=0 connected=0
     for p in "${REDIS_PORTS[@]}"; do rcli "$p" FLUSHALL >/dev/null; done
     for ((i = 0; i < NODES; i++)); do
         ports+=("$(bench_pick_port)")
@@ -238,6 +238,7 @@ measure() {
         declare -A r=()
         for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
         appended=$((appended + r[appended])) delivered=$((delivered + r[delivered]))
+        append_rate=$(awk -v a="$append_rate" -v b="${r[append_rate]}" 'BEGIN { printf "%.1f", a + b }')
         missing=$((missing + r[missing])) dups=$((dups + r[duplicates]))
         disorder=$((disorder + r[out_of_order])) errors=$((errors + r[errors]))
         connected=$((connected + r[connected]))
@@ -251,7 +252,7 @@ measure() {
     RES[$m.status]=${RES[$m.status]:-ok}
     RES[$m.window]=$window
     RES[$m.connected]=$connected
-    RES[$m.appended_s]=$(awk -v a="$appended" -v w="$window" 'BEGIN { printf "%.0f", a / w }')
+    RES[$m.appended_s]=$(awk -v a="$append_rate" 'BEGIN { printf "%.0f", a }')
     RES[$m.delivered]=$delivered
     RES[$m.missing]=$missing
     RES[$m.duplicates]=$dups
