@@ -200,28 +200,33 @@ measure() {
     for ((i = 0; i < NODES; i++)); do g0=$((g0 + $(bench_cpu_ticks "${BENCH_PID[gw-$m-$i]}"))); done
     touch "$go"
     # The append window ends when the first load program prints APPENDED (then it completes
-    # its sessions, whose notifications are no appends); readings are taken at the last
-    # sample before that.
+    # its sessions, whose notifications are no appends): a sample counts only if no program
+    # had printed it when the sample was complete.
     t1=$t0 g1=$g0 r1=$r0 b1=$b0
     for ((i = 0; i < NODES; i++)); do
         RES[$m.n1.$i]=${RES[$m.n0.$i]} RES[$m.b1.$i]=${RES[$m.b0.$i]}
     done
     bound=$((SECONDS + WARMUP + DURATION + DRAIN + 60))
-    while :; do
-        local appended_any=0
+    local st sr sb sg sn=() sbytes=() appended_any
+    while ((SECONDS < bound)); do
+        st=$(bench_now) sr=$(redis_cpu_ticks) sb=$(redis_output_bytes) sg=0
+        for ((i = 0; i < NODES; i++)); do
+            sg=$((sg + $(bench_cpu_ticks "${BENCH_PID[gw-$m-$i]}")))
+            sn[i]=$(node_metric "${ports[i]}" agentgate_store_notifications_total)
+            sbytes[i]=$(node_metric "${ports[i]}" agentgate_store_notification_bytes_total)
+        done
+        appended_any=0
         for ((i = 0; i < NODES; i++)); do
             grep -q '^APPENDED ' "$BENCH_TMP/load-$m-$i.out" && appended_any=1
         done
         ((appended_any)) && break
-        ((SECONDS < bound)) || { bench_log "ERROR: append window past its bound"; break; }
-        t1=$(bench_now) r1=$(redis_cpu_ticks) b1=$(redis_output_bytes) g1=0
+        t1=$st r1=$sr b1=$sb g1=$sg
         for ((i = 0; i < NODES; i++)); do
-            g1=$((g1 + $(bench_cpu_ticks "${BENCH_PID[gw-$m-$i]}")))
-            RES[$m.n1.$i]=$(node_metric "${ports[i]}" agentgate_store_notifications_total)
-            RES[$m.b1.$i]=$(node_metric "${ports[i]}" agentgate_store_notification_bytes_total)
+            RES[$m.n1.$i]=${sn[i]} RES[$m.b1.$i]=${sbytes[i]}
         done
         sleep 0.5
     done
+    ((SECONDS < bound)) || bench_log "ERROR: append window past its bound"
     for ((i = 0; i < NODES; i++)); do
         while kill -0 "${BENCH_PID[load-$i]}" 2>/dev/null && ((SECONDS < bound)); do sleep 0.2; done
         bench_stop "load-$i"
