@@ -339,6 +339,35 @@ async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_follows_its_session_when_the_slot_moves() {
+    let cluster = blocking(RedisCluster::start);
+    let [a, b, c] = three_nodes(&node_toml(&cluster, "per_session", ""));
+    let (a, b, c) = (
+        Client::new(a.addr),
+        Client::new(b.addr),
+        Client::new(c.addr),
+    );
+    let session = init(&a).await;
+    let mut viewer = stream(&b, &session, None).await;
+    subscriptions_reach(&b, 1.0).await;
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        acked.push(appended(&append(&c, &session.0, n).await));
+    }
+    assert_eq!(next_ids(&mut viewer, 5).await, acked);
+
+    // The session's slot moves to another master (its keys with it): the old master drops
+    // B's sharded subscription, and B subscribes again where the slot is now.
+    let key = format!("ag:{{{}}}:meta", session.0);
+    blocking(|| cluster.move_slot_of(&key));
+    for n in 5..10 {
+        acked.push(appended(&append(&c, &session.0, n).await));
+    }
+    assert_eq!(next_ids(&mut viewer, 5).await, acked[5..]);
+    assert_eq!(node_metric(&b, "agentgate_store_subscriptions").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_rate_limit_across_three_nodes_admits_its_rate() {
     const RATE: f64 = 20.0;
     const BURST: f64 = 20.0;

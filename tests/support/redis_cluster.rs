@@ -94,6 +94,57 @@ impl RedisCluster {
             .expect("a live node names the slot's master")
     }
 
+    /// Moves `key`'s slot, with its keys, from its master to another master (the
+    /// `CLUSTER SETSLOT` / `MIGRATE` steps of a resharding); returns the new master.
+    pub fn move_slot_of(&self, key: &str) -> usize {
+        let from = self.master_of(key);
+        let to = (0..self.nodes.len())
+            .find(|&i| i != from && self.is_master(i))
+            .expect("another master");
+        let slot = self.nodes[from]
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .expect("CLUSTER KEYSLOT");
+        let slot = slot.trim();
+        let id = |i: usize| {
+            self.nodes[i]
+                .command(&["CLUSTER", "MYID"])
+                .expect("CLUSTER MYID")
+                .trim()
+                .to_owned()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let run = |i: usize, args: &[&str]| {
+            let out = self.nodes[i].command(args).unwrap_or_default();
+            assert!(!out.contains("ERR"), "{args:?} on node {i}: {out}");
+            out
+        };
+        run(to, &["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id]);
+        run(from, &["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id]);
+        let keys = run(from, &["CLUSTER", "GETKEYSINSLOT", slot, "1000"]);
+        let keys: Vec<&str> = keys
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        if !keys.is_empty() {
+            let port = self.nodes[to].port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(&keys);
+            run(from, &args);
+        }
+        for i in (0..self.nodes.len()).filter(|&i| self.is_master(i)) {
+            run(i, &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        }
+        to
+    }
+
+    /// Whether node `i` is a live master.
+    fn is_master(&self, i: usize) -> bool {
+        self.nodes[i]
+            .command(&["ROLE"])
+            .is_some_and(|role| role.lines().next() == Some("master"))
+    }
+
     /// Kills node `i` (SIGKILL, its data gone).
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
