@@ -274,22 +274,53 @@ async fn viewers_churning_across_nodes_while_writes_go_on_miss_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
-    let mut cluster = blocking(|| RedisCluster::start_with_replicas(1));
-    let [a, b, c] = three_nodes(&node_toml(&cluster, "per_session", ""));
-    let (a, b, c) = (
-        Client::new(a.addr),
-        Client::new(b.addr),
-        Client::new(c.addr),
-    );
+/// Three nodes (`per_session`) on a cluster, a session created on A and followed on B, and
+/// the first deltas appended through C, which the viewer has received.
+struct Followed {
+    /// The gateway processes (killed when dropped: bind it).
+    _nodes: [Process; 3],
+    a: Client,
+    b: Client,
+    c: Client,
+    session: (String, String),
+    viewer: SseStream,
+    acked: Vec<String>,
+}
+
+async fn followed_on_b(cluster: &RedisCluster, first: usize) -> Followed {
+    let nodes = three_nodes(&node_toml(cluster, "per_session", ""));
+    let [a, b, c] = nodes.each_ref().map(|n| Client::new(n.addr));
     let session = init(&a).await;
     let mut viewer = stream(&b, &session, None).await;
     subscriptions_reach(&b, 1.0).await;
     let mut acked = Vec::new();
-    for n in 0..10 {
+    for n in 0..first {
         acked.push(appended(&append(&c, &session.0, n).await));
     }
+    assert_eq!(next_ids(&mut viewer, first).await, acked);
+    Followed {
+        _nodes: nodes,
+        a,
+        b,
+        c,
+        session,
+        viewer,
+        acked,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
+    let mut cluster = blocking(|| RedisCluster::start_with_replicas(1));
+    let Followed {
+        _nodes,
+        a,
+        c,
+        session,
+        mut viewer,
+        mut acked,
+        ..
+    } = followed_on_b(&cluster, 10).await;
 
     // The session's master dies mid-run: writes are refused (503, Retry-After) until its
     // replica is promoted, then succeed again, every one.
@@ -331,7 +362,8 @@ async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
     // The viewer, connected on B throughout, and a fresh replay on A: what survived (a
     // write the old master acknowledged may be gone) reached the viewer exactly once.
     let last = acked.last().expect("acknowledged writes").clone();
-    let seen = ids_until(&mut viewer, &last).await;
+    let mut seen = acked[..10].to_vec();
+    seen.extend(ids_until(&mut viewer, &last).await);
     let replay = ids_until(&mut stream(&a, &session, None).await, &last).await;
     let lost = lost_in_failover(&acked, &seen, &replay);
     // Every write acknowledged after the failover survived.
@@ -341,20 +373,15 @@ async fn a_killed_master_is_replaced_and_streams_resume_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_follows_its_session_when_the_slot_moves() {
     let cluster = blocking(RedisCluster::start);
-    let [a, b, c] = three_nodes(&node_toml(&cluster, "per_session", ""));
-    let (a, b, c) = (
-        Client::new(a.addr),
-        Client::new(b.addr),
-        Client::new(c.addr),
-    );
-    let session = init(&a).await;
-    let mut viewer = stream(&b, &session, None).await;
-    subscriptions_reach(&b, 1.0).await;
-    let mut acked = Vec::new();
-    for n in 0..5 {
-        acked.push(appended(&append(&c, &session.0, n).await));
-    }
-    assert_eq!(next_ids(&mut viewer, 5).await, acked);
+    let Followed {
+        _nodes,
+        b,
+        c,
+        session,
+        mut viewer,
+        mut acked,
+        ..
+    } = followed_on_b(&cluster, 5).await;
 
     // The session's slot moves to another master (its keys with it): the old master drops
     // B's sharded subscription, and B subscribes again where the slot is now.
