@@ -6,7 +6,9 @@
 //! head it sends upstream, and the raw bytes of a request it cannot parse. [`Redacting`] sits
 //! between the log formatter and stdout and, in every line, replaces with `<redacted>`:
 //!
-//! - the value of an `Authorization`, `Proxy-Authorization`, `Cookie` or `Set-Cookie` header,
+//! - the value of an `Authorization`, `Proxy-Authorization`, `Cookie` or `Set-Cookie` header
+//!   (and of an `Idempotency-Key`: no credential, but a client's own identifier of its
+//!   calls, kept out of logs as the store keeps it out of key names),
 //!   in the spellings those dumps use (`"authorization": "Bearer <key>"`, `cookie: <value>\r\n`, and
 //!   either one inside a JSON log line);
 //! - what follows `Bearer `;
@@ -48,7 +50,7 @@ static CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
         // A header dump: name, separator (`": "`, `: `, `\": \"`), then the value up to
         // its closing quote or CR/LF (escapes included, `\r` and `\n` excluded). No word
         // boundary before the name: in escaped raw bytes it follows `\r\n`.
-        r#"(?P<header>(?:proxy-)?authorization|set-cookie|cookie)"#,
+        r#"(?P<header>(?:proxy-)?authorization|set-cookie|cookie|idempotency-key)"#,
         r#"(?P<sep>\\?"?[ \t]*:[ \t]*\\?"?)(?:[^"\r\n\\]|\\[^rn])+"#,
         r#"|(?P<bearer>\bbearer[ \t]+)[^\s"'\\;]+"#,
         // `tokens=` holds a comma-separated list.
@@ -118,11 +120,11 @@ mod tests {
     #[test]
     fn pingora_request_head_dump() {
         let line = format!(
-            r#"TRACE pingora_proxy: Request header: Parts {{ method: GET, uri: /v2/stream?sessions=a,b&tokens={TOKEN},{TOKEN}, version: HTTP/1.1, headers: {{"authorization": "Bearer key-123", "cookie": "pin=c1; other=c2", "host": "x"}} }}"#
+            r#"TRACE pingora_proxy: Request header: Parts {{ method: GET, uri: /v2/stream?sessions=a,b&tokens={TOKEN},{TOKEN}, version: HTTP/1.1, headers: {{"authorization": "Bearer key-123", "cookie": "pin=c1; other=c2", "idempotency-key": "call-7", "host": "x"}} }}"#
         );
         assert_eq!(
             text(&line),
-            r#"TRACE pingora_proxy: Request header: Parts { method: GET, uri: /v2/stream?sessions=a,b&tokens=<redacted>, version: HTTP/1.1, headers: {"authorization": "<redacted>", "cookie": "<redacted>", "host": "x"} }"#
+            r#"TRACE pingora_proxy: Request header: Parts { method: GET, uri: /v2/stream?sessions=a,b&tokens=<redacted>, version: HTTP/1.1, headers: {"authorization": "<redacted>", "cookie": "<redacted>", "idempotency-key": "<redacted>", "host": "x"} }"#
         );
     }
 

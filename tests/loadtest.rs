@@ -324,3 +324,116 @@ fn the_example_scenarios_are_valid() {
         "smoke.toml documents p99_complete_ms"
     );
 }
+
+/// A relay in front of the gateway that cuts every connection once it carries a stream
+/// request (`GET`), `400..1900` bytes of response later (a different count each time); a
+/// connection that only carries agent calls passes whole. Returns its address.
+async fn cutting_relay(gateway: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n: usize = 0;
+        while let Ok((client, _)) = listener.accept().await {
+            n += 1;
+            let cut = 400 + (n * 397) % 1500;
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(gateway).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut up_rx, mut up_tx) = upstream.into_split();
+                let streaming = Arc::new(AtomicBool::new(false));
+                let seen = Arc::clone(&streaming);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        if buf[..n].windows(4).any(|w| w == b"GET ") {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if up_tx.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 16 << 10];
+                let mut relayed = 0;
+                while let Ok(n @ 1..) = up_rx.read(&mut buf).await {
+                    let n = if streaming.load(Ordering::SeqCst) {
+                        let n = n.min(cut - relayed);
+                        relayed += n;
+                        n
+                    } else {
+                        n
+                    };
+                    if client_tx.write_all(&buf[..n]).await.is_err() || relayed == cut {
+                        return; // both halves dropped: the connection is cut
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `session.resume`: every stream is cut again and again mid-flight (and an agent call
+/// now and then); the viewers reconnect with `Last-Event-ID` as `EventSource` does and still
+/// get every event exactly once, a stalled viewer included; the agent retries its cut calls
+/// with their `Idempotency-Key` and every event is acknowledged once; the replay reader finds
+/// every event in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_viewers_ride_out_cut_streams_exactly_once() {
+    let gw = gateway_with(|config| config.sse.retry_ms = 20).await;
+    let relay = cutting_relay(gw.addr).await;
+    let toml = r#"
+[run]
+sessions = 5
+concurrency = 5
+max_duration_secs = 60
+request_timeout_ms = 15000
+[session]
+events = 30
+batch_size = 1
+event_bytes = 64
+think_time_ms = 5
+viewers = 2
+stalled_viewers = 1
+stall_ms = 200
+resume = true
+retry_appends = true
+"#;
+    let scenario = Scenario::from_toml_str(toml).expect("scenario");
+    let target = format!("http://{relay}").parse().expect("uri");
+    let report = loadtest::run(&target, KEY, &scenario, false)
+        .await
+        .expect("run")
+        .report;
+    // A pooled connection that carried a stream may carry an agent call later and be cut
+    // under it: the agent retries with the same Idempotency-Key, so the call is applied
+    // once whether or not the cut attempt was.
+    let viewer_errors: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|kind| !kind.starts_with("append_") && !kind.starts_with("complete_"))
+        .collect();
+    assert!(viewer_errors.is_empty(), "{report}");
+    assert_eq!(report.sessions.started, 5);
+    assert_eq!(report.events.written, 150);
+    assert_eq!(
+        report.events.appended, 150,
+        "every append retried to its answer"
+    );
+    // Every viewer, the stalled ones too, got every event exactly once.
+    assert_eq!(report.events.delivered, 300, "{report}");
+    assert_eq!(report.viewers.streams, 10);
+    assert!(report.viewers.reconnects >= 10, "{report}");
+    // Only the readers' latencies are figures: at most one per event written.
+    let samples = report.latency_ms["delivery"].count;
+    assert!(
+        samples >= report.events.appended && samples <= 150,
+        "{report}"
+    );
+    gw.stop().await.expect("stop");
+}

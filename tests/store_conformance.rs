@@ -3,7 +3,9 @@
 //!
 //! Redis runs in every mode its `[features]` switches select, the naive baseline of the
 //! benchmark included: pipelined (default), one command per round trip
-//! (`pipelining = false`), JSON-string state (`hash_state = false`), and both off.
+//! (`pipelining = false`), JSON-string state (`hash_state = false`), and both off; and in
+//! every topology: standalone, a 3-master Cluster, and Sentinel (a master found through three
+//! sentinels, every write acknowledged by its replica: `ack_replicas = 1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mod.rs"]
@@ -12,13 +14,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentgate::store::idempotency::MAX_KEYS_PER_SESSION;
 use agentgate::store::memory::{MemoryLimits, MemoryStore};
 use agentgate::store::redis::{RedisSettings, RedisStore};
 use agentgate::store::{
-    COMPLETE_KIND, Completion, Event, EventId, Gap, NewEvent, NewSession, Presence, Quotas, Replay,
-    SessionId, SessionStore, StoreError,
+    Applied, COMPLETE_KIND, Completion, Event, EventId, Gap, IdempotencyKey, NewEvent, NewSession,
+    Presence, Quotas, Replay, SessionId, SessionStore, StoreError,
 };
 use support::redis_cluster::RedisCluster;
+use support::redis_sentinel::{MASTER_NAME, RedisSentinel};
 use support::redis_server::RedisServer;
 
 /// Limits every engine gets, unless a test overrides them.
@@ -107,13 +111,48 @@ async fn redis_cluster(limits: Limits) -> Engine {
     }
 }
 
+/// Redis Sentinel (a master, a replica, three sentinels): the store finds the master
+/// through the sentinels, and every write waits for the replica (`ack_replicas = 1`).
+async fn redis_sentinel(limits: Limits) -> Engine {
+    let setup = tokio::task::spawn_blocking(|| {
+        RedisSentinel::start_with(&["--notify-keyspace-events", "Ex"])
+    })
+    .await
+    .expect("sentinel setup");
+    let store = RedisStore::connect(RedisSettings {
+        sentinel_master: Some(MASTER_NAME.to_owned()),
+        ack_replicas: 1,
+        ..redis_settings(setup.urls(), false, OPTIMIZED, limits)
+    })
+    .await
+    .unwrap();
+    // The store asks the sentinels for the master in the background: wait until it has one.
+    let probe = sid("sentinel-probe");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.exists(&probe).await {
+        assert!(tokio::time::Instant::now() < deadline, "no master: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Engine {
+        store,
+        expiry_events: true,
+        _redis: Some(Box::new(setup)),
+    }
+}
+
 async fn redis_store(
     urls: Vec<String>,
     cluster: bool,
     mode: Mode,
     limits: Limits,
 ) -> Arc<dyn SessionStore> {
-    RedisStore::connect(RedisSettings {
+    RedisStore::connect(redis_settings(urls, cluster, mode, limits))
+        .await
+        .unwrap()
+}
+
+fn redis_settings(urls: Vec<String>, cluster: bool, mode: Mode, limits: Limits) -> RedisSettings {
+    RedisSettings {
         urls,
         cluster,
         sentinel_master: None,
@@ -129,9 +168,7 @@ async fn redis_store(
         hash_state: mode.hash_state,
         quotas: limits.quotas(),
         subscribe: Default::default(),
-    })
-    .await
-    .unwrap()
+    }
 }
 
 const OWNER: &str = "owner-fingerprint";
@@ -646,6 +683,222 @@ async fn session_bytes_are_capped(engine: Engine) {
     assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, 4);
 }
 
+fn key(name: &str) -> IdempotencyKey {
+    IdempotencyKey::new(name.as_bytes()).unwrap()
+}
+
+/// Appends `events` as [`OWNER`] with the idempotency key `name`.
+async fn append_keyed(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    events: &[NewEvent],
+    name: &str,
+) -> Result<Applied<Vec<EventId>>, StoreError> {
+    store
+        .append_idempotent(id, OWNER, events, Some(&key(name)))
+        .await
+}
+
+fn replayed<T>(value: T) -> Applied<T> {
+    Applied {
+        value,
+        replayed: true,
+    }
+}
+
+/// A retried append or complete with the same key writes nothing and returns the first
+/// result, even after the session completed; the same key for another request is refused.
+async fn idempotent_writes_apply_once(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("idem");
+    create(store, &id).await;
+    let first = append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.value.len(), 3);
+    let retry = append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap();
+    assert_eq!(retry, replayed(first.value.clone()), "the retry replays");
+    // The same key for other events, or for complete, is refused and writes nothing.
+    assert!(matches!(
+        append_keyed(store, &id, &batch(0, 4), "k1").await,
+        Err(StoreError::IdempotencyKeyReused)
+    ));
+    assert!(matches!(
+        store
+            .complete_idempotent(&id, OWNER, done(), Some(&key("k1")))
+            .await,
+        Err(StoreError::IdempotencyKeyReused)
+    ));
+    // Another owner is refused before any key is looked at.
+    assert!(matches!(
+        store
+            .append_idempotent(&id, "someone-else", &batch(0, 3), Some(&key("k1")))
+            .await,
+        Err(StoreError::Forbidden)
+    ));
+    // Another key, or no key, writes the same events again.
+    let second = append_keyed(store, &id, &batch(0, 3), "k2").await.unwrap();
+    assert!(!second.replayed && second.value[0] > first.value[2]);
+    store.append(&id, OWNER, &batch(0, 3)).await.unwrap();
+    // A key is the session's own: on another session it is a new key.
+    let other = sid("idem-other");
+    create(store, &other).await;
+    let elsewhere = append_keyed(store, &other, &batch(0, 3), "k1")
+        .await
+        .unwrap();
+    assert!(!elsewhere.replayed);
+
+    // Complete: once; its retry gets the same event id, a plain second complete a refusal.
+    let completed = store
+        .complete_idempotent(&id, OWNER, done(), Some(&key("k3")))
+        .await
+        .unwrap();
+    assert!(!completed.replayed);
+    assert_eq!(
+        store
+            .complete_idempotent(&id, OWNER, done(), Some(&key("k3")))
+            .await
+            .unwrap(),
+        replayed(completed.value)
+    );
+    assert!(matches!(
+        store.complete(&id, OWNER, done()).await,
+        Err(StoreError::Completed)
+    ));
+    let failed = Completion {
+        status: "failed".to_owned(),
+        ..done()
+    };
+    assert!(matches!(
+        store
+            .complete_idempotent(&id, OWNER, failed, Some(&key("k3")))
+            .await,
+        Err(StoreError::IdempotencyKeyReused)
+    ));
+    // After completion an append's retry still gets its original ids; a new key cannot
+    // append.
+    assert_eq!(
+        append_keyed(store, &id, &batch(0, 3), "k1").await.unwrap(),
+        replayed(first.value.clone())
+    );
+    assert!(matches!(
+        append_keyed(store, &id, &batch(0, 3), "k4").await,
+        Err(StoreError::Completed)
+    ));
+
+    let events = read(store, &id, None, 100).await;
+    assert_eq!(events.len(), 10, "3 + 3 + 3 + complete: {events:?}");
+    assert_eq!(
+        events[..3].iter().map(|e| e.id).collect::<Vec<_>>(),
+        first.value
+    );
+    assert_eq!(events[9].id, completed.value);
+    let state = store.state(&id).await.unwrap().unwrap();
+    assert_eq!(state.event_count, 10);
+    assert_eq!(state.status, "succeeded");
+}
+
+/// Only successes are recorded: a refused call wrote nothing, and its retry is evaluated
+/// afresh.
+async fn refused_idempotent_writes_record_nothing(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("idem-refused");
+    assert!(matches!(
+        append_keyed(store, &id, &batch(0, 2), "k").await,
+        Err(StoreError::NotFound)
+    ));
+    create(store, &id).await;
+    // QUOTAS: 100 bytes per session.
+    assert!(matches!(
+        append_keyed(store, &id, &[sized(101)], "big").await,
+        Err(StoreError::SessionBytesExceeded { limit: 100 })
+    ));
+    let ids = append_keyed(store, &id, &batch(0, 2), "k").await.unwrap();
+    assert!(!ids.replayed, "the refusal recorded nothing");
+    // The same key now holds the successful call; the refused body is another request.
+    assert!(matches!(
+        append_keyed(store, &id, &[sized(101)], "k").await,
+        Err(StoreError::IdempotencyKeyReused)
+    ));
+    assert_eq!(read(store, &id, None, 100).await.len(), 2);
+}
+
+/// A session remembers its newest `MAX_KEYS_PER_SESSION` keys: one more evicts the oldest,
+/// whose retry then writes again.
+async fn idempotency_keys_are_bounded_per_session(engine: Engine) {
+    let store = &*engine.store;
+    let id = sid("idem-bound");
+    create(store, &id).await;
+    let mut firsts = Vec::new();
+    for n in 0..=MAX_KEYS_PER_SESSION {
+        let applied = append_keyed(store, &id, &batch(n, n + 1), &format!("k{n}"))
+            .await
+            .unwrap();
+        assert!(!applied.replayed);
+        firsts.push(applied.value);
+    }
+    // The newest MAX_KEYS_PER_SESSION are remembered...
+    for n in [1, MAX_KEYS_PER_SESSION] {
+        let retry = append_keyed(store, &id, &batch(n, n + 1), &format!("k{n}"))
+            .await
+            .unwrap();
+        assert_eq!(retry, replayed(firsts[n].clone()), "key {n}");
+    }
+    // ...the oldest was forgotten: its retry is a new append.
+    let again = append_keyed(store, &id, &batch(0, 1), "k0").await.unwrap();
+    assert!(!again.replayed && again.value != firsts[0]);
+    let count = MAX_KEYS_PER_SESSION as u64 + 2;
+    assert_eq!(store.state(&id).await.unwrap().unwrap().event_count, count);
+}
+
+/// Runs `call` 8 times at once; asserts exactly one of them wrote and all answered alike;
+/// returns the answer.
+async fn race<T, F>(
+    store: &Arc<dyn SessionStore>,
+    id: &SessionId,
+    call: impl Fn(Arc<dyn SessionStore>, SessionId) -> F,
+) -> T
+where
+    T: std::fmt::Debug + PartialEq + Send + 'static,
+    F: Future<Output = Applied<T>> + Send + 'static,
+{
+    let tries: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(call(Arc::clone(store), id.clone())))
+        .collect();
+    let mut answers = Vec::new();
+    for t in tries {
+        answers.push(t.await.unwrap());
+    }
+    let wrote = answers.iter().filter(|a| !a.replayed).count();
+    assert_eq!(wrote, 1, "{answers:?}");
+    assert!(answers.iter().all(|a| a.value == answers[0].value));
+    answers.swap_remove(0).value
+}
+
+/// Retries racing the call they repeat: exactly one of them writes, every one answers the
+/// same ids. (Atomic engines only: the naive baseline checks and writes in separate round
+/// trips.)
+async fn racing_retries_write_once(engine: Engine) {
+    let store = Arc::clone(&engine.store);
+    let id = sid("idem-race");
+    create(&*store, &id).await;
+    let answers = race(&store, &id, async |store, id| {
+        append_keyed(&*store, &id, &batch(0, 5), "race")
+            .await
+            .unwrap()
+    })
+    .await;
+    let events = read(&*store, &id, None, 100).await;
+    assert_eq!(ids_of(&events), answers);
+    race(&store, &id, async |store, id| {
+        store
+            .complete_idempotent(&id, OWNER, done(), Some(&key("end")))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(read(&*store, &id, None, 100).await.len(), 6);
+}
+
 const QUOTAS: Limits = Limits {
     max_sessions: 3,
     max_bytes: 100,
@@ -683,6 +936,11 @@ macro_rules! conformance {
             use super::*;
             $(#[tokio::test] async fn $case() { super::$case(redis_cluster($limits).await).await; })*
         }
+        /// Sentinel, every write acknowledged by a replica.
+        mod redis_sentinel_engine {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(redis_sentinel($limits).await).await; })*
+        }
         /// `pipelining = false`: one command per round trip, HASH state.
         mod redis_sequential_engine {
             use super::*;
@@ -717,4 +975,41 @@ conformance! {
     running_sessions_are_capped_per_key: QUOTAS;
     expiry_frees_a_slot_and_writes_keep_one: QUOTA_TTL;
     session_bytes_are_capped: QUOTAS;
+    idempotent_writes_apply_once: DEFAULT;
+    refused_idempotent_writes_record_nothing: QUOTAS;
+    idempotency_keys_are_bounded_per_session: DEFAULT;
+}
+
+/// The engines whose writes are atomic (every one but the naive baseline).
+mod atomic {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_racing_retries_write_once() {
+        racing_retries_write_once(memory(DEFAULT)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_racing_retries_write_once() {
+        racing_retries_write_once(redis(DEFAULT).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_racing_retries_write_once() {
+        racing_retries_write_once(redis_cluster(DEFAULT).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_sentinel_racing_retries_write_once() {
+        racing_retries_write_once(redis_sentinel(DEFAULT).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_json_state_racing_retries_write_once() {
+        let mode = Mode {
+            pipelining: true,
+            hash_state: false,
+        };
+        racing_retries_write_once(redis_in(mode, DEFAULT).await).await;
+    }
 }

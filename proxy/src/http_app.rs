@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
@@ -150,6 +151,11 @@ impl HttpApp {
     }
 }
 
+/// How long an idle keep-alive connection stays open once a graceful stop begins, for a
+/// request already on its way (see [`read_head`]); the stop waits at least this long before
+/// it cuts connections (`EdgeServer::run`).
+pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// Reads the request head; false when there is no request to serve (the client closed, the
 /// head was malformed and answered, or the server is shutting down).
 async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> bool {
@@ -163,8 +169,21 @@ async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> boo
     let read = tokio::select! {
         // A head already buffered is served, not dropped.
         biased;
-        read = session.read_request() => read,
-        () = stopping => return false,
+        read = session.read_request() => Some(read),
+        () = stopping => None,
+    };
+    let read = match read {
+        Some(read) => read,
+        // Stopping while the connection is idle. A keep-alive client may be sending its next
+        // request right now: closing at once would fail it (a read error on its side, the
+        // race every graceful restart of a keep-alive server has). So the connection lingers
+        // for `DRAIN_LINGER`: a request that arrives is served, its answer saying
+        // `Connection: close`, and the client reconnects — to the listening socket, which a
+        // graceful upgrade has handed to the new process. Still idle then: closed.
+        None => match tokio::time::timeout(DRAIN_LINGER, session.read_request()).await {
+            Ok(read) => read,
+            Err(_) => return false,
+        },
     };
     match read {
         Ok(true) => {}

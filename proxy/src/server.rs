@@ -10,7 +10,8 @@
 //!   the [`Certificates`] (SNI, replaceable while serving) and offer `h2` and `http/1.1` by
 //!   ALPN. Every listener applies the [`ConnectionLimits`] ([`listener`](crate::listener)).
 //! - [`Stop::Graceful`] (SIGTERM): stop accepting, let in-flight requests finish — returning
-//!   as soon as there are none, or when `grace` is over — then stop. [`Stop::Fast`] (SIGINT):
+//!   as soon as there are none (but not before an idle keep-alive connection had a second to
+//!   deliver a request already on its way), or when `grace` is over — then stop. [`Stop::Fast`] (SIGINT):
 //!   stop at once. pingora's own `Server::run` always sleeps the whole grace period, which
 //!   is why the lifecycle is driven here.
 //! - Graceful upgrade, pingora's protocol: start the new binary with `upgrade = true`
@@ -34,7 +35,7 @@ use pingora::services::Service as PingoraService;
 use pingora::services::listening::Service;
 
 use crate::Gateway;
-use crate::http_app::HttpApp;
+use crate::http_app::{DRAIN_LINGER, HttpApp};
 use crate::listener::{Admission, ConnectionLimits, ConnectionStats, EdgeApp};
 use crate::tls::Certificates;
 use crate::upgrade;
@@ -268,11 +269,17 @@ impl EdgeServer {
                     Err(e) => tracing::error!(%sock, error = %e, "graceful upgrade failed"),
                 }
             }
-            // Stop accepting and tell keep-alive connections to close after their request.
+            // Stop accepting and tell keep-alive connections to close after their request
+            // (an idle one lingers a moment for a request on its way: `DRAIN_LINGER`).
             let _ = shutdown_tx.send(true);
             let _ = listening.await;
             tracing::info!(in_flight = in_flight.count(), ?grace, "draining");
-            if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
+            let linger = grace.min(DRAIN_LINGER);
+            tokio::time::sleep(linger).await;
+            if tokio::time::timeout(grace - linger, in_flight.idle())
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     in_flight = in_flight.count(),
                     "grace period over; cutting the rest"

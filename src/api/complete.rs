@@ -3,7 +3,9 @@
 //! Body (optional): `{"status": "succeeded" | "failed" | "cancelled", "final_response": <any
 //! JSON>}`; status defaults to `succeeded`. Sets the terminal status, `completed_at` and the
 //! final response, appends the `complete` event (which ends every stream of the session)
-//! and starts the retention TTL. Completing twice answers `409`.
+//! and starts the retention TTL. Completing twice answers `409`, unless the second call
+//! repeats the first's `Idempotency-Key` and body: it then gets the first answer
+//! ([`super::idempotency`]).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::body::{Body, json, read_json};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, idempotency};
 use crate::store::{Completion, SessionId};
 
 /// Terminal statuses a session can complete with.
@@ -37,6 +39,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let owner = state.owner(req.headers(), req.extensions())?;
+    let key = idempotency::key(req.headers())?;
     let (parts, body) = req.into_parts();
     let input: CompleteBody =
         read_json(&parts.headers, body, state.settings.max_body_bytes, true).await?;
@@ -47,23 +50,21 @@ where
             "must be one of succeeded, failed, cancelled",
         ));
     }
-    let event_id = state
+    let completion = Completion {
+        status: status.clone(),
+        final_response: input.final_response.to_string(),
+    };
+    let applied = state
         .store
-        .complete(
-            id,
-            &owner,
-            Completion {
-                status: status.clone(),
-                final_response: input.final_response.to_string(),
-            },
-        )
+        .complete_idempotent(id, &owner, completion, key.as_ref())
         .await?;
-    Ok(json(
+    let response = json(
         StatusCode::OK,
         &serde_json::json!({
             "id": id.as_str(),
             "status": status,
-            "event_id": event_id.to_string(),
+            "event_id": applied.value.to_string(),
         }),
-    ))
+    );
+    Ok(idempotency::mark(response, applied.replayed))
 }

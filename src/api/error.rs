@@ -206,12 +206,18 @@ impl From<StoreError> for ApiError {
                         "the write was applied but only {acked} of the {wanted} replicas \
                          required (store.redis.ack_replicas) confirmed it in time \
                          (store.redis.ack_timeout_ms); a failover may lose it, and a retry \
-                         may apply it twice"
+                         may apply it twice unless it carries the same Idempotency-Key"
                     ),
                 );
                 e.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
                 e
             }
+            StoreError::IdempotencyKeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency-Key: already used in this session for another request (other \
+                 events, or the other endpoint); nothing was written",
+            ),
             StoreError::Protocol(reason) => {
                 tracing::error!(%reason, "session store protocol error");
                 Self::new(

@@ -2,7 +2,9 @@
 //!
 //! Body: `{"kind": "delta", "data": {...}}` or `{"events": [{"kind":..,"data":..}, ...]}`.
 //! Answer `200`: `{"ids": ["<event id>", ...]}`. A batch is all-or-nothing: one invalid event
-//! rejects the whole call (400 naming `events[i].field`) and nothing is written.
+//! rejects the whole call (400 naming `events[i].field`) and nothing is written. With an
+//! `Idempotency-Key` header a retry writes nothing and gets the same ids
+//! ([`super::idempotency`]).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::{Body, json, read_json};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, idempotency};
 use crate::store::{COMPLETE_KIND, NewEvent, SessionId};
 
 /// Most events accepted in one call.
@@ -112,12 +114,17 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let owner = state.owner(req.headers(), req.extensions())?;
+    let key = idempotency::key(req.headers())?;
     let (parts, body) = req.into_parts();
     let body: Value = read_json(&parts.headers, body, state.settings.max_body_bytes, false).await?;
     let events = parse_events(body)?;
-    let ids = state.store.append(id, &owner, &events).await?;
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "ids": ids })))
+    let applied = state
+        .store
+        .append_idempotent(id, &owner, &events, key.as_ref())
+        .await?;
+    let ids: Vec<String> = applied.value.iter().map(ToString::to_string).collect();
+    let response = json(StatusCode::OK, &serde_json::json!({ "ids": ids }));
+    Ok(idempotency::mark(response, applied.replayed))
 }
 
 #[cfg(test)]

@@ -14,11 +14,15 @@
 //! | `GET /v2/sessions/{id}/stream` | [`stream`] |
 //! | `GET /v2/stream?sessions=a,b&tokens=ta,tb` | multiplexed stream: served by the `SseMultiplexLayer` the agent stack puts in front of this service ([`stream::demux`], `src/stack`); this service alone answers 501 |
 //! | `GET /metrics`, `GET /healthz` | Prometheus text, liveness |
+//!
+//! Append and complete take an `Idempotency-Key` header: a retry with the same key
+//! writes nothing and gets the first answer ([`idempotency`]).
 
 pub mod body;
 pub mod complete;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod identity;
 pub mod init;
 pub mod session;

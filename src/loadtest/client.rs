@@ -130,7 +130,32 @@ impl Client {
         body: &Value,
         expect: StatusCode,
     ) -> Result<Reply, CallError> {
-        let request = self.request(Method::POST, path, Some(body));
+        self.send_json(self.request(Method::POST, path, Some(body)), expect)
+            .await
+    }
+
+    /// [`post_json`](Self::post_json) with `Idempotency-Key: key`: repeated with the same
+    /// key and body, the call is applied once and every attempt gets its answer.
+    pub async fn post_json_once(
+        &self,
+        path: &str,
+        body: &Value,
+        expect: StatusCode,
+        key: &str,
+    ) -> Result<Reply, CallError> {
+        let mut request = self.request(Method::POST, path, Some(body));
+        let key = HeaderValue::from_str(key)
+            .map_err(|_| CallError::BadResponse("idempotency key: not a header value".into()))?;
+        request.headers_mut().insert("idempotency-key", key);
+        self.send_json(request, expect).await
+    }
+
+    /// Sends `request`; `Ok` only for `expect` and a JSON answer.
+    async fn send_json(
+        &self,
+        request: Request<Full<Bytes>>,
+        expect: StatusCode,
+    ) -> Result<Reply, CallError> {
         let started = Instant::now();
         let call = async {
             let response = self
@@ -157,10 +182,19 @@ impl Client {
             .unwrap_or(Err(CallError::Timeout))
     }
 
-    /// `GET path` as an SSE stream: `Ok` for a 200 `text/event-stream` response head, read
-    /// within the request timeout. The stream itself is not bounded here.
-    pub async fn open_stream(&self, path: &str) -> Result<SseReader, CallError> {
-        let request = self.request(Method::GET, path, None);
+    /// `GET path` as an SSE stream, resuming after `last_event_id` (sent as `Last-Event-ID`,
+    /// as a browser's `EventSource` does on reconnect) when given: `Ok` for a 200
+    /// `text/event-stream` response head, read within the request timeout. The stream itself
+    /// is not bounded here.
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseReader, CallError> {
+        let mut request = self.request(Method::GET, path, None);
+        if let Some(id) = last_event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            request.headers_mut().insert("last-event-id", id);
+        }
         let response = tokio::time::timeout(self.timeout, self.http.request(request))
             .await
             .map_err(|_| CallError::Timeout)?
@@ -195,6 +229,11 @@ pub struct SseReader {
 }
 
 impl SseReader {
+    /// The stream's cursor: the last `id:` field read, as `EventSource` keeps it.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.parser.last_event_id()
+    }
+
     /// The next item (event, `retry:`, comment), `Ok(None)` at the end of the body.
     ///
     /// # Errors

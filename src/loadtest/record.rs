@@ -88,6 +88,8 @@ pub struct SessionLog {
     epoch: Instant,
     samples: Vec<(Metric, Sample)>,
     errors: BTreeMap<String, u64>,
+    /// Events the agent sent in append calls, acknowledged or not.
+    pub written: u64,
     /// Events the agent appended and the gateway acknowledged.
     pub appended: u64,
     /// Distinct events the stream reader received.
@@ -98,6 +100,13 @@ pub struct SessionLog {
     pub told_missing: u64,
     /// HTTP requests made.
     pub requests: u64,
+    /// Streams a viewer re-established after losing one (`session.resume`).
+    pub reconnects: u64,
+    /// Reconnect attempts that failed (refused, an error status, no `retry:` frame) and were
+    /// tried again.
+    pub reconnect_failures: u64,
+    /// The longest a (non-stalled) viewer waited between two events, reconnects included.
+    pub longest_wait: Duration,
 }
 
 impl SessionLog {
@@ -107,11 +116,15 @@ impl SessionLog {
             epoch,
             samples: Vec::new(),
             errors: BTreeMap::new(),
+            written: 0,
             appended: 0,
             delivered: 0,
             gaps: 0,
             told_missing: 0,
             requests: 0,
+            reconnects: 0,
+            reconnect_failures: 0,
+            longest_wait: Duration::ZERO,
         }
     }
 
@@ -121,6 +134,17 @@ impl SessionLog {
             .unwrap_or(u64::MAX);
         let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
         self.samples.push((metric, Sample { at_ms, micros }));
+    }
+
+    /// Takes in the log of the replay reader (`session.resume`: one more reader from the
+    /// start of the log once everything is over): its errors, named `replay_<kind>`
+    /// (`replay_event_lost`: acknowledged and no longer in the log), and its requests; its
+    /// samples and counts would double the live viewers' figures.
+    pub fn absorb_replay(&mut self, replay: SessionLog) {
+        for (kind, n) in replay.errors {
+            self.error(format!("replay_{kind}"), n);
+        }
+        self.requests += replay.requests;
     }
 
     /// Counts `n` errors of `kind`.
@@ -141,11 +165,15 @@ impl SessionLog {
         for (kind, n) in other.errors {
             self.error(kind, n);
         }
+        self.written += other.written;
         self.appended += other.appended;
         self.delivered += other.delivered;
         self.gaps += other.gaps;
         self.told_missing += other.told_missing;
         self.requests += other.requests;
+        self.reconnects += other.reconnects;
+        self.reconnect_failures += other.reconnect_failures;
+        self.longest_wait = self.longest_wait.max(other.longest_wait);
     }
 }
 
@@ -160,6 +188,8 @@ pub struct Collected {
     pub succeeded: u64,
     /// Sessions that ended with at least one error (or were cut by the deadline).
     pub failed: u64,
+    /// Events sent in append calls, acknowledged or not.
+    pub written: u64,
     /// Events appended and acknowledged.
     pub appended: u64,
     /// Distinct events received by stream readers.
@@ -172,6 +202,12 @@ pub struct Collected {
     pub requests: u64,
     /// Most sessions in flight at once.
     pub peak_in_flight: u64,
+    /// Streams re-established by viewers (`session.resume`).
+    pub reconnects: u64,
+    /// Reconnect attempts that failed and were tried again.
+    pub reconnect_failures: u64,
+    /// The longest any non-stalled viewer waited between two events.
+    pub longest_wait: Duration,
 }
 
 impl Collected {
@@ -219,11 +255,15 @@ impl Recorder {
         for (kind, n) in log.errors {
             *c.errors.entry(kind).or_default() += n;
         }
+        c.written += log.written;
         c.appended += log.appended;
         c.delivered += log.delivered;
         c.gaps += log.gaps;
         c.told_missing += log.told_missing;
         c.requests += log.requests;
+        c.reconnects += log.reconnects;
+        c.reconnect_failures += log.reconnect_failures;
+        c.longest_wait = c.longest_wait.max(log.longest_wait);
     }
 
     /// Counts a session that ended without its log (cut by the run's deadline).

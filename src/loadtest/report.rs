@@ -32,6 +32,8 @@ pub struct Report {
     pub requests: u64,
     /// Event counts.
     pub events: EventCounts,
+    /// What the stream readers went through.
+    pub viewers: ViewerCounts,
     /// Rates over the whole run.
     pub throughput: Throughput,
     /// Percentiles of each measurement, in milliseconds, keyed by [`Metric::name`].
@@ -67,6 +69,8 @@ pub struct SessionCounts {
 /// How many events went through.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct EventCounts {
+    /// Events sent in append calls, acknowledged or not.
+    pub written: u64,
     /// Events appended and acknowledged by the gateway.
     pub appended: u64,
     /// Distinct acknowledged events received by the stream readers.
@@ -76,6 +80,20 @@ pub struct EventCounts {
     pub gaps: u64,
     /// Acknowledged events inside those gaps: missed and told, not counted as `event_lost`.
     pub told_missing: u64,
+}
+
+/// What the stream readers went through (`session.resume`, `session.stalled_viewers`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ViewerCounts {
+    /// Stream readers: `session.viewers` per session started.
+    pub streams: u64,
+    /// Streams re-established after one was lost.
+    pub reconnects: u64,
+    /// Reconnect attempts that failed and were tried again.
+    pub reconnect_failures: u64,
+    /// The longest any non-stalled viewer waited between two events (reconnects included),
+    /// in milliseconds.
+    pub longest_wait_ms: f64,
 }
 
 /// Rates over the whole run.
@@ -202,10 +220,17 @@ impl Report {
             },
             requests: c.requests,
             events: EventCounts {
+                written: c.written,
                 appended: c.appended,
                 delivered: c.delivered,
                 gaps: c.gaps,
                 told_missing: c.told_missing,
+            },
+            viewers: ViewerCounts {
+                streams: outcome.started * scenario.session.viewers,
+                reconnects: c.reconnects,
+                reconnect_failures: c.reconnect_failures,
+                longest_wait_ms: round3(c.longest_wait.as_secs_f64() * 1000.0),
             },
             throughput: Throughput {
                 sessions_per_sec: round3((c.succeeded + c.failed) as f64 / secs),
@@ -296,8 +321,8 @@ impl fmt::Display for Report {
         let e = &self.events;
         write!(
             f,
-            "events: {} appended, {} delivered",
-            e.appended, e.delivered
+            "events: {} written, {} appended (acknowledged), {} delivered",
+            e.written, e.appended, e.delivered
         )?;
         if e.gaps > 0 {
             write!(
@@ -307,6 +332,12 @@ impl fmt::Display for Report {
             )?;
         }
         writeln!(f)?;
+        let v = &self.viewers;
+        writeln!(
+            f,
+            "viewers: {} reconnects ({} failed attempts), longest wait between two events {:.1} ms",
+            v.reconnects, v.reconnect_failures, v.longest_wait_ms
+        )?;
         if self.errors.is_empty() {
             writeln!(f, "errors: none")?;
         } else {

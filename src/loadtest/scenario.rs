@@ -117,6 +117,31 @@ pub struct SessionPlan {
     /// Tool every call names; its input is `{"text": ..}` (the gateway's built-in `sha256`
     /// takes that). Default "sha256".
     pub tool: String,
+    /// Stream readers per session, each on its own connection, each checked for exactly-once
+    /// delivery. 1 to 100. Default 1.
+    pub viewers: u64,
+    /// Of those, how many stop reading for `stall_ms` after their first event, holding their
+    /// connection open (a stalled browser tab), then read on. Their delivery latencies and
+    /// waits are left out of the figures; their exactly-once check is not. 0 to `viewers`.
+    /// Default 0.
+    pub stalled_viewers: u64,
+    /// How long a stalled viewer stops reading, in milliseconds. At most 600000. Default
+    /// 60000.
+    pub stall_ms: u64,
+    /// Ride out faults, as a browser and a careful agent would: a viewer whose stream ends or
+    /// fails before `complete` reconnects the way `EventSource` does (after the stream's
+    /// `retry:` delay, with `Last-Event-ID`) until it gets `complete`; the agent goes on after
+    /// a failed append (its events count as written, not acknowledged) and retries a failed
+    /// complete. Off (default): the first failure ends the session as failed.
+    pub resume: bool,
+    /// With `resume`: retry a failed append (no answer, a timeout, a `5xx`) with the same
+    /// `Idempotency-Key` and body until it is acknowledged, instead of going on without it:
+    /// every event written is then acknowledged once. Default false.
+    pub retry_appends: bool,
+    /// A stalled viewer closes its connection for the stall (a browser tab put to sleep)
+    /// and reconnects after it with `Last-Event-ID`, instead of holding it open unread.
+    /// Default false.
+    pub stall_offline: bool,
 }
 
 impl Default for SessionPlan {
@@ -129,6 +154,12 @@ impl Default for SessionPlan {
             tool_batches: 0,
             tool_calls: 2,
             tool: "sha256".to_owned(),
+            viewers: 1,
+            stalled_viewers: 0,
+            stall_ms: 60_000,
+            resume: false,
+            retry_appends: false,
+            stall_offline: false,
         }
     }
 }
@@ -137,6 +168,11 @@ impl SessionPlan {
     /// [`think_time_ms`](Self::think_time_ms) as a duration.
     pub fn think_time(&self) -> Duration {
         Duration::from_millis(self.think_time_ms)
+    }
+
+    /// [`stall_ms`](Self::stall_ms) as a duration.
+    pub fn stall(&self) -> Duration {
+        Duration::from_millis(self.stall_ms)
     }
 }
 
@@ -360,6 +396,26 @@ impl Scenario {
             "must be 1 to 1000",
         )?;
         check(!s.tool.is_empty(), "session.tool", "must not be empty")?;
+        check(
+            (1..=100).contains(&s.viewers),
+            "session.viewers",
+            "must be 1 to 100",
+        )?;
+        check(
+            s.stalled_viewers <= s.viewers,
+            "session.stalled_viewers",
+            "must be at most session.viewers",
+        )?;
+        check(
+            s.stall_ms <= 600_000,
+            "session.stall_ms",
+            "must be at most 600000",
+        )?;
+        check(
+            s.resume || !s.retry_appends,
+            "session.retry_appends",
+            "needs session.resume = true",
+        )?;
 
         let t = &self.thresholds;
         for (key, limit) in t.limits() {

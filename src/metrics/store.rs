@@ -61,9 +61,9 @@ pub(super) fn register(registry: &mut Registry, store: &StoreStats) {
     registry.register(
         "session_memory_bytes",
         "Estimated bytes the store spends per session. Memory store: the data each held \
-         session keeps (strings, events) plus fixed structure sizes, averaged, a lower \
-         bound. Redis: MEMORY USAGE of the meta hash plus the event stream, averaged over \
-         up to 8 live sessions sampled every 5 s",
+         session keeps (strings, events, idempotency records) plus fixed structure sizes, \
+         averaged, a lower bound. Redis: MEMORY USAGE of the meta hash, the event stream \
+         and the idempotency records, averaged over up to 8 live sessions sampled every 5 s",
         store.session_memory_bytes.clone(),
     );
     registry.register(

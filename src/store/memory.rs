@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use dashmap::DashMap;
 
+use super::idempotency::{Recorded, Records, append_digest, complete_digest};
 use super::quota::{Quotas, batch_bytes};
 use super::watch::WatchRegistry;
 use super::{
-    COMPLETE_KIND, Completion, Event, EventId, Gap, NewEvent, NewSession, PresenceFeed, RUNNING,
-    Replay, SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+    Applied, COMPLETE_KIND, Completion, Event, EventId, Gap, IdempotencyKey, NewEvent, NewSession,
+    PresenceFeed, RUNNING, Replay, SessionId, SessionState, SessionStore, StoreError, StoreStats,
+    Watch, now_ms,
 };
 
 /// Limits the memory engine enforces (the same keys configure Redis).
@@ -55,6 +57,8 @@ struct Session {
     bytes: usize,
     /// Bytes appended over the session's life, for the byte quota ([`batch_bytes`]).
     appended: u64,
+    /// Idempotency keys recorded with their results ([`super::idempotency`]).
+    records: Records,
 }
 
 impl Session {
@@ -117,13 +121,16 @@ impl MemoryStore {
     }
 
     /// Runs `write` on the session if it is live, running and owned by `owner`; readers are
-    /// woken if it succeeds.
-    fn write<T>(
+    /// woken if it succeeds. With an idempotency `key` (and the request's `digest`), a key
+    /// the session recorded answers first, whatever its status (nothing is written, nobody
+    /// woken), and a fresh write's ids are recorded under it.
+    fn write(
         &self,
         id: &SessionId,
         owner: &str,
-        write: impl FnOnce(&mut Session, u64) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        key: Option<(&IdempotencyKey, String)>,
+        write: impl FnOnce(&mut Session, u64) -> Result<Vec<EventId>, StoreError>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError> {
         let session = self.session(id).ok_or(StoreError::NotFound)?;
         let out = {
             let mut s = lock(&session);
@@ -133,13 +140,29 @@ impl MemoryStore {
             if s.state.owner != owner {
                 return Err(StoreError::Forbidden);
             }
+            if let Some((key, digest)) = &key {
+                match s.records.lookup(key, digest) {
+                    Some(Recorded::Same(ids)) => {
+                        return Ok(Applied {
+                            value: ids,
+                            replayed: true,
+                        });
+                    }
+                    Some(Recorded::Reused) => return Err(StoreError::IdempotencyKeyReused),
+                    None => {}
+                }
+            }
             if s.state.is_completed() {
                 return Err(StoreError::Completed);
             }
-            write(&mut s, now_ms())?
+            let ids = write(&mut s, now_ms())?;
+            if let Some((key, digest)) = key {
+                s.records.record(key, digest, ids.clone());
+            }
+            ids
         };
         self.watches.notify(id);
-        Ok(out)
+        Ok(Applied::fresh(out))
     }
 
     /// Counts `id` among `owner`'s running sessions until `deadline`, unless the owner
@@ -213,7 +236,7 @@ async fn sweep(store: Weak<MemoryStore>) {
             let live = s.is_live(now);
             if live {
                 held += 1;
-                bytes += s.bytes;
+                bytes += s.bytes + s.records.bytes();
             } else {
                 store.presence.changed(id);
                 if !s.state.is_completed() {
@@ -258,6 +281,7 @@ impl SessionStore for MemoryStore {
             expires_at,
             bytes: 0,
             appended: 0,
+            records: Records::default(),
         };
         fresh.bytes = Session::base_bytes(id, &fresh.state);
         let replaced = self
@@ -274,16 +298,18 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn append(
+    async fn append_idempotent(
         &self,
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
-    ) -> Result<Vec<EventId>, StoreError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError> {
         let expires_at = Instant::now() + self.limits.session_ttl;
         let limit = self.limits.quotas.max_session_bytes;
         let size = batch_bytes(events);
-        let ids = self.write(id, owner, |s, now| {
+        let key = key.map(|key| (key, append_digest(events)));
+        let applied = self.write(id, owner, key, |s, now| {
             if s.appended.saturating_add(size) > limit {
                 return Err(StoreError::SessionBytesExceeded { limit });
             }
@@ -294,17 +320,21 @@ impl SessionStore for MemoryStore {
                 .map(|e| self.push(s, &e.kind, &e.data, now))
                 .collect())
         })?;
-        self.refresh(owner, id, expires_at);
-        Ok(ids)
+        if !applied.replayed {
+            self.refresh(owner, id, expires_at);
+        }
+        Ok(applied)
     }
 
-    async fn complete(
+    async fn complete_idempotent(
         &self,
         id: &SessionId,
         owner: &str,
         completion: Completion,
-    ) -> Result<EventId, StoreError> {
-        let event_id = self.write(id, owner, |s, now| {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<EventId>, StoreError> {
+        let key = key.map(|key| (key, complete_digest(&completion)));
+        let applied = self.write(id, owner, key, |s, now| {
             let data = completion.event_data();
             let event_id = self.push(s, COMPLETE_KIND, &data, now);
             s.bytes += completion.final_response.len();
@@ -314,10 +344,19 @@ impl SessionStore for MemoryStore {
             s.expires_at = Instant::now() + self.limits.retention;
             self.stats.live_sessions.dec();
             self.stats.session_completed(s.state.created_at, now);
-            Ok(event_id)
+            Ok(vec![event_id])
         })?;
-        self.release(owner, id);
-        Ok(event_id)
+        if !applied.replayed {
+            self.release(owner, id);
+        }
+        let event_id =
+            applied.value.first().copied().ok_or_else(|| {
+                StoreError::Protocol("a complete recorded no event id".to_owned())
+            })?;
+        Ok(Applied {
+            value: event_id,
+            replayed: applied.replayed,
+        })
     }
 
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {

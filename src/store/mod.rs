@@ -18,9 +18,14 @@
 //! Live tailing goes through [`Watch`]: a reader registers a watch *before* reading, then
 //! waits on it whenever it has caught up. An append bumps the session's watch, so nothing
 //! appended after the read can be missed (see [`watch`]).
+//!
+//! Writes can be made exactly-once: append and complete take an optional
+//! [`IdempotencyKey`]; a retry with the same key returns the first call's result and writes
+//! nothing (see [`idempotency`]).
 
 pub mod census;
 pub mod id;
+pub mod idempotency;
 pub mod memory;
 pub mod presence;
 pub mod quota;
@@ -37,6 +42,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 pub use id::{EventId, SessionId};
+pub use idempotency::{Applied, IdempotencyKey};
 pub use presence::{Presence, PresenceFeed};
 pub use quota::Quotas;
 pub use watch::Watch;
@@ -185,7 +191,7 @@ pub enum StoreError {
     Unavailable(String),
     /// The write was applied on the Redis master, but only `acked` of the `wanted` replicas
     /// (`store.redis.ack_replicas`) confirmed it in time: a failover may still lose it, and
-    /// a retry may apply it twice.
+    /// a retry may apply it twice, unless it carries the same [`IdempotencyKey`].
     #[error("the write reached {acked} of the {wanted} replicas required")]
     NotReplicated {
         /// Replicas required.
@@ -193,6 +199,10 @@ pub enum StoreError {
         /// Replicas that confirmed the write.
         acked: u32,
     },
+    /// The call's [`IdempotencyKey`] was recorded with another request (other events, or
+    /// another endpoint); nothing was written.
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
     /// The backend answered something the store cannot interpret.
     #[error("store protocol error: {0}")]
     Protocol(String),
@@ -262,7 +272,7 @@ pub struct CommandLabel {
 }
 
 /// Names of the commands the Redis engine sends, for the `command` label without allocating.
-const COMMANDS: [&str; 23] = [
+const COMMANDS: [&str; 27] = [
     "EVALSHA",
     "EVAL",
     "SCRIPT",
@@ -286,6 +296,10 @@ const COMMANDS: [&str; 23] = [
     "ZCARD",
     "ZADD",
     "ZREM",
+    "HGET",
+    "RPUSH",
+    "LPOP",
+    "HDEL",
 ];
 
 impl StoreStats {
@@ -341,7 +355,23 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
-    ) -> Result<Vec<EventId>, StoreError>;
+    ) -> Result<Vec<EventId>, StoreError> {
+        let applied = self.append_idempotent(id, owner, events, None).await?;
+        Ok(applied.value)
+    }
+
+    /// [`append`](Self::append), exactly once per `key` ([`idempotency`]): with a key
+    /// recorded for the same events, returns their original ids and writes nothing, even
+    /// once the session has completed; recorded for another request, fails as
+    /// [`StoreError::IdempotencyKeyReused`]. The key is checked and recorded in the same
+    /// atomic write as the events.
+    async fn append_idempotent(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        events: &[NewEvent],
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError>;
 
     /// Completes a running session owned by `owner`: sets the terminal status, appends the
     /// `complete` event (not counted in the byte quota), starts the retention TTL and frees
@@ -351,7 +381,23 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &SessionId,
         owner: &str,
         completion: Completion,
-    ) -> Result<EventId, StoreError>;
+    ) -> Result<EventId, StoreError> {
+        let applied = self
+            .complete_idempotent(id, owner, completion, None)
+            .await?;
+        Ok(applied.value)
+    }
+
+    /// [`complete`](Self::complete), exactly once per `key`, as
+    /// [`append_idempotent`](Self::append_idempotent): a retry with the same key and
+    /// completion gets the original complete event's id.
+    async fn complete_idempotent(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        completion: Completion,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<EventId>, StoreError>;
 
     /// The session's state, or `None` if it does not exist.
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError>;

@@ -193,8 +193,13 @@ impl Process {
     /// Sends SIGTERM (graceful stop) and waits for the process to exit; panics if it is
     /// still running after 30 s.
     pub fn terminate(&mut self) -> ExitStatus {
-        self.signal("-TERM");
+        self.stop_gracefully();
         self.wait_exit()
+    }
+
+    /// Sends SIGTERM (graceful stop) without waiting.
+    pub fn stop_gracefully(&self) {
+        self.signal("-TERM");
     }
 
     fn signal(&self, which: &str) {

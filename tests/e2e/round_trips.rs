@@ -1,5 +1,6 @@
-//! Each agent call costs ONE Redis round trip: init, a batch append, complete — with the
-//! durable acknowledgement too (`WAIT` pipelined with the write). And the naive
+//! Each agent call costs ONE Redis round trip: init, a batch append, complete — with an
+//! `Idempotency-Key` and on its replay too, and with the durable acknowledgement too
+//! (`WAIT` pipelined with the write). And the naive
 //! baseline (`features.pipelining = false`, with either state layout) costs one round trip
 //! per command, each counted as such.
 
@@ -7,7 +8,7 @@ use serde_json::json;
 
 use crate::failover::first_session;
 use crate::gateway::{
-    Gateway, blocking, deltas, metric, redis_config, redis_config_with, sentinel_config_with,
+    Gateway, KEY, blocking, deltas, metric, redis_config, redis_config_with, sentinel_config_with,
 };
 use crate::support::redis_sentinel::RedisSentinel;
 use crate::support::redis_server::RedisServer;
@@ -137,6 +138,43 @@ async fn init_append_and_complete_take_one_round_trip_each() {
         let ours = metric(&text, &series).unwrap_or(0.0);
         let redis_says = blocking(|| redis.command_calls(command)) as f64;
         assert_eq!(ours, redis_says, "{series} vs Redis commandstats\n{text}");
+    }
+}
+
+/// With an `Idempotency-Key`, an append and a complete still cost one round trip each, and
+/// so do their replays: the key is checked and recorded inside the write's script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_writes_and_their_replays_take_one_round_trip_each() {
+    let redis = blocking(RedisServer::start);
+    let gateway = Gateway::start(&redis_config(&redis)).await;
+    // Warm up the script cache (the first call of each script is EVALSHA, then EVAL).
+    let warm = gateway.init().await;
+    gateway.append(&warm, &deltas(0, 1)).await;
+    gateway.complete(&warm, &json!(null)).await;
+
+    let mut meter = Meter::new(&gateway, &redis).await;
+    let session = gateway.init().await;
+    meter.step("init", Some(1), 1).await;
+    let c = &gateway.client;
+    for (what, path, body) in [
+        (
+            "append",
+            session.path("events"),
+            json!({ "events": deltas(0, 10) }),
+        ),
+        (
+            "complete",
+            session.path("complete"),
+            json!({"final_response": 1}),
+        ),
+    ] {
+        for (attempt, replayed) in [("first", None), ("retry", Some("true"))] {
+            let call = c.post(&path).bearer(KEY).header("idempotency-key", what);
+            let reply = c.send_call(call.json(&body)).await;
+            assert_eq!(reply.status, 200, "{what}: {}", reply.text);
+            assert_eq!(reply.header("idempotent-replayed"), replayed);
+            meter.step(&format!("{what}, {attempt}"), Some(1), 1).await;
+        }
     }
 }
 

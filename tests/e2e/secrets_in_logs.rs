@@ -17,6 +17,8 @@ use crate::tools::origin_named;
 
 /// A cookie value the client sends with every request.
 const COOKIE: &str = "cookie-value-7f3a9c1e5b";
+/// An `Idempotency-Key` (not a credential, but kept out of logs all the same).
+const IDEMPOTENCY_KEY: &str = "idempotency-key-4e8b2d6a0c";
 
 fn config(origin: &str, dead: &str, log_format: &str) -> String {
     format!(
@@ -121,6 +123,7 @@ async fn no_credential_in_logs(log_format: &str) {
         .send_call(
             c.post(&format!("/v2/sessions/{id}/events"))
                 .bearer(KEY)
+                .header("idempotency-key", IDEMPOTENCY_KEY)
                 .json(&json!({"kind": "delta", "data": {"n": 1}})),
         )
         .await;
@@ -219,6 +222,7 @@ async fn no_credential_in_logs(log_format: &str) {
         ("token signature", token.rsplit('.').next().unwrap()),
         ("cookie", COOKIE),
         ("token secret", SECRET),
+        ("idempotency key", IDEMPOTENCY_KEY),
     ] {
         for line in output.lines().filter(|l| l.contains(secret)) {
             leaks.push(format!("{what}: {line}"));

@@ -37,9 +37,17 @@ impl RedisSentinel {
     /// Starts everything and waits until the Sentinels know the replica and each other
     /// (so that they can agree on a failover).
     pub fn start() -> Self {
-        let master = RedisServer::start();
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start), master and replica given `extra_args` (e.g.
+    /// `--notify-keyspace-events Ex`).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let master = RedisServer::start_with(extra_args);
         let master_port = master.port().to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", &master_port];
+        replica_args.extend_from_slice(extra_args);
+        let replica = RedisServer::start_with(&replica_args);
         let sentinels = (0..3).map(|_| start_sentinel(master.port())).collect();
         let setup = Self {
             master,

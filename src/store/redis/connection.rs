@@ -5,9 +5,10 @@
 //! the benchmark reads). The shared rate limiter uses the same connection, so its calls
 //! count too.
 //!
-//! Writes that wait for replicas (`store.redis.ack_replicas`) go through a second such
-//! connection ([`CountedConnection::acked`]): Redis runs nothing else of a connection while
-//! its `WAIT` blocks, and reads must not queue behind it.
+//! Writes that wait for replicas (`store.redis.ack_replicas`) go through connections of their
+//! own, [`ACK_LANES`] of them ([`CountedConnection::acked`]): Redis runs nothing else of a
+//! connection while its `WAIT` blocks, so reads must not queue behind it, and acknowledged
+//! writes on one connection would wait for each other's replication.
 
 use std::time::Duration;
 
@@ -36,11 +37,16 @@ enum Backend {
     Sentinel(SentinelMaster, Lane),
 }
 
+/// Connections for acknowledged writes (`ack_replicas > 0`): up to this many `WAIT`s block
+/// at once, each on its own connection.
+pub(super) const ACK_LANES: usize = 4;
+
 /// Which of the master's connections a [`Backend::Sentinel`] uses.
 #[derive(Clone, Copy)]
 enum Lane {
     Commands,
-    Acked,
+    /// One of the [`ACK_LANES`] connections of acknowledged writes.
+    Acked(usize),
 }
 
 impl CountedConnection {
@@ -81,27 +87,34 @@ impl CountedConnection {
         Ok(Self { backend, stats })
     }
 
-    /// A second connection to the same node, for writes followed by `WAIT` (which blocks
-    /// the connection it runs on); `None` on Cluster, where acknowledged writes are not
-    /// offered.
-    pub(super) fn acked(&self, settings: &RedisSettings) -> Result<Option<Self>, StoreError> {
-        let backend = match &self.backend {
-            Backend::Cluster(_) => return Ok(None),
-            Backend::Sentinel(master, _) => Backend::Sentinel(master.clone(), Lane::Acked),
-            Backend::Standalone(_) => {
-                let url = settings.urls.first().map_or("", String::as_str);
-                let client = redis::Client::open(url)
-                    .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
-                let conn =
-                    ConnectionManager::new_lazy_with_config(client, manager_config(settings))
-                        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
-                Backend::Standalone(conn)
-            }
-        };
-        Ok(Some(Self {
-            backend,
-            stats: self.stats.clone(),
-        }))
+    /// [`ACK_LANES`] more connections to the same node, for writes followed by `WAIT`
+    /// (which blocks the connection it runs on); `None` on Cluster, where acknowledged writes
+    /// are not offered.
+    pub(super) fn acked(&self, settings: &RedisSettings) -> Result<Option<Vec<Self>>, StoreError> {
+        let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis url: {e}"));
+        (0..ACK_LANES)
+            .map(|lane| {
+                let backend = match &self.backend {
+                    Backend::Cluster(_) => return Ok(None),
+                    Backend::Sentinel(master, _) => {
+                        Backend::Sentinel(master.clone(), Lane::Acked(lane))
+                    }
+                    Backend::Standalone(_) => {
+                        let url = settings.urls.first().map_or("", String::as_str);
+                        let client = redis::Client::open(url).map_err(bad_url)?;
+                        let config = manager_config(settings);
+                        Backend::Standalone(
+                            ConnectionManager::new_lazy_with_config(client, config)
+                                .map_err(bad_url)?,
+                        )
+                    }
+                };
+                Ok(Some(Self {
+                    backend,
+                    stats: self.stats.clone(),
+                }))
+            })
+            .collect()
     }
 
     /// The followed Sentinel master, when the store uses Sentinel.
@@ -188,7 +201,7 @@ fn master_connection(master: &SentinelMaster, lane: Lane) -> redis::RedisResult<
     })?;
     Ok(match lane {
         Lane::Commands => current.commands.clone(),
-        Lane::Acked => current.acked.clone(),
+        Lane::Acked(lane) => current.acked[lane % current.acked.len()].clone(),
     })
 }
 

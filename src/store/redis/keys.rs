@@ -23,6 +23,17 @@ pub(super) fn events_key(id: &SessionId) -> String {
     format!("ag:{{{id}}}:events")
 }
 
+/// The session's idempotency records: a HASH of key name (a hash of the key) to request
+/// digest and result ([`crate::store::idempotency`]).
+pub(super) fn idem_key(id: &SessionId) -> String {
+    format!("ag:{{{id}}}:idem")
+}
+
+/// The names in [`idem_key`], oldest first: a LIST, for evicting the oldest.
+pub(super) fn idem_order_key(id: &SessionId) -> String {
+    format!("ag:{{{id}}}:idem:order")
+}
+
 /// The pub/sub channel every write to the session publishes its notice on.
 pub(super) fn notify_channel(id: &SessionId) -> String {
     format!("ag:{{{id}}}:notify")
@@ -57,6 +68,8 @@ mod tests {
         let id: SessionId = "abc".parse().unwrap();
         assert_eq!(meta_key(&id), "ag:{abc}:meta");
         assert_eq!(events_key(&id), "ag:{abc}:events");
+        assert_eq!(idem_key(&id), "ag:{abc}:idem");
+        assert_eq!(idem_order_key(&id), "ag:{abc}:idem:order");
         assert_eq!(
             session_of_meta_key(meta_key(&id).as_bytes()),
             Some(id.clone())

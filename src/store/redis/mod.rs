@@ -14,6 +14,11 @@
 //!   only (it stays `0-0` under `MAXLEN` trimming, Redis 7.0), and the oldest entry's id
 //!   alone cannot tell a cursor on the newest trimmed entry (nothing missed) from one
 //!   before it. Entries written without `prev` (before it existed) report no gap.
+//! - `ag:{<sid>}:idem` — HASH of the session's idempotency keys (a 128-bit SHA-256 prefix of
+//!   each, never the key) to `<request digest> <id> <id>...`, and `ag:{<sid>}:idem:order`
+//!   — LIST of those names, oldest first, so the oldest past the bound is evicted
+//!   ([`crate::store::idempotency`]); both with the session's TTL, written by the append
+//!   and complete scripts.
 //! - `ag:{<sid>}:notify` — pub/sub channel (sharded on Cluster with per-session
 //!   subscriptions: `SPUBLISH`); every write publishes on it a notice
 //!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
@@ -58,7 +63,8 @@
 //!
 //! Figures ([`StoreStats`](crate::store::StoreStats)): live sessions are this node's view
 //! ([`Census`](crate::store::census::Census)); memory per session is `MEMORY USAGE` of the
-//! meta hash plus the event stream of up to 8 of those sessions, averaged, every 5 seconds
+//! meta hash, the event stream and the idempotency records of up to 8 of those sessions,
+//! averaged, every 5 seconds
 //! (those commands are not counted as the store's traffic); connections held are the multiplexed command connection plus the notification
 //! connection while it answers (on Cluster each is one handle with a socket per node, plus the
 //! expired-key-events connection of each master).

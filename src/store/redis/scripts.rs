@@ -7,7 +7,9 @@
 //!
 //! The Lua lives in `lua/*.lua`: `init`, `append`, `complete` for the HASH layout,
 //! `json_*` for the JSON layout (`hash_state = false`), `quota.lua` (the quota functions,
-//! prepended to the scripts that need them) and, for Cluster only, `owner_reserve` and
+//! prepended to the scripts that need them), `idempotency.lua` (the idempotency key
+//! functions, prepended to append and complete: a recorded key is answered, and a fresh
+//! one recorded, inside the same script as the write) and, for Cluster only, `owner_reserve` and
 //! `owner_refresh`: there the owner's quota set is in another slot than the session, so init
 //! and append/complete touch it in a second call ([`crate::store::quota`] says how).
 //!
@@ -16,10 +18,14 @@
 //! stays in the session's shard), else the classic `PUBLISH` ([`super::notifier`] says why).
 //! On Cluster the channel carries the session's hash tag, so it hashes to the script's slot.
 
-use super::keys::{events_key, meta_key, notify_channel, owner_key};
+use super::keys::{events_key, idem_key, idem_order_key, meta_key, notify_channel, owner_key};
 use super::{RedisStore, millis, parse_id};
+use crate::store::idempotency::{MAX_KEYS_PER_SESSION, append_digest, complete_digest};
 use crate::store::redis::json_state::JsonState;
-use crate::store::{Completion, EventId, NewEvent, NewSession, SessionId, StoreError, now_ms};
+use crate::store::{
+    Applied, Completion, EventId, IdempotencyKey, NewEvent, NewSession, SessionId, StoreError,
+    now_ms,
+};
 use redis::{ErrorKind, Script, ServerErrorKind};
 
 /// The write scripts of one state layout, and the Cluster-only quota scripts.
@@ -38,6 +44,13 @@ macro_rules! with_quota {
     };
 }
 
+/// Prepends the idempotency key functions (`lua/idempotency.lua`) to the script `$code`.
+macro_rules! with_idempotency {
+    ($code:expr) => {
+        concat!(include_str!("lua/idempotency.lua"), $code)
+    };
+}
+
 impl Scripts {
     /// The scripts of the HASH layout (`hash_state`) or of the JSON one, notifying with
     /// `publish` (`PUBLISH` or `SPUBLISH`).
@@ -45,14 +58,14 @@ impl Scripts {
         let (init, append, complete) = if hash_state {
             (
                 with_quota!("lua/init.lua"),
-                with_quota!("lua/append.lua"),
-                include_str!("lua/complete.lua"),
+                with_idempotency!(with_quota!("lua/append.lua")),
+                with_idempotency!(include_str!("lua/complete.lua")),
             )
         } else {
             (
                 with_quota!("lua/json_init.lua"),
-                with_quota!("lua/json_append.lua"),
-                include_str!("lua/json_complete.lua"),
+                with_idempotency!(with_quota!("lua/json_append.lua")),
+                with_idempotency!(include_str!("lua/json_complete.lua")),
             )
         };
         let notifying = |code: &str| LuaScript::new(format!("local PUBLISH = '{publish}'\n{code}"));
@@ -108,7 +121,8 @@ impl RedisStore {
             other => other.map_err(|e| StoreError::Unavailable(e.to_string()))?,
         };
         match reply.first().map(String::as_str) {
-            Some("ok") => Ok(reply),
+            Some("ok" | "replayed") => Ok(reply),
+            Some("key_reused") => Err(StoreError::IdempotencyKeyReused),
             Some("not_found") => Err(StoreError::NotFound),
             Some("forbidden") => Err(StoreError::Forbidden),
             Some("completed") => Err(StoreError::Completed),
@@ -124,12 +138,13 @@ impl RedisStore {
         }
     }
 
-    /// The keys a session write script touches: the session's, and on standalone Redis the
-    /// owner's quota set (on Cluster it is in another slot; the caller handles it apart).
+    /// The keys a session write script touches: the session's (with `events`: its log and
+    /// its idempotency records too), and on standalone Redis the owner's quota set (on
+    /// Cluster it is in another slot; the caller handles it apart).
     fn script_keys(&self, id: &SessionId, owner: &str, events: bool) -> Vec<String> {
         let mut keys = vec![meta_key(id)];
         if events {
-            keys.push(events_key(id));
+            keys.extend([events_key(id), idem_key(id), idem_order_key(id)]);
         }
         if !self.settings.cluster {
             keys.push(owner_key(owner));
@@ -176,14 +191,16 @@ impl RedisStore {
         created.map(drop)
     }
 
-    /// Append as one script call (atomic; one round trip), the byte quota checked inside.
-    /// On Cluster the owner's quota deadline is refreshed by a second script, concurrently.
+    /// Append as one script call (atomic; one round trip), the byte quota and the
+    /// idempotency key checked inside. On Cluster the owner's quota deadline is refreshed by
+    /// a second script, concurrently.
     pub(super) async fn append_scripted(
         &self,
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
-    ) -> Result<Vec<EventId>, StoreError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError> {
         let (maxlen, ttl, now, channel, max_bytes) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.session_ttl),
@@ -191,6 +208,8 @@ impl RedisStore {
             notify_channel(id),
             self.settings.quotas.max_session_bytes.to_string(),
         );
+        let digest = key.map(|_| append_digest(events)).unwrap_or_default();
+        let max_keys = MAX_KEYS_PER_SESSION.to_string();
         let mut args = vec![
             owner,
             &maxlen,
@@ -199,6 +218,9 @@ impl RedisStore {
             &channel,
             &max_bytes,
             id.as_str(),
+            key.map_or("", IdempotencyKey::field),
+            &digest,
+            &max_keys,
         ];
         for e in events {
             args.push(&e.kind);
@@ -219,18 +241,25 @@ impl RedisStore {
         } else {
             append.await?
         };
-        reply[1..].iter().map(|raw| parse_id(raw)).collect()
+        Ok(Applied {
+            value: reply[1..]
+                .iter()
+                .map(|raw| parse_id(raw))
+                .collect::<Result<_, _>>()?,
+            replayed: reply[0] == "replayed",
+        })
     }
 
-    /// Complete as one script call (atomic; one round trip) that frees the owner's quota
-    /// slot (on Cluster, a second call after it); the event id and the session's
-    /// `created_at` (0 if unknown).
+    /// Complete as one script call (atomic; one round trip; the idempotency key checked
+    /// inside) that frees the owner's quota slot (on Cluster, a second call after it); the
+    /// event id and the session's `created_at` (0 if unknown, or replayed).
     pub(super) async fn complete_scripted(
         &self,
         id: &SessionId,
         owner: &str,
         completion: &Completion,
-    ) -> Result<(EventId, u64), StoreError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Applied<EventId>, u64), StoreError> {
         let (maxlen, retention, now, channel, data) = (
             self.settings.events_maxlen.to_string(),
             millis(self.settings.retention),
@@ -238,6 +267,8 @@ impl RedisStore {
             notify_channel(id),
             completion.event_data(),
         );
+        let digest = key.map(|_| complete_digest(completion)).unwrap_or_default();
+        let max_keys = MAX_KEYS_PER_SESSION.to_string();
         let args = [
             owner,
             &maxlen,
@@ -248,12 +279,16 @@ impl RedisStore {
             &completion.final_response,
             &data,
             id.as_str(),
+            key.map_or("", IdempotencyKey::field),
+            &digest,
+            &max_keys,
         ];
         let keys = self.script_keys(id, owner, true);
         let reply = self
             .script_write(&self.scripts.complete, &keys, &args)
             .await?;
-        if self.settings.cluster {
+        let replayed = reply[0] == "replayed";
+        if self.settings.cluster && !replayed {
             let mut zrem = redis::cmd("ZREM");
             zrem.arg(owner_key(owner)).arg(id.as_str());
             if let Err(e) = self.one::<i64>(&zrem).await {
@@ -262,9 +297,7 @@ impl RedisStore {
             }
         }
         let created_at = reply.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok((
-            parse_id(reply.get(1).map_or("", String::as_str))?,
-            created_at,
-        ))
+        let value = parse_id(reply.get(1).map_or("", String::as_str))?;
+        Ok((Applied { value, replayed }, created_at))
     }
 }

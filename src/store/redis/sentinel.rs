@@ -23,7 +23,7 @@ use redis::{ProtocolVersion, RedisConnectionInfo};
 use tokio::sync::{Notify, watch};
 
 use super::RedisSettings;
-use super::connection::manager_config;
+use super::connection::{ACK_LANES, manager_config};
 
 /// How often the Sentinels are asked even when nothing failed.
 const POLL: Duration = Duration::from_secs(1);
@@ -38,8 +38,9 @@ pub(super) struct Master {
     pub(super) client: redis::Client,
     /// The multiplexed command connection.
     pub(super) commands: ConnectionManager,
-    /// The connection of writes that wait for replicas (`store.redis.ack_replicas`).
-    pub(super) acked: ConnectionManager,
+    /// The connections of writes that wait for replicas (`store.redis.ack_replicas`),
+    /// [`ACK_LANES`] of them.
+    pub(super) acked: Vec<ConnectionManager>,
 }
 
 /// A handle on the followed master; clones share the one following task, which ends when
@@ -151,7 +152,9 @@ fn open_master(
         || ConnectionManager::new_lazy_with_config(client.clone(), manager_config(settings));
     Ok(Master {
         commands: connection()?,
-        acked: connection()?,
+        acked: (0..ACK_LANES)
+            .map(|_| connection())
+            .collect::<redis::RedisResult<_>>()?,
         addr,
         client,
     })

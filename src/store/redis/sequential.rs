@@ -10,6 +10,11 @@
 //!   set), `PUBLISH`;
 //! - complete: the same check, the newest id, `XADD` of the complete event, the state update, `PEXPIRE`
 //!   both keys, `PUBLISH`, free the quota slot (`ZREM`).
+//! - with an idempotency key, after the owner check: the record (`HGET`), and after a fresh
+//!   write, recording it (`HSET`, `RPUSH` of its name, `LPOP` + `HDEL` of the oldest past
+//!   the bound, `PEXPIRE` of both). Calls without a key touch no record, so records keep
+//!   the TTL of the last write that had a key (the session's or its retention) rather
+//!   than following the session's.
 //!
 //! From one caller's point of view the results and errors are those of the pipelined
 //! engine: refused writes (over the session quota, missing session, other owner, completed,
@@ -21,15 +26,18 @@
 //! first entries may name the same `prev`, so when the earlier one is trimmed a reader just
 //! before it is not told), and a failure
 //! half-way leaves the commands before it applied. Quota deadlines are on the gateway's
-//! clock, not Redis's. That is part of what makes it the naive baseline. Each command gets
+//! clock, not Redis's. Two calls with one idempotency key may both miss the record and both
+//! write. That is part of what makes it the naive baseline. Each command gets
 //! the store's whole `timeout`.
 
 use super::json_state::JsonState;
-use super::keys::{events_key, meta_key, notify_channel, owner_key};
+use super::keys::{events_key, idem_key, idem_order_key, meta_key, notify_channel, owner_key};
 use super::{RedisStore, millis, parse_id};
+use crate::store::idempotency::{MAX_KEYS_PER_SESSION, append_digest, complete_digest};
 use crate::store::quota::batch_bytes;
 use crate::store::{
-    Completion, EventId, NewEvent, NewSession, RUNNING, SessionId, StoreError, now_ms,
+    Applied, Completion, EventId, IdempotencyKey, NewEvent, NewSession, RUNNING, SessionId,
+    StoreError, now_ms,
 };
 
 /// What [`RedisStore::check_writable`] read: the JSON state to write back (JSON layout),
@@ -40,10 +48,43 @@ struct Writable {
     bytes: u64,
 }
 
+/// What [`RedisStore::check_writable`] found: a session to write, or the result an
+/// idempotency key recorded.
+enum Checked {
+    Write(Writable),
+    Replay(Vec<EventId>),
+}
+
 impl RedisStore {
-    /// Refuses a write to a session that is missing, owned by someone else or completed.
-    /// With the JSON layout, returns the state it read, to be modified and written back.
-    async fn check_writable(&self, id: &SessionId, owner: &str) -> Result<Writable, StoreError> {
+    /// Refuses a write to a session that is missing, owned by someone else or completed;
+    /// between the owner and the status, answers a recorded idempotency `key` (with the
+    /// request's digest). With the JSON layout, returns the state it read, to be modified
+    /// and written back.
+    async fn check_writable(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        key: Option<(&IdempotencyKey, &str)>,
+    ) -> Result<Checked, StoreError> {
+        let (status, writable) = self.read_writable(id, owner).await?;
+        if let Some((key, digest)) = key
+            && let Some(ids) = self.recorded(id, key, digest).await?
+        {
+            return Ok(Checked::Replay(ids));
+        }
+        if status != RUNNING {
+            return Err(StoreError::Completed);
+        }
+        Ok(Checked::Write(writable))
+    }
+
+    /// Reads what a write needs; refuses a session that is missing or owned by someone
+    /// else. Returns its status too.
+    async fn read_writable(
+        &self,
+        id: &SessionId,
+        owner: &str,
+    ) -> Result<(String, Writable), StoreError> {
         if self.settings.hash_state {
             let mut hmget = redis::cmd("HMGET");
             hmget
@@ -58,24 +99,77 @@ impl RedisStore {
                 Option<u64>,
                 Option<u64>,
             ) = self.one(&hmget).await?;
-            writable(status.as_deref(), stored_owner.as_deref(), owner)?;
-            Ok(Writable {
+            let status = owned(status, stored_owner.as_deref(), owner)?;
+            let writable = Writable {
                 json: None,
                 created_at: created_at.unwrap_or(0),
                 bytes: bytes.unwrap_or(0),
-            })
+            };
+            Ok((status, writable))
         } else {
             let mut get = redis::cmd("GET");
             get.arg(meta_key(id));
             let raw: Option<String> = self.one(&get).await?;
             let state = JsonState::parse(&raw.ok_or(StoreError::NotFound)?)?;
-            writable(Some(&state.status), Some(&state.owner), owner)?;
-            Ok(Writable {
+            let status = owned(Some(state.status.clone()), Some(&state.owner), owner)?;
+            let writable = Writable {
                 created_at: state.created_at,
                 bytes: state.bytes,
                 json: Some(state),
-            })
+            };
+            Ok((status, writable))
         }
+    }
+
+    /// What `key` recorded in the session (`HGET`): the ids, if it recorded the request
+    /// `digest`; refused if it recorded another request.
+    async fn recorded(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        digest: &str,
+    ) -> Result<Option<Vec<EventId>>, StoreError> {
+        let mut hget = redis::cmd("HGET");
+        hget.arg(idem_key(id)).arg(key.field());
+        let Some(record): Option<String> = self.one(&hget).await? else {
+            return Ok(None);
+        };
+        let mut words = record.split(' ');
+        if words.next() != Some(digest) {
+            return Err(StoreError::IdempotencyKeyReused);
+        }
+        words.map(parse_id).collect::<Result<_, _>>().map(Some)
+    }
+
+    /// Records `ids` as the result of `digest` under `key`, as `lua/idempotency.lua` does,
+    /// one command at a time, with `ttl`.
+    async fn record(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        digest: &str,
+        ids: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let (records, order) = (idem_key(id), idem_order_key(id));
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&records)
+            .arg(key.field())
+            .arg(format!("{digest} {}", ids.join(" ")));
+        self.one::<()>(&hset).await?;
+        let mut rpush = redis::cmd("RPUSH");
+        rpush.arg(&order).arg(key.field());
+        let names: usize = self.one(&rpush).await?;
+        if names > MAX_KEYS_PER_SESSION {
+            let mut lpop = redis::cmd("LPOP");
+            lpop.arg(&order);
+            let oldest: Option<String> = self.one(&lpop).await?;
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(&records).arg(oldest.unwrap_or_default());
+            self.one::<()>(&hdel).await?;
+        }
+        self.expire(&records, ttl).await?;
+        self.expire(&order, ttl).await
     }
 
     /// [`SessionStore::create`](crate::store::SessionStore::create), one command at a time:
@@ -188,14 +282,26 @@ impl RedisStore {
         Ok(())
     }
 
-    /// [`SessionStore::append`](crate::store::SessionStore::append), one command at a time.
+    /// [`SessionStore::append_idempotent`](crate::store::SessionStore::append_idempotent),
+    /// one command at a time.
     pub(super) async fn append_sequential(
         &self,
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
-    ) -> Result<Vec<EventId>, StoreError> {
-        let Writable { json, bytes, .. } = self.check_writable(id, owner).await?;
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError> {
+        let digest = key.map(|_| append_digest(events)).unwrap_or_default();
+        let key = key.map(|key| (key, digest.as_str()));
+        let Writable { json, bytes, .. } = match self.check_writable(id, owner, key).await? {
+            Checked::Write(writable) => writable,
+            Checked::Replay(ids) => {
+                return Ok(Applied {
+                    value: ids,
+                    replayed: true,
+                });
+            }
+        };
         let (size, limit) = (batch_bytes(events), self.settings.quotas.max_session_bytes);
         if bytes.saturating_add(size) > limit {
             return Err(StoreError::SessionBytesExceeded { limit });
@@ -244,21 +350,41 @@ impl RedisStore {
             .arg(id.as_str());
         self.one::<()>(&deadline).await?;
         self.expire(&owners, ttl).await?;
+        if let Some((key, digest)) = key {
+            self.record(id, key, digest, &raw_ids, ttl).await?;
+        }
         self.publish(id, raw_ids.last().map(String::as_str)).await?;
-        Ok(ids)
+        Ok(Applied::fresh(ids))
     }
 
-    /// [`SessionStore::complete`](crate::store::SessionStore::complete), one command at a
-    /// time.
+    /// [`SessionStore::complete_idempotent`](crate::store::SessionStore::complete_idempotent),
+    /// one command at a time; the event id and `created_at` (0 when replayed).
     pub(super) async fn complete_sequential(
         &self,
         id: &SessionId,
         owner: &str,
         completion: &Completion,
-    ) -> Result<(EventId, u64), StoreError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Applied<EventId>, u64), StoreError> {
+        let digest = key.map(|_| complete_digest(completion)).unwrap_or_default();
+        let key = key.map(|key| (key, digest.as_str()));
         let Writable {
             json, created_at, ..
-        } = self.check_writable(id, owner).await?;
+        } = match self.check_writable(id, owner, key).await? {
+            Checked::Write(writable) => writable,
+            Checked::Replay(ids) => {
+                let value = ids.first().copied().ok_or_else(|| {
+                    StoreError::Protocol("a complete recorded no event id".to_owned())
+                })?;
+                return Ok((
+                    Applied {
+                        value,
+                        replayed: true,
+                    },
+                    0,
+                ));
+            }
+        };
         let prev = self.newest_id(id).await?;
         let raw_id = self
             .add_event(
@@ -300,11 +426,16 @@ impl RedisStore {
         for key in [meta_key(id), events_key(id)] {
             self.expire(&key, self.settings.retention).await?;
         }
+        if let Some((key, digest)) = key {
+            let ids = [raw_id.clone()];
+            self.record(id, key, digest, &ids, self.settings.retention)
+                .await?;
+        }
         self.publish(id, Some(&raw_id)).await?;
         let mut release = redis::cmd("ZREM");
         release.arg(owner_key(owner)).arg(id.as_str());
         self.one::<()>(&release).await?;
-        Ok((event, created_at))
+        Ok((Applied::fresh(event), created_at))
     }
 
     /// Writes the whole JSON state back (`SET` clears the TTL; the caller's `PEXPIRE`
@@ -316,22 +447,20 @@ impl RedisStore {
     }
 }
 
-/// The write checks, in the scripts' order: missing, then owner, then status.
-fn writable(
-    status: Option<&str>,
+/// The first write checks, in the scripts' order: missing, then owner. Returns the status
+/// (checked after the idempotency key, as the scripts do).
+fn owned(
+    status: Option<String>,
     stored_owner: Option<&str>,
     owner: &str,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
     let Some(status) = status else {
         return Err(StoreError::NotFound);
     };
     if stored_owner != Some(owner) {
         return Err(StoreError::Forbidden);
     }
-    if status != RUNNING {
-        return Err(StoreError::Completed);
-    }
-    Ok(())
+    Ok(status)
 }
 
 #[cfg(test)]
@@ -340,18 +469,14 @@ mod tests {
 
     #[test]
     fn checks_in_the_scripts_order() {
+        assert!(matches!(owned(None, None, "o"), Err(StoreError::NotFound)));
         assert!(matches!(
-            writable(None, None, "o"),
-            Err(StoreError::NotFound)
-        ));
-        assert!(matches!(
-            writable(Some("succeeded"), Some("x"), "o"),
+            owned(Some("succeeded".into()), Some("x"), "o"),
             Err(StoreError::Forbidden)
         ));
-        assert!(matches!(
-            writable(Some("succeeded"), Some("o"), "o"),
-            Err(StoreError::Completed)
-        ));
-        assert!(writable(Some(RUNNING), Some("o"), "o").is_ok());
+        assert_eq!(
+            owned(Some(RUNNING.into()), Some("o"), "o").unwrap(),
+            RUNNING
+        );
     }
 }

@@ -11,6 +11,7 @@ use agentgate_middleware::rate_limit::{RedisGcra, SharedGcra};
 use async_trait::async_trait;
 use redis::Cmd;
 
+use super::ack::AckLanes;
 use super::census::run_census;
 use super::connection::CountedConnection;
 use super::json_state::JsonState;
@@ -21,15 +22,15 @@ use super::{RedisSettings, SubscribeMode, parse_id};
 use crate::store::census::Census;
 use crate::store::watch::WatchRegistry;
 use crate::store::{
-    Completion, Event, EventId, Gap, NewEvent, NewSession, PresenceFeed, RUNNING, Replay,
-    SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
+    Applied, Completion, Event, EventId, Gap, IdempotencyKey, NewEvent, NewSession, PresenceFeed,
+    RUNNING, Replay, SessionId, SessionState, SessionStore, StoreError, StoreStats, Watch, now_ms,
 };
 
 /// The Redis [`SessionStore`].
 pub struct RedisStore {
     pub(super) conn: CountedConnection,
-    /// The connection of writes that wait for replicas, when `ack_replicas > 0`.
-    pub(super) acked: Option<CountedConnection>,
+    /// The connections of writes that wait for replicas, when `ack_replicas > 0`.
+    pub(super) acked: Option<AckLanes>,
     pub(super) settings: RedisSettings,
     pub(super) scripts: Scripts,
     watches: Arc<WatchRegistry>,
@@ -66,7 +67,7 @@ impl RedisStore {
         });
         let conn = CountedConnection::open(&settings, stats.clone()).await?;
         let acked = if settings.ack_replicas > 0 {
-            conn.acked(&settings)?
+            conn.acked(&settings)?.map(AckLanes::new)
         } else {
             None
         };
@@ -146,37 +147,45 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn append(
+    async fn append_idempotent(
         &self,
         id: &SessionId,
         owner: &str,
         events: &[NewEvent],
-    ) -> Result<Vec<EventId>, StoreError> {
-        let ids = if self.settings.pipelining {
-            self.append_scripted(id, owner, events).await?
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<Vec<EventId>>, StoreError> {
+        let applied = if self.settings.pipelining {
+            self.append_scripted(id, owner, events, key).await?
         } else {
-            self.append_sequential(id, owner, events).await?
+            self.append_sequential(id, owner, events, key).await?
         };
-        self.census.written(id, self.settings.session_ttl);
-        Ok(ids)
+        if !applied.replayed {
+            self.census.written(id, self.settings.session_ttl);
+        }
+        Ok(applied)
     }
 
-    async fn complete(
+    async fn complete_idempotent(
         &self,
         id: &SessionId,
         owner: &str,
         completion: Completion,
-    ) -> Result<EventId, StoreError> {
-        let (event, created_at) = if self.settings.pipelining {
-            self.complete_scripted(id, owner, &completion).await?
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Applied<EventId>, StoreError> {
+        let (applied, created_at) = if self.settings.pipelining {
+            self.complete_scripted(id, owner, &completion, key).await?
         } else {
-            self.complete_sequential(id, owner, &completion).await?
+            self.complete_sequential(id, owner, &completion, key)
+                .await?
         };
+        if applied.replayed {
+            return Ok(applied);
+        }
         self.census.completed(id);
         if created_at > 0 {
             self.stats.session_completed(created_at, now_ms());
         }
-        Ok(event)
+        Ok(applied)
     }
 
     async fn state(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
