@@ -607,10 +607,4 @@ if wants_part tls; then
     } | tee -a "$BENCH_TMP/summary.txt"
 fi
 
-mkdir -p "$(dirname "$RESULTS")"
-{
-    echo
-    echo "######## $BENCH_NAME $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    cat "$BENCH_TMP/summary.txt"
-} >>"$RESULTS"
-bench_log "summary appended to $RESULTS"
+bench_append_summary

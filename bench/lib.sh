@@ -210,6 +210,11 @@ bench_stop() {
 
 # ---- measuring ------------------------------------------------------------------------------
 
+# bench_cpu_ticks PID — utime + stime of PID in clock ticks (0 once it is gone).
+bench_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# bench_now — seconds since the epoch, with nanoseconds.
+bench_now() { date +%s.%N; }
+
 # Reads wrk --latency output; prints "rps<TAB>p50 ms<TAB>p99 ms<TAB>errors", where errors counts
 # non-2xx/3xx responses plus socket errors. wrk latency units (us, ms, s, m, h) become ms.
 bench_parse_wrk() {
@@ -356,6 +361,18 @@ bench_write_results() {
     bench_log "summary appended to $RESULTS"
 }
 
+# bench_append_summary — appends the run's summary ($BENCH_TMP/summary.txt) to $RESULTS
+# under a dated heading (scripts that print their own tables instead of wrk rounds).
+bench_append_summary() {
+    mkdir -p "$(dirname "$RESULTS")"
+    {
+        echo
+        echo "######## $BENCH_NAME $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        cat "$BENCH_TMP/summary.txt"
+    } >>"$RESULTS"
+    bench_log "summary appended to $RESULTS"
+}
+
 # ---- Redis ----------------------------------------------------------------------------------
 
 # bench_redis_up [ARGS...] — starts a private redis-server ($REDIS_BIN, niceness $NICE) on a
@@ -378,20 +395,21 @@ bench_redis_up() {
 
 # ---- agentgate ------------------------------------------------------------------------------
 
-# bench_await_connected MODE OUT LOG GATEWAY — waits (bounded by CONNECT_PHASE_TIMEOUT + 60 s)
-# for the sse_load program started as BENCH_PID[load] to print its `CONNECTED k=v...` line to
-# OUT, then stores each k=v as RES[MODE.c_k]. If the program exits or the time runs out: logs
-# the tail of LOG, sets RES[MODE.status], stops the program and GATEWAY, and returns 1.
+# bench_await_connected MODE OUT LOG GATEWAY [LOAD] — waits (bounded by CONNECT_PHASE_TIMEOUT
+# + 60 s) for the sse_load program started as BENCH_PID[LOAD] (default `load`) to print its
+# `CONNECTED k=v...` line to OUT, then stores each k=v as RES[MODE.c_k]. If the program exits
+# or the time runs out: logs the tail of LOG, sets RES[MODE.status], stops the program and
+# GATEWAY (each of them, when it is a list of names), and returns 1.
 bench_await_connected() {
-    local mode=$1 out=$2 log=$3 gateway=$4 deadline line kv
+    local mode=$1 out=$2 log=$3 gateway=$4 load=${5:-load} deadline line kv g
     deadline=$((SECONDS + CONNECT_PHASE_TIMEOUT + 60))
     until grep -q '^CONNECTED ' "$out" 2>/dev/null; do
-        if ! kill -0 "${BENCH_PID[load]}" 2>/dev/null || ((SECONDS >= deadline)); then
+        if ! kill -0 "${BENCH_PID[$load]}" 2>/dev/null || ((SECONDS >= deadline)); then
             bench_log "ERROR: load program did not connect its clients; last lines of its log:"
             tail -n 15 "$log" | sed 's/^/    /' >&2
             RES[$mode.status]="FAIL: load program did not connect"
-            bench_stop load
-            bench_down "$gateway"
+            bench_stop "$load"
+            for g in $gateway; do bench_down "$g"; done
             return 1
         fi
         sleep 0.2

@@ -287,10 +287,4 @@ verdict() { # verdict VALUE MAX
         "$(verdict "$(get on errors)" 0)" "$(verdict "$(get off errors)" 0)"
 } | tee -a "$BENCH_TMP/summary.txt"
 
-mkdir -p "$(dirname "$RESULTS")"
-{
-    echo
-    echo "######## $BENCH_NAME $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    cat "$BENCH_TMP/summary.txt"
-} >>"$RESULTS"
-bench_log "summary appended to $RESULTS"
+bench_append_summary

@@ -448,6 +448,7 @@ async fn build_store(config: &Config) -> Result<Stores, StoreError> {
                 pipelining: config.features.pipelining,
                 hash_state: config.features.hash_state,
                 quotas: store.quotas,
+                subscribe: store.redis.subscribe,
             })
             .await?;
             let limiter = redis.rate_limiter();

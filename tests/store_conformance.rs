@@ -55,8 +55,8 @@ impl Limits {
 /// An engine under test; holds its Redis process alive.
 struct Engine {
     store: Arc<dyn SessionStore>,
-    /// Whether every expiry reaches the presence feed (not on Cluster: keyspace events stay
-    /// on the node where the key lived).
+    /// Whether every expiry reaches the presence feed (Redis: with `notify-keyspace-events
+    /// Ex`; on Cluster the store listens on every master).
     expiry_events: bool,
     _redis: Option<Box<dyn std::any::Any>>,
 }
@@ -106,7 +106,7 @@ async fn redis_cluster(limits: Limits) -> Engine {
     let store = redis_store(cluster.urls(), true, OPTIMIZED, limits).await;
     Engine {
         store,
-        expiry_events: false,
+        expiry_events: true,
         _redis: Some(Box::new(cluster)),
     }
 }
@@ -167,6 +167,7 @@ fn redis_settings(urls: Vec<String>, cluster: bool, mode: Mode, limits: Limits) 
         pipelining: mode.pipelining,
         hash_state: mode.hash_state,
         quotas: limits.quotas(),
+        subscribe: Default::default(),
     }
 }
 
@@ -498,8 +499,12 @@ async fn watch_wakes_a_waiting_reader(engine: Engine) {
     let store = Arc::clone(&engine.store);
     let id = sid("watched");
     create(&*store, &id).await;
-    // Register, read (nothing yet), then wait: the append from another task must wake us.
+    // Register, wait until the store hears of the session (Redis may be subscribing), read
+    // (nothing yet), then wait: the append from another task must wake us.
     let mut watch = store.watch(&id);
+    tokio::time::timeout(Duration::from_secs(10), watch.subscribed())
+        .await
+        .expect("the store subscribes to a watched session");
     assert!(read(&*store, &id, None, 10).await.is_empty());
     let writer = {
         let (store, id) = (Arc::clone(&store), id.clone());
@@ -511,8 +516,9 @@ async fn watch_wakes_a_waiting_reader(engine: Engine) {
     let ids = writer.await.unwrap();
     let events = read(&*store, &id, None, 10).await;
     assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
-    // Completion wakes too.
+    // Completion wakes too (a second reader joins the subscription at once).
     let mut watch = store.watch(&id);
+    watch.subscribed().await;
     store.complete(&id, OWNER, done()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), watch.changed())
         .await

@@ -86,8 +86,9 @@ pub use schema::{
     AgentConfig, AuthConfig, Balance, CanaryConfig, CertificateConfig, Config, DemoConfig,
     Dispatch, DurableAccess, DurableConfig, ExistenceCachePolicy, FeaturesConfig, HashOn,
     HealthCheckConfig, LimitsConfig, LogFormat, OnError, QuotasConfig, RedisConfig, RouteConfig,
-    RouteKind, ServerConfig, SseConfig, SseShare, StoreConfig, StoreKind, TelemetryConfig,
-    TlsConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig, UpstreamTlsConfig,
+    RouteKind, ServerConfig, SseConfig, SseShare, StoreConfig, StoreKind, SubscribeMode,
+    TelemetryConfig, TlsConfig, ToolConfig, ToolKind, ToolsConfig, UpstreamConfig,
+    UpstreamTlsConfig,
 };
 
 /// The annotated reference configuration (`config/agentgate.toml`): in-memory store, demo

@@ -50,6 +50,10 @@ const CHANNEL_FRAMES: usize = 16;
 /// Delay before retrying a read that failed because the store is unavailable.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// Longest a new stream waits for the store to subscribe to its session before its first
+/// read (Redis down: it reads, fails and retries as usual; heard later, it reads again).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
 /// Handles a stream request.
 pub async fn handle(
     state: &Arc<ApiState>,
@@ -162,6 +166,15 @@ async fn pump(
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Read only once the store hears of this session's writes (it may be subscribing), so
+    // none is missed between the read and the first notification. Bounded: past it we read
+    // anyway, and the confirmation, whenever it comes, wakes us to read again.
+    tokio::select! {
+        () = watch.subscribed() => {}
+        () = tokio::time::sleep(SUBSCRIBE_WAIT) => {}
+        () = tx.closed() => return,
+        () = state.shutdown.cancelled() => return,
+    }
     let mut first_read = true;
     // Events a notification carried that follow our cursor: delivered without a read.
     let mut notified: Option<Vec<Event>> = None;

@@ -32,6 +32,26 @@ pub(super) fn register(registry: &mut Registry, store: &StoreStats) {
         store.connections.clone(),
     );
     registry.register(
+        "store_subscriptions",
+        "Sessions whose notification channel this node subscribes to (Redis with \
+         subscribe = \"per_session\": the sessions it has stream readers for, kept a second \
+         after the last leaves; 0 with subscribe = \"pattern\", which hears every session)",
+        store.subscriptions.clone(),
+    );
+    registry.register(
+        "store_notifications",
+        "Write notifications this node received from Redis, for any session (with \
+         subscribe = \"pattern\" every write of every node; per_session: only the \
+         sessions it has readers for)",
+        store.notifications.clone(),
+    );
+    registry.register(
+        "store_notification_bytes",
+        "Bytes of the write notifications this node received from Redis (channel name \
+         plus payload)",
+        store.notification_bytes.clone(),
+    );
+    registry.register(
         "sessions_active",
         "Sessions created and neither completed nor expired. Memory store: every session, \
          exactly. Redis: this node's view, the sessions created through this node until \

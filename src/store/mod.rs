@@ -234,6 +234,13 @@ pub struct StoreStats {
     pub session_duration: Histogram,
     /// Connections the store holds to its backend now (none for the memory engine).
     pub connections: Gauge,
+    /// Sessions whose notification channel this node subscribes to now (Redis with
+    /// `subscribe = "per_session"`; 0 otherwise).
+    pub subscriptions: Gauge,
+    /// Write notifications this node received from the backend, for any session (Redis).
+    pub notifications: Counter,
+    /// Bytes of those notifications (channel name plus payload).
+    pub notification_bytes: Counter,
 }
 
 /// 10 ms to about 1.5 hours, doubling.
@@ -251,6 +258,9 @@ impl Default for StoreStats {
             session_memory_bytes: Gauge::default(),
             session_duration: session_duration_histogram(),
             connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            notifications: Counter::default(),
+            notification_bytes: Counter::default(),
         }
     }
 }

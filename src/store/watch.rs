@@ -11,11 +11,24 @@
 //! ([`Batch`]): a reader whose cursor is exactly that id takes them as they are and skips
 //! the read; any other reader (behind, or a notification it missed since its last read —
 //! the channel keeps only the newest) reads from its cursor as before.
+//!
+//! Subscriptions: an engine that hears of writes only for the sessions it subscribed to
+//! (Redis, `subscribe = "per_session"`) builds the registry with
+//! [`WatchRegistry::per_session`]: a session's first reader and the departure of its last
+//! are queued as interest changes ([`WatchRegistry::take_changes`]) for the engine's
+//! subscriber to act on in batches, and a new session's readers wait ([`Watch::subscribed`])
+//! until the engine confirms the subscription ([`WatchRegistry::subscribed`]), so a write
+//! between registering and reading is never missed. Every confirmation also wakes the
+//! session's readers to re-read, so a reader that stopped waiting (bounded) or a
+//! resubscription after a reconnect loses nothing either.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::{Notify, watch};
 
 use super::{Event, EventId, SessionId};
 
@@ -29,31 +42,170 @@ pub struct Batch {
     pub events: Vec<Event>,
 }
 
-/// The newest notification of a session: a counter, and what the last one carried.
+/// The newest notification of a session: a counter, what the last one carried, and whether
+/// the engine hears of the session's writes yet.
 #[derive(Debug, Default)]
 struct Notice {
     seq: u64,
     batch: Option<Arc<Batch>>,
+    subscribed: bool,
 }
 
 /// Sessions with at least one local reader, each with its newest notification.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WatchRegistry {
     sessions: DashMap<SessionId, watch::Sender<Notice>>,
+    /// Whether a session's first reader finds it subscribed already (the engine hears of
+    /// every write: memory, or a confirmed pattern subscription).
+    all_subscribed: AtomicBool,
+    /// With per-session subscriptions: the sessions whose first reader came or last left
+    /// since the subscriber last looked (a set: bounded by the sessions with readers plus
+    /// those that just lost them).
+    changes: Option<Changes>,
+}
+
+/// Interest changes waiting for the subscriber.
+#[derive(Debug, Default)]
+struct Changes {
+    sessions: Mutex<HashSet<SessionId>>,
+    wake: Notify,
+}
+
+impl Default for WatchRegistry {
+    /// A registry whose engine hears of every write from the start (the memory store).
+    fn default() -> Self {
+        Self {
+            sessions: DashMap::new(),
+            all_subscribed: AtomicBool::new(true),
+            changes: None,
+        }
+    }
 }
 
 impl WatchRegistry {
+    /// A registry whose engine hears of every write once one subscription (a pattern) is
+    /// confirmed ([`subscribed_all`](Self::subscribed_all)); readers wait for it.
+    pub fn until_subscribed() -> Self {
+        Self {
+            all_subscribed: AtomicBool::new(false),
+            ..Self::default()
+        }
+    }
+
+    /// A registry whose engine subscribes to each session with readers: interest changes
+    /// are queued for it ([`take_changes`](Self::take_changes)) and readers of a new session
+    /// wait for its confirmation ([`subscribed`](Self::subscribed)).
+    pub fn per_session() -> Self {
+        Self {
+            all_subscribed: AtomicBool::new(false),
+            changes: Some(Changes::default()),
+            ..Self::default()
+        }
+    }
+
     /// Registers a reader of `id`.
     pub fn watch(self: &Arc<Self>, id: &SessionId) -> Watch {
-        let rx = self
-            .sessions
-            .entry(id.clone())
-            .or_insert_with(|| watch::channel(Notice::default()).0)
-            .subscribe();
+        let rx = match self.sessions.entry(id.clone()) {
+            Entry::Occupied(entry) => entry.get().subscribe(),
+            Entry::Vacant(entry) => {
+                // Read under the entry's lock: `subscribed_all` either sees this entry or
+                // has set the flag before.
+                let notice = Notice {
+                    subscribed: self.all_subscribed.load(Ordering::SeqCst),
+                    ..Notice::default()
+                };
+                let rx = entry.insert(watch::channel(notice).0).subscribe();
+                self.changed(id);
+                rx
+            }
+        };
         Watch {
             rx,
             id: id.clone(),
             registry: Arc::clone(self),
+        }
+    }
+
+    /// Queues an interest change of `id` for the subscriber (per-session engines only).
+    fn changed(&self, id: &SessionId) {
+        if let Some(changes) = &self.changes {
+            changes
+                .sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone());
+            changes.wake.notify_one();
+        }
+    }
+
+    /// The sessions whose interest changed since the last call (see
+    /// [`is_watched`](Self::is_watched) for which way); empty without per-session
+    /// subscriptions.
+    pub fn take_changes(&self) -> HashSet<SessionId> {
+        self.changes
+            .as_ref()
+            .map(|c| {
+                std::mem::take(&mut *c.sessions.lock().unwrap_or_else(PoisonError::into_inner))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Queues `ids` again (a subscription that failed, or was lost and must be renewed),
+    /// without waking the subscriber: it retries on its own schedule.
+    pub fn requeue(&self, ids: impl IntoIterator<Item = SessionId>) {
+        if let Some(changes) = &self.changes {
+            changes
+                .sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(ids);
+        }
+    }
+
+    /// Queues every watched session (after the subscriptions were lost with their
+    /// connection, e.g. the Sentinel master moved).
+    pub fn requeue_all(&self) {
+        self.requeue(self.sessions.iter().map(|e| e.key().clone()));
+    }
+
+    /// Resolves when an interest change was queued since the last call (pends forever
+    /// without per-session subscriptions).
+    pub async fn interest_changed(&self) {
+        match &self.changes {
+            Some(changes) => changes.wake.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether `id` has a local reader now.
+    pub fn is_watched(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// The engine hears of `id`'s writes now (a subscription confirmed): readers waiting
+    /// for that go on, and every reader of `id` re-reads, since writes before the
+    /// confirmation were not heard.
+    pub fn subscribed(&self, id: &SessionId) {
+        if let Some(tx) = self.sessions.get(id) {
+            tx.send_modify(|n| {
+                n.seq = n.seq.wrapping_add(1);
+                n.batch = None;
+                n.subscribed = true;
+            });
+        }
+    }
+
+    /// The engine hears of every session's writes now (a pattern subscription confirmed,
+    /// again after a reconnect): every reader re-reads, and new sessions' readers no
+    /// longer wait.
+    pub fn subscribed_all(&self) {
+        self.all_subscribed.store(true, Ordering::SeqCst);
+        for tx in self.sessions.iter() {
+            tx.send_modify(|n| {
+                n.seq = n.seq.wrapping_add(1);
+                n.batch = None;
+                n.subscribed = true;
+            });
         }
     }
 
@@ -70,17 +222,6 @@ impl WatchRegistry {
             tx.send_modify(|n| {
                 n.seq = n.seq.wrapping_add(1);
                 n.batch = batch;
-            });
-        }
-    }
-
-    /// Wakes every reader of every session (after a notification channel was re-established,
-    /// when notifications may have been missed).
-    pub fn notify_all(&self) {
-        for tx in self.sessions.iter() {
-            tx.send_modify(|n| {
-                n.seq = n.seq.wrapping_add(1);
-                n.batch = None;
             });
         }
     }
@@ -105,6 +246,16 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Resolves once the engine hears of this session's writes (at once unless its
+    /// subscription is still being made). A reader awaits this before its first read, so a
+    /// write after that read is announced; what came before, the read returns. Marks the
+    /// confirmation's wake-up as seen: the read that follows covers it.
+    pub async fn subscribed(&mut self) {
+        if self.rx.wait_for(|n| n.subscribed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Resolves after an append notified since the last call (or since registration).
     pub async fn changed(&mut self) {
         // The sender lives in the registry for as long as this receiver exists, so an error
@@ -126,9 +277,13 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         // This receiver is still alive here, so "only me left" is a count of 1.
-        self.registry
+        let removed = self
+            .registry
             .sessions
             .remove_if(&self.id, |_, tx| tx.receiver_count() <= 1);
+        if removed.is_some() {
+            self.registry.changed(&self.id);
+        }
     }
 }
 
@@ -191,5 +346,51 @@ mod tests {
         });
         w.changed().await;
         assert_eq!(w.events_after(None), Some(vec![event("1-0")]));
+    }
+
+    #[tokio::test]
+    async fn per_session_interest_is_queued_and_readers_wait_for_the_confirmation() {
+        let registry = Arc::new(WatchRegistry::per_session());
+        let id: SessionId = "s1".parse().unwrap();
+        let mut first = registry.watch(&id);
+        let second = registry.watch(&id);
+        // One change for the first reader; the second joins.
+        assert_eq!(registry.take_changes(), HashSet::from([id.clone()]));
+        assert!(registry.is_watched(&id));
+        // Not subscribed yet: the reader waits; the confirmation lets it go and wakes it.
+        let waiting = tokio::spawn(async move {
+            first.subscribed().await;
+            first
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        registry.subscribed(&id);
+        let mut first = waiting.await.unwrap();
+        // The confirmation's wake-up was seen by `subscribed`; the next append wakes.
+        registry.notify(&id);
+        first.changed().await;
+        // A reader joining a confirmed subscription does not wait.
+        let mut third = registry.watch(&id);
+        third.subscribed().await;
+        // The last reader leaving is one more change.
+        drop((first, second, third));
+        assert!(!registry.is_watched(&id));
+        assert_eq!(registry.take_changes(), HashSet::from([id.clone()]));
+        assert!(registry.take_changes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pattern_subscription_covers_every_session_once_confirmed() {
+        let registry = Arc::new(WatchRegistry::until_subscribed());
+        let (a, b): (SessionId, SessionId) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let mut early = registry.watch(&a);
+        registry.subscribed_all();
+        early.subscribed().await;
+        let mut late = registry.watch(&b);
+        late.subscribed().await;
+        assert!(
+            registry.take_changes().is_empty(),
+            "no per-session interest"
+        );
     }
 }

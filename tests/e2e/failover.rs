@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::client::{Reply, within};
-use crate::gateway::{Gateway, KEY, Session, blocking, sentinel_config_with};
+use crate::gateway::{
+    Gateway, KEY, Session, blocking, ids_until, lost_in_failover, sentinel_config_with,
+};
 use crate::support::redis_sentinel::RedisSentinel;
 
 /// Appends one delta; the raw reply.
@@ -33,7 +35,7 @@ fn appended_id(reply: &Reply) -> String {
 }
 
 /// A 503 that tells the agent to come back: `Retry-After` and a JSON error code.
-fn assert_retry_later(reply: &Reply, codes: &[&str]) {
+pub(crate) fn assert_retry_later(reply: &Reply, codes: &[&str]) {
     assert_eq!(reply.status, 503, "{}", reply.text);
     assert_eq!(reply.header("retry-after"), Some("1"), "Retry-After");
     assert!(
@@ -106,18 +108,9 @@ async fn failover(ack_replicas: u32) {
 
     // The viewer, connected throughout, and a fresh replay from the start.
     let last = acked.last().expect("acknowledged writes").clone();
-    let mut seen = Vec::new();
-    while seen.last() != Some(&last) {
-        let frame = viewer.next_event().await.expect("the stream stays open");
-        seen.push(frame.id.expect("an event id"));
-    }
-    let mut replay_stream = gateway.stream(&session).await;
-    let mut replay = Vec::new();
-    while replay.last() != Some(&last) {
-        let frame = replay_stream.next_event().await.expect("the replay");
-        replay.push(frame.id.expect("an event id"));
-    }
-    let lost: Vec<&String> = acked.iter().filter(|id| !replay.contains(id)).collect();
+    let seen = ids_until(&mut viewer, &last).await;
+    let replay = ids_until(&mut gateway.stream(&session).await, &last).await;
+    let lost = lost_in_failover(&acked, &seen, &replay);
     eprintln!(
         "failover (ack_replicas = {ack_replicas}): writes unavailable for {} ms ({refused} \
          refused), {} of {} acknowledged writes lost: {lost:?}",
@@ -125,31 +118,6 @@ async fn failover(ack_replicas: u32) {
         lost.len(),
         acked.len()
     );
-    let ordered = |ids: &[String]| {
-        ids.windows(2).all(|w| {
-            let key = |id: &str| {
-                let (ms, seq) = id.split_once('-').expect("a stream id");
-                (
-                    ms.parse::<u64>().expect("ms"),
-                    seq.parse::<u64>().expect("seq"),
-                )
-            };
-            key(&w[0]) < key(&w[1])
-        })
-    };
-    assert!(
-        ordered(&seen),
-        "the viewer got a duplicate or out of order: {seen:?}"
-    );
-    for id in &replay {
-        assert!(seen.contains(id), "the viewer missed {id}");
-    }
-    for id in &seen {
-        assert!(
-            replay.contains(id) || lost.contains(&id),
-            "the viewer got {id}, which was never acknowledged"
-        );
-    }
     if ack_replicas > 0 {
         assert!(
             lost.is_empty(),

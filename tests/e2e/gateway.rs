@@ -321,6 +321,49 @@ pub fn ids(frames: &[crate::client::SseFrame]) -> Vec<String> {
         .collect()
 }
 
+/// The ids of `stream`'s events up to and including `last`; panics if it ends first.
+pub async fn ids_until(stream: &mut SseStream, last: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.last().map(String::as_str) != Some(last) {
+        let frame = stream.next_event().await.expect("the stream stays open");
+        ids.push(frame.id.expect("an event id"));
+    }
+    ids
+}
+
+/// After a failover: what a viewer connected throughout received (`seen`), against a fresh
+/// replay (`replay`) of the acknowledged writes (`acked`). Asserts every write that survived
+/// reached the viewer exactly once and in order, and nothing never acknowledged did; returns
+/// the acknowledged writes that did not survive (replication is asynchronous).
+pub fn lost_in_failover<'a>(
+    acked: &'a [String],
+    seen: &[String],
+    replay: &[String],
+) -> Vec<&'a String> {
+    let key = |id: &str| {
+        let (ms, seq) = id.split_once('-').expect("a stream id");
+        (
+            ms.parse::<u64>().expect("ms"),
+            seq.parse::<u64>().expect("seq"),
+        )
+    };
+    assert!(
+        seen.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+        "the viewer got a duplicate or out of order: {seen:?}"
+    );
+    let lost: Vec<&String> = acked.iter().filter(|id| !replay.contains(id)).collect();
+    for id in replay {
+        assert!(seen.contains(id), "the viewer missed {id}");
+    }
+    for id in seen {
+        assert!(
+            replay.contains(id) || lost.contains(&id),
+            "the viewer got {id}, which was never acknowledged"
+        );
+    }
+    lost
+}
+
 /// Runs a blocking harness call (redis-cli, process control) without stalling the runtime.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)

@@ -36,6 +36,7 @@ mod resume;
 mod retention_gap;
 mod round_trips;
 mod runtime_dir;
+mod scale_out;
 mod secrets_in_logs;
 mod session_metrics;
 mod shared_rate_limit;

@@ -253,6 +253,7 @@ async fn redis_store(
         pipelining: true,
         hash_state: true,
         quotas: Default::default(),
+        subscribe: Default::default(),
     })
     .await
     .expect("redis store")

@@ -28,7 +28,7 @@ pub use server::{CertificateConfig, LimitsConfig, LogFormat, ServerConfig, TlsCo
 /// `[existence_cache]`: the existence cache's policy (from `agentgate-middleware`).
 pub use agentgate_middleware::policy::{ExistenceCachePolicy, OnError};
 pub use sse::SseConfig;
-pub use store::{QuotasConfig, RedisConfig, StoreConfig, StoreKind};
+pub use store::{QuotasConfig, RedisConfig, StoreConfig, StoreKind, SubscribeMode};
 pub use telemetry::TelemetryConfig;
 pub use tools::{ToolConfig, ToolKind, ToolsConfig};
 pub use upstreams::{Balance, HashOn, HealthCheckConfig, UpstreamConfig, UpstreamTlsConfig};

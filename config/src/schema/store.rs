@@ -15,6 +15,22 @@ pub enum StoreKind {
     Redis,
 }
 
+/// How a gateway node learns of the writes to the sessions its readers follow
+/// (`store.redis.subscribe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscribeMode {
+    /// `"per_session"`: a node subscribes to a session's channel while it has readers of it
+    /// (on Cluster sharded pub/sub, `SSUBSCRIBE`/`SPUBLISH`, Redis 7 or newer, so a write's
+    /// notification reaches only the shard owning the session and the nodes that follow it).
+    #[default]
+    PerSession,
+    /// `"pattern"`: every node pattern-subscribes to every session's channel and drops what
+    /// it has no reader for (each write reaches every node; on Cluster, every Redis node
+    /// too). The baseline `bench/cluster.sh` compares against; works with Redis 6.
+    Pattern,
+}
+
 /// `[store]`: the session store and how long data is kept.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -97,6 +113,10 @@ pub struct RedisConfig {
     pub timeout_ms: u64,
     /// Deadline for establishing a connection, in milliseconds. At least 1. Default 1_000.
     pub connect_timeout_ms: u64,
+    /// How nodes hear of writes: `"per_session"` (subscribe to the sessions this node has
+    /// readers for; on Cluster sharded pub/sub, Redis 7 or newer) or `"pattern"` (every
+    /// node hears every write). Default `"per_session"`.
+    pub subscribe: SubscribeMode,
 }
 
 impl Default for RedisConfig {
@@ -110,6 +130,7 @@ impl Default for RedisConfig {
             ack_timeout_ms: 500,
             timeout_ms: 2_000,
             connect_timeout_ms: 1_000,
+            subscribe: SubscribeMode::PerSession,
         }
     }
 }

@@ -19,7 +19,8 @@
 //!   — LIST of those names, oldest first, so the oldest past the bound is evicted
 //!   ([`crate::store::idempotency`]); both with the session's TTL, written by the append
 //!   and complete scripts.
-//! - `ag:{<sid>}:notify` — pub/sub channel; every write publishes on it a notice
+//! - `ag:{<sid>}:notify` — pub/sub channel (sharded on Cluster with per-session
+//!   subscriptions: `SPUBLISH`); every write publishes on it a notice
 //!   `{"a": <id before>, "e": [[id, kind, data], ...]}` (the events it wrote and the id they
 //!   follow, `""` for an empty log) when their data totals at most 8 KiB, else the newest id.
 //!
@@ -48,20 +49,25 @@
 //! - `hash_state = false` (`redis::json_state`): the state is one JSON string at
 //!   `ag:{<sid>}:meta`, read, modified and written back whole on every change.
 //!
-//! Live tailing uses ONE extra connection per process however many readers are connected:
-//! it pattern-subscribes to `ag:*:notify` and wakes the local readers of a session
-//! ([`WatchRegistry`](crate::store::watch::WatchRegistry)). A reader whose cursor is the
-//! notice's "before" id takes the events from the notice — no read at all; any other reader
-//! (behind, or woken by a bare id) `XRANGE`s from its own cursor on the shared multiplexed
-//! connection. After a reconnect the subscription is restored and every reader re-reads, so
-//! notifications lost while disconnected cost nothing.
+//! Live tailing uses ONE extra connection per process however many readers are connected
+//! (`notifier`): it subscribes to the channels of the sessions this node has readers for
+//! (`store.redis.subscribe = "per_session"`; sharded pub/sub on Cluster, so a notice stays in
+//! its session's shard) or to all of them with one pattern (`"pattern"`), and wakes the
+//! local readers of a session ([`WatchRegistry`](crate::store::watch::WatchRegistry)). A
+//! reader whose cursor is the notice's "before" id takes the events from the notice — no
+//! read at all; any other reader (behind, or woken by a bare id) `XRANGE`s from its own
+//! cursor on the shared multiplexed connection. A new reader reads once its session's
+//! subscription is confirmed, and every (re)confirmation makes the readers re-read, so
+//! notifications lost before it or while disconnected cost nothing. On Cluster, one more
+//! connection per master hears expired keys (keyspace events are per node).
 //!
 //! Figures ([`StoreStats`](crate::store::StoreStats)): live sessions are this node's view
 //! ([`Census`](crate::store::census::Census)); memory per session is `MEMORY USAGE` of the
 //! meta hash, the event stream and the idempotency records of up to 8 of those sessions,
 //! averaged, every 5 seconds
 //! (those commands are not counted as the store's traffic); connections held are the multiplexed command connection plus the notification
-//! connection while it is subscribed (on Cluster each is one handle with a socket per node).
+//! connection while it answers (on Cluster each is one handle with a socket per node, plus the
+//! expired-key-events connection of each master).
 //!
 //! The parts, one file each:
 //!
@@ -71,13 +77,16 @@
 //! - `ack`: sending a write, with `WAIT` for replicas when `ack_replicas` asks for it;
 //! - `scripts`: the Lua write scripts (`lua/*.lua`) and the scripted writes;
 //! - `sequential`, `json_state`: the naive baselines above;
-//! - `notifier`: the notification connection and the loop that wakes readers;
+//! - `notifier`: the notification connection, the subscriptions it keeps in step with the
+//!   readers, and the loop that wakes them;
 //! - `census`: the census sweep and the memory sampling;
 //! - `store`: [`RedisStore`] itself: connecting, reads, and the [`SessionStore`] calls.
 //!
 //! [`SessionStore`]: crate::store::SessionStore
 
 use std::time::Duration;
+
+pub use agentgate_config::SubscribeMode;
 
 use super::{EventId, Quotas, StoreError};
 
@@ -128,6 +137,21 @@ pub struct RedisSettings {
     pub hash_state: bool,
     /// Running sessions per owner, bytes per session (`[store.quotas]`).
     pub quotas: Quotas,
+    /// How nodes hear of writes (`store.redis.subscribe`): per watched session, or one
+    /// pattern for all.
+    pub subscribe: SubscribeMode,
+}
+
+impl RedisSettings {
+    /// The command that publishes a session's notices: `SPUBLISH` (sharded) on Cluster with
+    /// per-session subscriptions, else `PUBLISH`.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.cluster && self.subscribe == SubscribeMode::PerSession {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
 }
 
 /// A stream id as Redis wrote it.

@@ -12,6 +12,11 @@
 //! one recorded, inside the same script as the write) and, for Cluster only, `owner_reserve` and
 //! `owner_refresh`: there the owner's quota set is in another slot than the session, so init
 //! and append/complete touch it in a second call ([`crate::store::quota`] says how).
+//!
+//! The scripts that notify publish with `PUBLISH`, a name each script is prefixed with:
+//! `SPUBLISH` on Cluster with `subscribe = "per_session"` (sharded pub/sub: the notice
+//! stays in the session's shard), else the classic `PUBLISH` ([`super::notifier`] says why).
+//! On Cluster the channel carries the session's hash tag, so it hashes to the script's slot.
 
 use super::keys::{events_key, idem_key, idem_order_key, meta_key, notify_channel, owner_key};
 use super::{RedisStore, millis, parse_id};
@@ -47,8 +52,9 @@ macro_rules! with_idempotency {
 }
 
 impl Scripts {
-    /// The scripts of the HASH layout (`hash_state`) or of the JSON one.
-    pub(super) fn new(hash_state: bool) -> Self {
+    /// The scripts of the HASH layout (`hash_state`) or of the JSON one, notifying with
+    /// `publish` (`PUBLISH` or `SPUBLISH`).
+    pub(super) fn new(hash_state: bool, publish: &str) -> Self {
         let (init, append, complete) = if hash_state {
             (
                 with_quota!("lua/init.lua"),
@@ -62,27 +68,28 @@ impl Scripts {
                 with_idempotency!(include_str!("lua/json_complete.lua")),
             )
         };
+        let notifying = |code: &str| LuaScript::new(format!("local PUBLISH = '{publish}'\n{code}"));
         Self {
-            init: LuaScript::new(init),
-            append: LuaScript::new(append),
-            complete: LuaScript::new(complete),
-            owner_reserve: LuaScript::new(with_quota!("lua/owner_reserve.lua")),
-            owner_refresh: LuaScript::new(with_quota!("lua/owner_refresh.lua")),
+            init: notifying(init),
+            append: notifying(append),
+            complete: notifying(complete),
+            owner_reserve: LuaScript::new(with_quota!("lua/owner_reserve.lua").to_owned()),
+            owner_refresh: LuaScript::new(with_quota!("lua/owner_refresh.lua").to_owned()),
         }
     }
 }
 
 /// A Lua script and its SHA1, for EVALSHA.
 struct LuaScript {
-    code: &'static str,
+    code: String,
     hash: String,
 }
 
 impl LuaScript {
-    fn new(code: &'static str) -> Self {
+    fn new(code: String) -> Self {
         Self {
+            hash: Script::new(&code).get_hash().to_owned(),
             code,
-            hash: Script::new(code).get_hash().to_owned(),
         }
     }
 }
@@ -106,7 +113,7 @@ impl RedisStore {
         let evalsha = invoke("EVALSHA", &script.hash);
         let reply: Vec<String> = match self.send_write(&evalsha).await? {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let eval = invoke("EVAL", script.code);
+                let eval = invoke("EVAL", &script.code);
                 self.send_write(&eval)
                     .await?
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?

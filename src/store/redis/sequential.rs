@@ -275,7 +275,7 @@ impl RedisStore {
     /// The notification of the newest id.
     async fn publish(&self, id: &SessionId, newest: Option<&str>) -> Result<(), StoreError> {
         if let Some(newest) = newest {
-            let mut publish = redis::cmd("PUBLISH");
+            let mut publish = redis::cmd(self.settings.publish_command());
             publish.arg(notify_channel(id)).arg(newest);
             self.one::<()>(&publish).await?;
         }

@@ -18,7 +18,7 @@ use super::json_state::JsonState;
 use super::keys::{events_key, meta_key};
 use super::notifier::run_notifier;
 use super::scripts::Scripts;
-use super::{RedisSettings, parse_id};
+use super::{RedisSettings, SubscribeMode, parse_id};
 use crate::store::census::Census;
 use crate::store::watch::WatchRegistry;
 use crate::store::{
@@ -61,7 +61,10 @@ impl RedisStore {
     /// drivers and the notification task live on it.
     pub async fn connect(settings: RedisSettings) -> Result<Arc<Self>, StoreError> {
         let stats = StoreStats::default();
-        let watches = Arc::new(WatchRegistry::default());
+        let watches = Arc::new(match settings.subscribe {
+            SubscribeMode::PerSession => WatchRegistry::per_session(),
+            SubscribeMode::Pattern => WatchRegistry::until_subscribed(),
+        });
         let conn = CountedConnection::open(&settings, stats.clone()).await?;
         let acked = if settings.ack_replicas > 0 {
             conn.acked(&settings)?.map(AckLanes::new)
@@ -74,10 +77,10 @@ impl RedisStore {
             conn.sentinel(),
             Arc::clone(&watches),
             presence.clone(),
-            stats.connections.clone(),
+            stats.clone(),
         ));
         let census = Census::new(stats.live_sessions.clone());
-        let scripts = Scripts::new(settings.hash_state);
+        let scripts = Scripts::new(settings.hash_state, settings.publish_command());
         let store = Arc::new(Self {
             conn,
             acked,

@@ -35,8 +35,8 @@ record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], out, 2, ARGV[10])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then refresh(KEYS[5], ARGV[7], ARGV[3]) end
 if size <= 8192 then
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last, e = events}))
+  redis.call(PUBLISH, ARGV[5], cjson.encode({a = last, e = events}))
 else
-  redis.call('PUBLISH', ARGV[5], out[#out])
+  redis.call(PUBLISH, ARGV[5], out[#out])
 end
 return out

@@ -23,8 +23,8 @@ keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[9]) end
 if #ARGV[8] <= 8192 then
   local events = {{id, 'complete', ARGV[8]}}
-  redis.call('PUBLISH', ARGV[5], cjson.encode({a = last, e = events}))
+  redis.call(PUBLISH, ARGV[5], cjson.encode({a = last, e = events}))
 else
-  redis.call('PUBLISH', ARGV[5], id)
+  redis.call(PUBLISH, ARGV[5], id)
 end
 return {'ok', id, meta[3] or '0'}

@@ -27,5 +27,5 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 record(KEYS[3], KEYS[4], ARGV[8], ARGV[9], out, 2, ARGV[10])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then refresh(KEYS[5], ARGV[7], ARGV[3]) end
-redis.call('PUBLISH', ARGV[5], out[#out])
+redis.call(PUBLISH, ARGV[5], out[#out])
 return out

@@ -19,5 +19,5 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 record(KEYS[3], KEYS[4], ARGV[10], ARGV[11], {id}, 1, ARGV[12])
 keep(KEYS[3], KEYS[4], ARGV[3])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[9]) end
-redis.call('PUBLISH', ARGV[5], id)
+redis.call(PUBLISH, ARGV[5], id)
 return {'ok', id, tostring(state.created_at)}
