@@ -13,8 +13,9 @@
 //! `Stream-Seq` checks run in the same atomic step as the append they guard, and a refused
 //! call writes nothing. Expiry is Redis's own (`PEXPIRE` refreshed on reads and writes for
 //! `Stream-TTL`, `PEXPIREAT` for `Stream-Expires-At`). Writes publish on the channel
-//! `ag:{ds-<hash>}:notify`, which the store's one notifier connection already hears
-//! (`ag:*:notify`), so live readers on every node wake through the sessions' notification
+//! `ag:{ds-<hash>}:notify` (with the sessions' publish command: `SPUBLISH` in its shard on
+//! Cluster), which the store's notifier subscribes to while the stream has live readers on
+//! the node, so live readers on every node wake through the sessions' notification
 //! path and re-read from their offsets. Writes go out like the sessions' (with
 //! `store.redis.ack_replicas`, pipelined with their `WAIT`).
 //!
@@ -52,8 +53,14 @@ struct StreamScript {
 }
 
 impl StreamScript {
-    fn new(body: &str) -> Self {
-        let code = format!("{}{}", include_str!("lua/stream_expiry.lua"), body);
+    /// `body` after the expiry helpers, notifying with `publish` (`PUBLISH`, or `SPUBLISH`
+    /// on Cluster with per-session subscriptions, as the session scripts do).
+    fn new(body: &str, publish: &str) -> Self {
+        let code = format!(
+            "local PUBLISH = '{publish}'\n{}{}",
+            include_str!("lua/stream_expiry.lua"),
+            body
+        );
         let hash = Script::new(&code).get_hash().to_owned();
         Self { code, hash }
     }
@@ -78,13 +85,14 @@ impl std::fmt::Debug for RedisStreams {
 impl RedisStreams {
     /// Streams in `store`'s Redis, on its connections and its notifier.
     pub fn new(store: Arc<RedisStore>) -> Self {
+        let publish = store.settings.publish_command();
         Self {
+            create: StreamScript::new(include_str!("lua/stream_create.lua"), publish),
+            append: StreamScript::new(include_str!("lua/stream_append.lua"), publish),
+            read: StreamScript::new(include_str!("lua/stream_read.lua"), publish),
+            delete: StreamScript::new(include_str!("lua/stream_delete.lua"), publish),
+            refs: StreamScript::new(include_str!("lua/stream_refs.lua"), publish),
             store,
-            create: StreamScript::new(include_str!("lua/stream_create.lua")),
-            append: StreamScript::new(include_str!("lua/stream_append.lua")),
-            read: StreamScript::new(include_str!("lua/stream_read.lua")),
-            delete: StreamScript::new(include_str!("lua/stream_delete.lua")),
-            refs: StreamScript::new(include_str!("lua/stream_refs.lua")),
         }
     }
 

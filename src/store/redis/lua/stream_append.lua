@@ -104,5 +104,5 @@ if ARGV[10] == '1' then
   redis.call('HSET', meta, 'closed', '1', 'cby', by)
 end
 apply_expiry(m[3], m[4])
-redis.call('PUBLISH', ARGV[14], '')
+redis.call(PUBLISH, ARGV[14], '')
 return {'ok', int(bytes), closed}

@@ -48,5 +48,5 @@ redis.call('HSET', meta, 'ct', ARGV[1], 'ess', ARGV[2], 'ttl', ARGV[3], 'atms', 
   'at', ARGV[5], 'closed', ARGV[6], 'bytes', int(bytes), 'seq', '', 'hasseq', '0', 'cby', '',
   'fsrc', ARGV[11], 'fanchor', ARGV[13], 'fsub', ARGV[14], 'refs', '0', 'gone', '0')
 apply_expiry(ARGV[3], ARGV[4])
-redis.call('PUBLISH', ARGV[10], '')
+redis.call(PUBLISH, ARGV[10], '')
 return {'ok', int(bytes)}

@@ -9,7 +9,7 @@ end
 if m[1] == '1' then
   return {'gone'}
 end
-redis.call('PUBLISH', ARGV[1], '')
+redis.call(PUBLISH, ARGV[1], '')
 if tonumber(m[2] or '0') > 0 then
   redis.call('HSET', KEYS[1], 'gone', '1')
   return {'soft'}
