@@ -26,6 +26,7 @@
 #   failover_ack0           Redis Sentinel (master, 2 replicas, 3 sentinels); the master gets
 #                           SIGKILL mid-run and a replica is promoted
 #   failover_ack1           the same with ack_replicas = 1 (WAIT for a replica per write)
+#   ack_cost                appends/s and latency with and without ack_replicas = 1
 #   retention               a log capped at 20 events; stalled viewers fall behind the trimming
 #                           and are told (`gap`), not left unaware
 #   stalled_readers         (above)
@@ -43,7 +44,7 @@ BENCH_NAME=faults
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=${SCENARIOS:-"node_kill redis_restart_everysec redis_restart_always failover_ack0 failover_ack1 retention stalled_readers upgrade overload upstream"}
+SCENARIOS=${SCENARIOS:-"node_kill redis_restart_everysec redis_restart_always failover_ack0 failover_ack1 ack_cost retention stalled_readers upgrade overload upstream"}
 STALL_SECS=${STALL_SECS:-60}        # how long stalled viewers stop reading
 STALLED=${STALLED:-1000}            # sessions in stalled_readers (each: 1 reader + 1 stalled)
 LOADTEST_TIMEOUT=${LOADTEST_TIMEOUT:-400}
@@ -524,6 +525,36 @@ ack_timeout_ms = 500" gateway_up "gw-fo$ack" "$gw" "$master"
     bench_stop "fo-replica$ack-2"
 }
 
+# ack_cost — what `ack_replicas = 1` costs per append: 64 producers appending back to back
+# through a gateway without and one with acknowledged writes, on one master with a replica,
+# alternated twice.
+ack_cost() {
+    local master replica g0 g1 round mode port scen out="" rps p50 p99
+    master=$(bench_pick_port) replica=$(bench_pick_port) g0=$(bench_pick_port) g1=$(bench_pick_port)
+    redis_up ack-master "$master" --appendonly yes --appendfsync everysec
+    redis_up ack-replica "$replica" --replicaof 127.0.0.1 "$master"
+    gateway_up gw-ack0 "$g0" "$master"
+    REDIS_STORE_TOML="urls = [\"redis://127.0.0.1:$master\"]
+ack_replicas = 1
+ack_timeout_ms = 500" gateway_up gw-ack1 "$g1" "$master"
+    for round in 1 2; do
+        for mode in 0 1; do
+            port=$g0
+            [[ $mode == 1 ]] && port=$g1
+            scen=$(scenario_file "ack$mode-$round" 64 1 300 0)
+            load_start "ack$mode-$round" "$scen" "http://127.0.0.1:$port"
+            load_wait "ack$mode-$round" || return 0
+            read -r rps p50 p99 < <(jq -r '[(.events.appended / .duration_secs | floor), .latency_ms.append.p50, .latency_ms.append.p99] | @tsv' "$BENCH_TMP/ack$mode-$round.json")
+            out+="${out:+; }ack_replicas = $mode (round $round): $rps appends/s, p50 $p50 ms, p99 $p99 ms"
+        done
+    done
+    row2 ack_cost "64 producers appending one event per call back to back, 300 each; one master and one replica on loopback" "$out"
+    bench_stop gw-ack0
+    bench_stop gw-ack1
+    bench_stop ack-replica
+    bench_stop ack-master
+}
+
 retention() {
     local redis gw scen
     redis=$(bench_pick_port) gw=$(bench_pick_port)
@@ -632,6 +663,7 @@ for s in $SCENARIOS; do
     failover_ack1) failover 1 ;;
     retention) retention ;;
     upstream) upstream_faults ;;
+    ack_cost) ack_cost ;;
     *) bench_die "unknown scenario '$s'" ;;
     esac
 done
