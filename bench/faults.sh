@@ -66,6 +66,15 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 
 # ---- processes ------------------------------------------------------------------------------
 
+# replica_synced PORT — waits until the replica on PORT has synchronised with its master.
+replica_synced() {
+    local t0=$SECONDS
+    until redis-cli -p "$1" INFO replication 2>/dev/null | grep -q '^master_link_status:up'; do
+        ((SECONDS - t0 < 30)) || bench_die "the replica on port $1 did not sync"
+        sleep 0.1
+    done
+}
+
 # redis_up NAME PORT ARGS... — a private redis-server on PORT (data in $BENCH_TMP/NAME), waits
 # for PING.
 redis_up() {
@@ -487,6 +496,8 @@ failover() {
     # Two replicas: after the promotion one is left to acknowledge writes (ack_replicas = 1).
     redis_up "fo-replica$ack-1" "$r1" --replicaof 127.0.0.1 "$master"
     redis_up "fo-replica$ack-2" "$r2" --replicaof 127.0.0.1 "$master"
+    replica_synced "$r1"
+    replica_synced "$r2"
     for i in 1 2 3; do
         s=$(bench_pick_port)
         mkdir -p "$BENCH_TMP/fo-sentinel$ack-$i"
@@ -533,6 +544,7 @@ ack_cost() {
     master=$(bench_pick_port) replica=$(bench_pick_port) g0=$(bench_pick_port) g1=$(bench_pick_port)
     redis_up ack-master "$master" --appendonly yes --appendfsync everysec
     redis_up ack-replica "$replica" --replicaof 127.0.0.1 "$master"
+    replica_synced "$replica"
     gateway_up gw-ack0 "$g0" "$master"
     REDIS_STORE_TOML="urls = [\"redis://127.0.0.1:$master\"]
 ack_replicas = 1
