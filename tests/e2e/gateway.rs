@@ -86,6 +86,29 @@ fn config_from(toml: &str) -> Config {
     config
 }
 
+/// The configuration of an `agentgate serve` process ([`crate::process::Process`]) on a free
+/// port: the test keys, no agent dispatch, a Redis store whose `[store.redis]` table holds
+/// `store_redis`, then `extra` (more tables).
+pub fn process_toml(store_redis: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+threads = 1
+[auth]
+api_keys = ["{KEY}"]
+stream_token_secret = "{SECRET}"
+[agent]
+dispatch = "none"
+[store]
+kind = "redis"
+[store.redis]
+{store_redis}
+{extra}
+"#
+    )
+}
+
 /// A gateway serving in the background.
 pub struct Gateway {
     /// A client of it.

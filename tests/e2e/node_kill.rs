@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::client::{Client, within};
-use crate::gateway::{Gateway, KEY, SECRET, blocking, deltas, ids, redis_config};
+use crate::gateway::{Gateway, blocking, deltas, ids, process_toml, redis_config};
 use crate::process::Process;
 use crate::support::redis_server::RedisServer;
 
@@ -15,25 +15,8 @@ use crate::support::redis_server::RedisServer;
 async fn a_viewer_resumes_exactly_on_another_node_after_its_node_is_killed() {
     let redis = blocking(RedisServer::start);
     let survivor = Gateway::start(&redis_config(&redis)).await;
-    let doomed = blocking(|| {
-        Process::start(&format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-threads = 1
-[auth]
-api_keys = ["{KEY}"]
-stream_token_secret = "{SECRET}"
-[store]
-kind = "redis"
-[store.redis]
-urls = ["{}"]
-[agent]
-dispatch = "none"
-"#,
-            redis.url()
-        ))
-    });
+    let doomed =
+        blocking(|| Process::start(&process_toml(&format!("urls = [\"{}\"]", redis.url()), "")));
     let on_doomed = Client::new(doomed.addr);
 
     // Created on the survivor, watched on the doomed node.

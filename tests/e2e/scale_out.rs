@@ -16,35 +16,18 @@ use serde_json::json;
 
 use crate::client::{Client, Reply, SseStream, within};
 use crate::failover::assert_retry_later;
-use crate::gateway::{KEY, SECRET, blocking, ids_until, lost_in_failover, metric};
+use crate::gateway::{KEY, blocking, ids_until, lost_in_failover, metric, process_toml};
 use crate::process::Process;
 use crate::support::redis_cluster::RedisCluster;
 
 /// The binary's configuration on `cluster`, with `extra` (more tables) after it.
 fn node_toml(cluster: &RedisCluster, subscribe: &str, extra: &str) -> String {
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-threads = 1
-[auth]
-api_keys = ["{KEY}"]
-stream_token_secret = "{SECRET}"
-[agent]
-dispatch = "none"
-[store]
-kind = "redis"
-[store.redis]
-urls = [{}]
-cluster = true
-subscribe = "{subscribe}"
-timeout_ms = 1000
-connect_timeout_ms = 300
-{extra}
-"#,
+    let store = format!(
+        "urls = [{}]\ncluster = true\nsubscribe = \"{subscribe}\"\ntimeout_ms = 1000\nconnect_timeout_ms = 300",
         urls.join(", ")
-    )
+    );
+    process_toml(&store, extra)
 }
 
 /// Three gateway processes on one configuration.

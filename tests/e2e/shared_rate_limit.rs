@@ -6,7 +6,7 @@
 use http::StatusCode;
 
 use crate::client::Client;
-use crate::gateway::{Gateway, KEY, SECRET, blocking};
+use crate::gateway::{Gateway, KEY, blocking, process_toml};
 use crate::process::Process;
 use crate::support::redis_server::RedisServer;
 
@@ -29,24 +29,9 @@ on_store_error = "{on_store_error}"
 }
 
 fn config_toml(redis: &RedisServer, routes: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-threads = 1
-[auth]
-api_keys = ["{KEY}"]
-stream_token_secret = "{SECRET}"
-[store]
-kind = "redis"
-[store.redis]
-urls = ["{}"]
-timeout_ms = 500
-[agent]
-dispatch = "none"
-{routes}
-"#,
-        redis.url()
+    process_toml(
+        &format!("urls = [\"{}\"]\ntimeout_ms = 500", redis.url()),
+        routes,
     )
 }
 
