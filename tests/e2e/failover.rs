@@ -96,9 +96,16 @@ async fn failover(ack_replicas: u32) {
         }
         assert_retry_later(&reply, &["store_unavailable", "replicas_unconfirmed"]);
         refused += 1;
-        // The dead node comes back once the replica replaced it (never before: an empty
-        // master back on the old address would be synced from), and rejoins as a replica.
-        if !old_master_back && setup.named_master_port() == Some(setup.replica.port()) {
+        // The dead node comes back once the replica replaced it and the gateway follows the
+        // new master (it answers "replicas_unconfirmed" then: the master is up, its only
+        // replica gone), never before: an empty master back on the old address would be
+        // synced from, and a gateway not yet told of the move would write to it (Redis's
+        // rule: a master without persistence must not restart by itself). It rejoins as a
+        // replica.
+        if !old_master_back
+            && reply.error_code() == "replicas_unconfirmed"
+            && setup.named_master_port() == Some(setup.replica.port())
+        {
             blocking(|| setup.master.restart());
             old_master_back = true;
         }
